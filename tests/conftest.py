@@ -1,0 +1,3 @@
+"""Test configuration: real-service fixtures (Slurm, sshd) live in tests/services.py."""
+
+pytest_plugins = ["tests.services"]
