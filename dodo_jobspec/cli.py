@@ -1,0 +1,185 @@
+"""The `jobspec-do` command line: parse arguments, dispatch, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobspecError, Problem, SpecError, format_path
+
+DESCRIPTION = """\
+Run a JobSpec the way Make runs a Makefile.
+
+jobspec-do validates SPEC, turns every task and group into a unit of work with inputs and
+outputs, and runs what is out of date on the local machine, Slurm or Flux, in dependency order.
+A second run skips everything already done; after a failure, fix the task and run
+`jobspec-do --resume SPEC`: only what failed and what depends on it runs again.
+"""
+
+EPILOG = """\
+examples:
+  jobspec-do examples/build-run.yaml            run on this machine (the default)
+  jobspec-do -t slurm -j 8 spec.yaml            run on Slurm, 8 jobs in flight
+  jobspec-do --resume spec.yaml                 after a failure or a kill: finish the work
+  jobspec-do plan spec.yaml                     what would run, where, and why
+  jobspec-do validate spec.yaml                 check a spec; errors name file, line, path
+  jobspec-do status spec.yaml --json            per-task state for scripts
+
+exit codes:
+  0 everything done   1 a task failed   2 invalid spec or usage
+  75 another run holds the state directory   130 interrupted
+
+The transformer defaults to $JOBSPEC_DO_TRANSFORMER, else `local`.
+"""
+
+COMMANDS = ("run", "validate", "graph", "schema", "plan", "status", "logs", "clean", "cancel",
+            "plugins")
+
+
+def _transformer_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--transformer",
+                   default=os.environ.get("JOBSPEC_DO_TRANSFORMER", "local"),
+                   help="workload manager: local (default), slurm, flux, or a plugin's name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-command per verb."""
+    top = argparse.ArgumentParser(
+        prog="jobspec-do", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"jobspec-do {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check specs and report every problem",
+                       description="Check each SPEC; print `SPEC: ok` or every problem found.")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--strict", action="store_true",
+                   help="accept only the current upstream spec (no older-draft conveniences "
+                        "or jobspec-do extensions)")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    _transformer_arg(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("graph", help="print the task/group dependency graph")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+    _transformer_arg(p)
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("schema", help="print the JSON Schema (point your editor at it)")
+    p.add_argument("--strict", action="store_true", help="the upstream-only schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("plugins", help="list transformers and stagers, and any load error")
+    p.set_defaults(func=cmd_plugins)
+
+    from .commands import add_engine_commands
+
+    add_engine_commands(sub, _transformer_arg)
+    return top
+
+
+def _default_resources(transformer: str):  # type: ignore[no-untyped-def]
+    from . import plugins
+
+    return plugins.load(plugins.TRANSFORMERS, transformer).default_resources
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """`jobspec-do validate SPEC...`"""
+    from .resolve import load
+
+    default = _default_resources(args.transformer)
+    results = {}
+    rc = EXIT_OK
+    for spec in args.specs:
+        try:
+            load(spec, default_resources=default, strict=args.strict)
+            results[spec] = []
+            if not args.json:
+                print(f"{spec}: ok")
+        except SpecError as exc:
+            rc = EXIT_USAGE
+            results[spec] = [_problem_dict(p) for p in exc.problems]
+            if not args.json:
+                print(exc, file=sys.stderr)
+    if args.json:
+        print(json.dumps({s: {"ok": not ps, "problems": ps} for s, ps in results.items()},
+                         indent=2, default=str))
+    return rc
+
+
+def _problem_dict(p: Problem) -> dict[str, object]:
+    return {"file": p.file, "line": p.line, "column": p.column, "path": format_path(p.path),
+            "message": p.message, "hint": p.hint}
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """`jobspec-do graph SPEC`"""
+    from .graph import render
+    from .resolve import load
+
+    spec = load(args.spec, default_resources=_default_resources(args.transformer))
+    print(render(spec, args.format))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """`jobspec-do schema`"""
+    from .validate import load_schema
+
+    print(json.dumps(load_schema(args.strict), indent=2))
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """`jobspec-do plugins`"""
+    from . import plugins
+
+    for group in (plugins.TRANSFORMERS, plugins.STAGERS):
+        print(f"{group.rsplit('.', 1)[1]}:")
+        for item in plugins.info(group):
+            state = f"ERROR: {item.error}" if item.error else "ok"
+            print(f"  {item.name:<14} {item.origin:<9} {item.target}  [{state}]")
+    return EXIT_OK
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """`jobspec-do [opts] SPEC` means `jobspec-do run [opts] SPEC`."""
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    if argv[0] in COMMANDS:
+        return argv
+    return ["run", *argv]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `jobspec-do` console script."""
+    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    if not args_list:
+        parser.print_help()
+        return EXIT_USAGE
+    args = parser.parse_args(args_list)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except JobspecError as exc:
+        print(f"jobspec-do: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("jobspec-do: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,564 @@
+"""Turn a schema-valid spec document into the resolved model, checking the spec's rules.
+
+The resolver collects every problem it finds (unknown names with a suggestion, duplicates, a
+group used twice, missing commands or resources, dependency cycles) before raising, so one run
+reports them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import Problem, SpecError, format_path, suggest
+from .model import (
+    EMPTY,
+    Attributes,
+    Group,
+    Node,
+    Requires,
+    Resource,
+    ResourceRequest,
+    Spec,
+    Step,
+    Task,
+    Unit,
+)
+from .resources import parse_resource, request, sum_requests
+from .source import Document, read_document
+from .validate import schema_problems
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_REF_ONLY = frozenset({"group", "depends_on"})
+KNOWN_ATTRIBUTES = ("duration", "cwd", "environment", "watch")
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number or a Flux-style duration (``300s``, ``5m``, ``1.5h``, ``2d``)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def load(path: str | Path, *, default_resources: Resource | None = None,
+         strict: bool = False) -> Spec:
+    """Read, validate and resolve a spec file; raise SpecError listing every problem."""
+    return resolve(read_document(path), default_resources=default_resources, strict=strict)
+
+
+def resolve(doc: Document, *, default_resources: Resource | None = None,
+            strict: bool = False) -> Spec:
+    """Validate ``doc`` against the schema, then resolve it into a Spec."""
+    problems = _foreign_format(doc) or schema_problems(doc, strict)
+    if problems and problems[0].message.startswith("this is "):
+        raise SpecError(problems)
+    resolver = _Resolver(doc, default_resources)
+    spec = None
+    try:
+        spec = resolver.run()
+    except (KeyError, TypeError, ValueError, AttributeError):
+        if not problems:  # only expected on data the schema already rejected
+            raise
+    problems += resolver.problems
+    if problems or spec is None:
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        raise SpecError(problems)
+    return spec
+
+
+def _foreign_format(doc: Document) -> list[Problem]:
+    """One clear problem for files of another format, instead of a cascade of schema errors."""
+    data = doc.data
+    if data.get("version") == 2 and ("entrypoint" in data or "groups" in data):
+        return [doc.problem("this is a `version: 2` Flux hierarchy config (for `jobspec start`), "
+                            "not a JobSpec", ["version"],
+                            "jobspec-do runs version 1 JobSpecs: tasks, groups, resources")]
+    if "task" in data and "tasks" not in data and isinstance(data.get("resources"), list):
+        return [doc.problem("this is a pre-NG (jobspec 0.0.x) file with `task:` and "
+                            "`transform:` steps", ["task"],
+                            "rewrite it as `tasks:` with named `resources:`", at_key=True)]
+    return []
+
+
+@dataclass
+class _Raw:
+    """A task or group entry as written, with where it was written."""
+
+    data: dict[str, Any]
+    path: tuple[str | int, ...]
+    node: Unit | None = None
+    deps: list[str] = field(default_factory=list)
+    deps_path: tuple[str | int, ...] = ()
+
+
+class _Resolver:
+    def __init__(self, doc: Document, default: Resource | None) -> None:
+        self.doc = doc
+        self.data: dict[str, Any] = doc.data
+        self.default = request("default", default) if default is not None else None
+        self.problems: list[Problem] = []
+        self.named: dict[str, ResourceRequest] = {}
+        self.named_requires: dict[str, tuple[Mapping[str, Any], ...]] = {}
+        self.global_requires: dict[str, dict[str, Any]] = {}
+        self.group_defs: dict[str, _Raw] = {}
+        self.group_refs: dict[str, tuple[str | int, ...]] = {}
+        self.names: dict[str, tuple[str | int, ...]] = {}
+        self.raws: list[_Raw] = []
+        self.building: list[str] = []
+
+    def err(self, message: str, path: tuple[str | int, ...] | list[str | int],
+            hint: str | None = None, *, at_key: bool = False) -> None:
+        self.problems.append(self.doc.problem(message, list(path), hint, at_key=at_key))
+
+    # -- the whole document ---------------------------------------------------------------
+    def run(self) -> Spec | None:
+        for name, body in (self.data.get("resources") or {}).items():
+            self.named[str(name)] = request(str(name), parse_resource(body))
+        for name, body in (self.data.get("requires") or {}).items():
+            if isinstance(body, list):
+                self.named_requires[str(name)] = tuple(MappingProxyType(dict(i)) for i in body)
+            else:  # older draft: a global {namespace: {key: value}} or {key: value} entry
+                self.global_requires[str(name)] = body
+        self._collect_groups(self.data.get("groups") or [], ("groups",), None)
+        self._collect_refs()
+        self._collect_names()
+        glob = _Inherited(self._attrs({}, self.data.get("attributes"), None, ()),
+                          Requires(_freeze2(self.global_requires)), ())
+        top: list[Unit] = []
+        for gname, raw in self.group_defs.items():
+            if gname not in self.group_refs and raw.data.get("_parent") is None:
+                top.append(self._group(gname, raw, glob, None))
+        top += self._children(self.data.get("tasks") or [], ("tasks",), glob, None)
+        self._unreached_groups()
+        self._link(top)
+        if self.problems:
+            return None
+        order = self._order(top)
+        if order is None:
+            return None
+        for node in order:
+            object.__setattr__(node, "digest", _digest(node))
+        name = self.data.get("name") or self.doc.path.stem
+        digest = hashlib.sha256("".join(n.digest for n in order).encode()).hexdigest()
+        return Spec(str(name), self.doc.path, tuple(top), {n.key: n for n in order}, digest)
+
+    def _collect_groups(self, groups: list[Any], path: tuple[str | int, ...],
+                        parent: str | None) -> None:
+        for i, g in enumerate(groups):
+            if not isinstance(g, dict):
+                continue
+            gpath = (*path, i)
+            name = g.get("name") or (f"{parent}-group-{i}" if parent else f"group-{i}")
+            if name in self.group_defs:
+                first = format_path(self.group_defs[name].path)
+                self.err(f"duplicate group name '{name}' (also defined at {first})",
+                         (*gpath, "name"), "give each group its own name")
+                continue
+            self.group_defs[name] = _Raw({**g, "_parent": parent}, gpath)
+            self._collect_groups(g.get("groups") or [], (*gpath, "groups"), name)
+
+    def _task_lists(self) -> list[tuple[list[Any], tuple[str | int, ...]]]:
+        lists = [(self.data.get("tasks") or [], ("tasks",))]
+        lists += [(raw.data.get("tasks") or [], (*raw.path, "tasks"))
+                  for raw in self.group_defs.values()]
+        return lists
+
+    def _collect_refs(self) -> None:
+        for tasks, path in self._task_lists():
+            for i, t in enumerate(tasks):
+                if not isinstance(t, dict) or "group" not in t:
+                    continue
+                ref, tpath = t["group"], (*path, i)
+                if ref not in self.group_defs:
+                    near = suggest(ref, self.group_defs)
+                    self.err(f"unknown group '{ref}'", (*tpath, "group"),
+                             f"did you mean '{near}'?" if near else _known(self.group_defs))
+                elif ref in self.group_refs:
+                    self.err(f"group '{ref}' is used twice (also at "
+                             f"{format_path(self.group_refs[ref])}); a group runs once",
+                             (*tpath, "group"), "define a second group with its own name")
+                else:
+                    self.group_refs[ref] = tpath
+                extra = sorted(set(t) - _REF_ONLY)
+                if extra:
+                    self.err(f"a group reference cannot also set {', '.join(extra)}",
+                             (*tpath, extra[0]),
+                             f"set these on group '{ref}' itself; only depends_on may stand "
+                             "beside group:", at_key=True)
+
+    def _collect_names(self) -> None:
+        for tasks, path in self._task_lists():
+            for i, t in enumerate(tasks):
+                if isinstance(t, dict) and "name" in t and "group" not in t:
+                    self._claim(str(t["name"]), (*path, i, "name"))
+
+    def _claim(self, name: str, path: tuple[str | int, ...]) -> None:
+        if name in self.names:
+            self.err(f"duplicate task name '{name}' (also used at "
+                     f"{format_path(self.names[name][:-1])})", path,
+                     "task names must be unique: depends_on refers to them")
+        else:
+            self.names[name] = path
+
+    def _default_name(self, prefix: str, index: int) -> str:
+        name, n = f"{prefix}task-{index}", 2
+        while name in self.names:
+            name, n = f"{prefix}task-{index}-{n}", n + 1
+        self.names[name] = ()
+        return name
+
+    # -- tasks and groups -------------------------------------------------------------------
+    def _children(self, tasks: list[Any], path: tuple[str | int, ...], inh: _Inherited,
+                  parent: str | None) -> list[Unit]:
+        out: list[Unit] = []
+        for i, t in enumerate(tasks):
+            tpath = (*path, i)
+            if "group" in t:
+                ref = t["group"]
+                if self.group_refs.get(ref) != tpath:
+                    continue  # already reported (unknown or used twice)
+                raw = self.group_defs[ref]
+                if ref in self.building:
+                    cycle = " -> ".join([*self.building[self.building.index(ref):], ref])
+                    self.err(f"group '{ref}' contains itself: {cycle}", (*tpath, "group"))
+                    continue
+                node = self._group(ref, raw, inh, t)
+                out.append(node)
+            else:
+                prefix = f"{parent}-" if parent else ""
+                name = str(t["name"]) if "name" in t else self._default_name(prefix, i)
+                out.append(self._task(name, t, tpath, inh))
+        return out
+
+    def _task(self, name: str, t: dict[str, Any], path: tuple[str | int, ...],
+              inh: _Inherited) -> Task:
+        own = self._resources(t.get("resources"), (*path, "resources"))
+        res = own or inh.resources
+        if not res and inh.depth == 0:
+            res = self._missing_resources("task", name, path)
+        command = t.get("command")
+        if command is None and not t.get("steps"):
+            self.err(f"task '{name}' has no command", path,
+                     "add `command: [program, arg, ...]` (or a string run by /bin/sh -c)")
+        if isinstance(command, list):
+            command = tuple(_env_str(c) for c in command)
+        attrs = self._attrs(inh.attrs_raw, t.get("attributes"), own, path)
+        task = Task(
+            name=name, spec_path=format_path(path), resources=res,
+            attributes=_attributes(attrs), requires=self._requires(inh.requires, t, path),
+            command=command, local=bool(t.get("local", False)),
+            replicas=int(t.get("replicas", 1)),
+            steps=tuple(Step(s["name"], s.get("path", ""), format_path((*path, "steps", j)))
+                        for j, s in enumerate(t.get("steps") or [])),
+            inputs=tuple(t.get("inputs") or ()), outputs=tuple(t.get("outputs") or ()),
+        )
+        for j, s in enumerate(task.steps):
+            if s.name == "stage" and not s.path:
+                self.err("a stage step needs a path", (*path, "steps", j),
+                         "write `- name: stage` with `path: <file or directory>`")
+        self.raws.append(_Raw(t, path, task, list(t.get("depends_on") or ()),
+                              (*path, "depends_on")))
+        return task
+
+    def _group(self, name: str, raw: _Raw, inh: _Inherited, ref: dict[str, Any] | None
+               ) -> Group:
+        g, path = raw.data, raw.path
+        own = self._resources(g.get("resources"), (*path, "resources"))
+        attrs = self._attrs(inh.attrs_raw, g.get("attributes"), own, path)
+        requires = self._requires(inh.requires, g, path)
+        mine = _Inherited(attrs, requires, own or inh.resources, inh.depth + 1)
+        self.building.append(name)
+        children = self._children(g.get("tasks") or [], (*path, "tasks"), mine, name)
+        for sub_name, sub in self.group_defs.items():
+            if sub.data.get("_parent") == name and sub_name not in self.group_refs:
+                children.append(self._group(sub_name, sub, mine, None))
+        self.building.pop()
+        res = own or inh.resources
+        if not res:
+            child_res = [c.resources[0] for c in children if c.resources]
+            if children and len(child_res) == len(children):
+                res = (sum_requests(child_res),)
+            elif inh.depth == 0:
+                res = self._missing_resources("group", name, path)
+        if not children:
+            self.err(f"group '{name}' has no tasks", path, "add `tasks:` to the group")
+        group = Group(name=name, spec_path=format_path(path), resources=res,
+                      attributes=_attributes(attrs), requires=requires,
+                      children=tuple(children))
+        for c in children:
+            object.__setattr__(c, "parent", group)
+        deps = list(g.get("depends_on") or ())
+        deps_path: tuple[str | int, ...] = (*path, "depends_on")
+        if ref and ref.get("depends_on"):
+            deps += list(ref["depends_on"])
+            deps_path = (*self.group_refs[name], "depends_on")
+        self.raws.append(_Raw(g, path, group, deps, deps_path))
+        return group
+
+    def _unreached_groups(self) -> None:
+        """Groups that only reference each other are never placed: report the loop."""
+        built = {raw.node.name for raw in self.raws if isinstance(raw.node, Group)}
+        container = {}
+        for name, path in self.group_refs.items():
+            owner = [g for g, raw in self.group_defs.items() if path[:len(raw.path)] == raw.path
+                     and len(path) == len(raw.path) + 2]
+            container[name] = owner[0] if owner else None
+        reported: set[str] = set()
+        for name in self.group_defs:
+            if name in built or name in reported:
+                continue
+            chain = [name]
+            while (up := container.get(chain[-1])) is not None and up not in chain:
+                chain.append(up)
+            if up is None:
+                continue  # inside a group that is itself reported
+            loop = chain[chain.index(up):]
+            reported.update(loop)
+            cycle = " -> ".join([*reversed(loop), loop[-1]])
+            self.err(f"group '{up}' contains itself: {cycle}", (*self.group_refs[up], "group"),
+                     "a group cannot run inside itself; break the loop of group: references")
+
+    def _missing_resources(self, kind: str, name: str, path: tuple[str | int, ...]
+                           ) -> tuple[ResourceRequest, ...]:
+        if self.default is not None:
+            return (self.default,)
+        known = ", ".join(sorted(self.named)[:8]) or "define one under the top-level resources:"
+        self.err(f"{kind} '{name}' has no resources, and no default is configured", path,
+                 f"add `resources: <name>` ({known}), or run with the local transformer, which "
+                 "supplies one core by default")
+        return ()
+
+    def _resources(self, value: Any, path: tuple[str | int, ...]
+                   ) -> tuple[ResourceRequest, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, dict):
+            return (request(None, parse_resource(value)),)
+        out = []
+        for alt in (a.strip() for a in str(value).split("|")):
+            if alt in self.named:
+                out.append(self.named[alt])
+            else:
+                near = suggest(alt, self.named)
+                self.err(f"unknown resource '{alt}'", path,
+                         f"did you mean '{near}'?" if near else _known(self.named))
+        return tuple(out)
+
+    def _attrs(self, base: dict[str, Any], own: dict[str, Any] | None,
+               resources: tuple[ResourceRequest, ...] | None, path: tuple[str | int, ...]
+               ) -> dict[str, Any]:
+        for key in own or {}:
+            # Other keys are scheduler flags and pass through; a near miss of a known one is
+            # almost always a typo that would silently do nothing.
+            if key not in KNOWN_ATTRIBUTES and (near := suggest(key, KNOWN_ATTRIBUTES)):
+                self.err(f"unknown attribute '{key}'", (*path, "attributes", key),
+                         f"did you mean '{near}'?", at_key=True)
+        merged = dict(base)
+        layers = [dict(resources[0].tree.attributes)] if resources else []
+        layers.append(own or {})
+        for layer in layers:
+            for key, value in layer.items():
+                if key == "environment":
+                    merged["environment"] = {**merged.get("environment", {}), **(value or {})}
+                else:
+                    merged[key] = value
+        return merged
+
+    def _requires(self, inherited: Requires, data: dict[str, Any], path: tuple[str | int, ...]
+                  ) -> Requires:
+        value = data.get("requires")
+        if value is None:
+            return inherited
+        if isinstance(value, dict):  # older draft: merge namespace by namespace, key by key
+            merged = {ns: _thaw(kv) for ns, kv in inherited.mapping.items()}
+            for ns, kv in value.items():
+                old = merged.get(ns)
+                merged[ns] = {**old, **kv} if isinstance(old, dict) and isinstance(kv, dict) else kv
+            return Requires(_freeze2(merged), inherited.groups)
+        groups = []
+        for alt in (a.strip() for a in str(value).split("|")):
+            if alt in self.named_requires:
+                groups.append((alt, self.named_requires[alt]))
+            else:
+                near = suggest(alt, self.named_requires)
+                self.err(f"unknown requires group '{alt}'", (*path, "requires"),
+                         f"did you mean '{near}'?" if near else _known(self.named_requires))
+        return Requires(inherited.mapping, tuple(groups))
+
+    # -- dependencies -------------------------------------------------------------------------
+    def _link(self, top: list[Unit]) -> None:
+        by_name: dict[str, list[Unit]] = {}
+        for raw in self.raws:
+            if raw.node is not None:
+                by_name.setdefault(raw.node.name, []).append(raw.node)
+        for raw in self.raws:
+            node = raw.node
+            assert node is not None
+            deps: list[Node] = []
+            seen: set[int] = set()
+            for j, dep in enumerate(raw.deps):
+                dpath = (*raw.deps_path, j)
+                found = by_name.get(dep, [])
+                if len(found) > 1:  # a task and a group share the name: prefer a sibling
+                    found = [n for n in found if n.parent is node.parent] or found
+                target = found[0] if len(found) == 1 else None
+                if len(found) > 1:
+                    self.err(f"'{dep}' names both a task and a group", dpath,
+                             "rename one of them so depends_on is unambiguous")
+                elif target is None:
+                    near = suggest(dep, by_name)
+                    self.err(f"unknown task or group '{dep}' in depends_on", dpath,
+                             f"did you mean '{near}'?" if near else _known(by_name))
+                elif target is node:
+                    self.err(f"'{dep}' depends on itself", dpath, "remove it from depends_on")
+                elif any(a is target for a in node.ancestors()):
+                    self.err(f"'{node.name}' depends on its own group '{dep}', which cannot "
+                             "finish before it", dpath, "depend on a task inside the group")
+                elif id(target) not in seen:
+                    seen.add(id(target))
+                    deps.append(target)
+            object.__setattr__(node, "depends_on", tuple(deps))
+        _set_order_edges(top)
+        for raw in self.raws:
+            if isinstance(raw.node, Group):
+                _set_order_edges(list(raw.node.children))
+
+    def _order(self, top: list[Unit]) -> list[Unit] | None:
+        """Nodes with every dependency and child before its dependents (iterative DFS)."""
+        nodes = [raw.node for raw in self.raws if raw.node is not None]
+        state: dict[int, int] = {}  # 1 = on the stack, 2 = done
+        order: list[Unit] = []
+        for root in nodes:
+            if state.get(id(root)):
+                continue
+            stack: list[tuple[Unit, list[Unit]]] = [(root, _edges(root))]
+            state[id(root)] = 1
+            while stack:
+                node, todo = stack[-1]
+                if not todo:
+                    stack.pop()
+                    state[id(node)] = 2
+                    order.append(node)
+                    continue
+                nxt = todo.pop()
+                s = state.get(id(nxt))
+                if s == 1:
+                    names = [n.name for n, _ in stack]
+                    cycle = [*names[names.index(nxt.name):], nxt.name]
+                    raw = next(r for r in self.raws if r.node is nxt)
+                    self.err("dependency cycle: " + " -> ".join(cycle)
+                             + " (each waits for the next)", raw.path,
+                             "a local task waits for every sibling listed before it"
+                             if any(isinstance(n, Task) and n.local for n, _ in stack) else
+                             "remove one of these depends_on entries")
+                    return None
+                if not s:
+                    state[id(nxt)] = 1
+                    stack.append((nxt, _edges(nxt)))
+        return order
+
+
+@dataclass(frozen=True)
+class _Inherited:
+    attrs_raw: dict[str, Any]
+    requires: Requires
+    resources: tuple[ResourceRequest, ...]
+    depth: int = 0
+
+
+def _edges(node: Unit) -> list[Unit]:
+    """What must finish before ``node`` finishes: its `after` set, a group's children, and
+    whatever its enclosing groups wait for (a child cannot start before its group does)."""
+    edges: list[Unit] = list(reversed(node.after))  # type: ignore[arg-type]
+    for group in node.ancestors():
+        edges += reversed(group.after)  # type: ignore[arg-type]
+    if isinstance(node, Group):
+        edges += reversed(node.children)
+    return edges
+
+
+def _set_order_edges(siblings: list[Unit]) -> None:
+    """`after` = depends_on plus order around local tasks, which act as barriers."""
+    barrier: Unit | None = None
+    for i, node in enumerate(siblings):
+        after = list(node.depends_on)
+        if isinstance(node, Task) and node.local:
+            have = {id(n) for n in after}
+            after += [s for s in siblings[:i] if id(s) not in have]
+        elif barrier is not None and barrier not in after:
+            after.append(barrier)
+        if isinstance(node, Task) and node.local:
+            barrier = node
+        object.__setattr__(node, "after", tuple(after))
+
+
+def _attributes(raw: dict[str, Any]) -> Attributes:
+    env = {str(k): _env_str(v) for k, v in (raw.get("environment") or {}).items()}
+    extra = {k: v for k, v in raw.items() if k not in ("duration", "cwd", "environment", "watch")}
+    duration = raw.get("duration")
+    return Attributes(
+        duration=parse_duration(duration) if duration is not None else None,
+        cwd=raw.get("cwd"),
+        environment=MappingProxyType(env) if env else EMPTY,
+        watch=bool(raw.get("watch", False)),
+        extra=MappingProxyType(extra) if extra else EMPTY,
+    )
+
+
+def _env_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _freeze2(mapping: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType({k: MappingProxyType(dict(v)) if isinstance(v, dict) else v
+                             for k, v in mapping.items()})
+
+
+def _thaw(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _known(names: Mapping[str, Any]) -> str:
+    listed = sorted(names)
+    if not listed:
+        return "none are defined"
+    more = f", ... ({len(listed)} in all)" if len(listed) > 8 else ""
+    return "known: " + ", ".join(listed[:8]) + more
+
+
+def definition(node: Unit) -> dict[str, Any]:
+    """The resolved definition of a node as plain data (what its digest covers)."""
+    d: dict[str, Any] = {
+        "kind": "group" if isinstance(node, Group) else "task",
+        "name": node.name,
+        "resources": [{"name": r.name, "tree": r.tree.to_dict()} for r in node.resources],
+        "attributes": node.attributes.to_dict(),
+        "requires": node.requires.to_dict(),
+        "depends_on": sorted(n.name for n in node.depends_on),
+        "parent": node.parent.name if node.parent else None,
+    }
+    if isinstance(node, Task):
+        d.update(command=node.command if isinstance(node.command, str | None)
+                 else list(node.command), local=node.local, replicas=node.replicas,
+                 steps=[[s.name, s.path] for s in node.steps], inputs=list(node.inputs),
+                 outputs=list(node.outputs))
+    else:
+        d["children"] = [c.digest for c in node.children]
+    return d
+
+
+def _digest(node: Unit) -> str:
+    blob = json.dumps(definition(node), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,146 @@
+"""Read a spec file into plain data, and find where a spec path sits in it (line, column).
+
+Loading is the hot path of every run, so it uses libyaml's C loader without position tracking.
+Positions are only needed when something is wrong; then the file is composed a second time into
+YAML nodes, which carry marks, and the failing path is looked up there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PathPart, Problem, SpecError
+
+try:  # libyaml is optional in PyYAML; the pure-Python loader gives the same data, slower.
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A parsed spec file: its data and where it came from."""
+
+    path: Path
+    text: str
+    data: Any
+
+    def locate(self, path: Sequence[PathPart]) -> tuple[int | None, int | None]:
+        """Return the 1-based (line, column) of the value at ``path``, or of its nearest parent."""
+        return locate(self.text, path)
+
+    def problem(self, message: str, path: Sequence[PathPart], hint: str | None = None,
+                *, at_key: bool = False) -> Problem:
+        """Build a Problem that names this file and the line of ``path``."""
+        line, col = locate(self.text, path, at_key=at_key)
+        return Problem(message, tuple(path), hint, str(self.path), line, col)
+
+
+def read_document(path: str | Path) -> Document:
+    """Read and parse a spec file; raise SpecError (never a traceback) if that fails."""
+    p = Path(path)
+    name = str(p)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SpecError([Problem("file not found", (), None, name)]) from None
+    except IsADirectoryError:
+        raise SpecError([Problem("is a directory, not a spec file", (), None, name)]) from None
+    except OSError as exc:
+        raise SpecError([Problem(f"cannot read: {exc.strerror}", (), None, name)]) from None
+    return parse_document(raw, name)
+
+
+def parse_document(raw: bytes, name: str = "<spec>") -> Document:
+    """Parse spec bytes (YAML or JSON) into a Document."""
+    if b"\x00" in raw:
+        raise SpecError([Problem("this is a binary file, not a YAML or JSON spec", (), None, name,
+                                 None, None)])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError([Problem(f"not valid UTF-8 text (byte {exc.start})", (),
+                                 "save the file as UTF-8", name, line)]) from None
+    if not text.strip():
+        raise SpecError([Problem("the file is empty", (),
+                                 "a spec needs at least `version: 1` and some `tasks:`", name, 1)])
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        raise SpecError([_yaml_problem(exc, name)]) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
+        raise SpecError([Problem(f"YAML error: {exc}", (), None, name)]) from None
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        raise SpecError([Problem(f"the document is {kind}, but a spec must be a mapping", (),
+                                 "start the file with `version: 1` at the left margin", name, 1)])
+    return Document(Path(name), text, data)
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, name: str) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else None
+    col = mark.column + 1 if mark else None
+    what = exc.problem or "invalid YAML"
+    if exc.context:
+        what = f"{exc.context}, {what}"
+    hint = "check the indentation here and on the line above"
+    if "tab" in what:
+        hint = "YAML does not allow tabs for indentation; use spaces"
+    elif "mapping values are not allowed" in what:
+        hint = ("a `key: value` appears where YAML expects a list item or a deeper indent; "
+                "check that keys under the same parent line up")
+    return Problem(f"YAML syntax error: {what}", (), hint, name, line, col)
+
+
+def locate(text: str, path: Sequence[PathPart], *, at_key: bool = False
+           ) -> tuple[int | None, int | None]:
+    """Find the 1-based line and column of ``path`` in YAML ``text`` (nearest parent if absent)."""
+    node = _compose(text)
+    if node is None:
+        return None, None
+    mark = node.start_mark
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part) or _scalar_equals(key, part):
+                    child = value
+                    if last and at_key:
+                        mark = key.start_mark
+                        return mark.line + 1, mark.column + 1
+                    if not isinstance(value, yaml.ScalarNode) or value.value != "":
+                        mark = value.start_mark
+                    else:
+                        mark = key.start_mark
+                    break
+        elif (isinstance(node, yaml.SequenceNode) and isinstance(part, int)
+              and 0 <= part < len(node.value)):
+            child = node.value[part]
+            mark = child.start_mark
+        if child is None:
+            break
+        node = child
+    return mark.line + 1, mark.column + 1
+
+
+@lru_cache(maxsize=4)
+def _compose(text: str) -> yaml.Node | None:
+    # Cached: one bad spec usually yields several problems, each needing a lookup.
+    try:
+        return yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return None
+
+
+def _scalar_equals(key: yaml.Node, part: PathPart) -> bool:
+    return isinstance(key, yaml.ScalarNode) and json.dumps(key.value) == json.dumps(str(part))

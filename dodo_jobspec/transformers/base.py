@@ -1,0 +1,175 @@
+"""What a transformer is: the contract between the engine and a workload manager.
+
+A transformer turns one *unit* (a task, or for batch schedulers a whole group) into a job on its
+workload manager, tells the engine how that job is doing, and cancels it. It keeps no state of its
+own: the engine records job ids on disk and hands them back, so a killed run can re-attach.
+
+The engine calls, for each unit whose dependencies are done:
+    ``find(unit, ctx)``   (only when a previous attempt recorded an intent but no job id)
+    ``submit(unit, ctx)`` -> job id
+    ``status([ids])``     until the job is terminal
+and ``cancel([ids])`` on Ctrl-C or `jobspec-do cancel`. ``run`` bundles submit+status for the
+blocking mode and may be overridden (the local transformer waits on its process directly).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
+
+from ..errors import PluginError, Problem
+from ..model import Group, Resource, ResourceRequest, Spec, Task, Unit
+
+
+class JobState(StrEnum):
+    """Engine-level job states; every workload manager's states map onto these."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
+    LOST = "lost"  # vanished from every source the transformer can ask
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What a transformer knows about one job."""
+
+    state: JobState
+    exit_code: int | None = None
+    info: str = ""
+
+
+@dataclass(frozen=True)
+class UnitContext:
+    """Everything a transformer needs to submit one unit, decided by the engine."""
+
+    spec: Spec
+    workdir: Path  # the unit's state folder: scripts, logs and records go here
+    attempt: int
+    token: str  # unique per attempt; lets `find` recognise a job submitted before a crash
+    stdout: Path
+    stderr: Path
+    cwd: Path  # the task's cwd attribute resolved against the spec's folder
+    after_jobs: Sequence[str] = ()  # job ids this unit waits on (--no-wait mode)
+    resources: Mapping[str, ResourceRequest] = field(default_factory=dict)  # chosen, by node key
+
+
+@dataclass(frozen=True)
+class TransformerOptions:
+    """Options every transformer accepts (from the CLI and the config file)."""
+
+    jobs: int | None = None
+    no_wait: bool = False
+    resources_choice: int | None = None  # pick this alternative of `a|b` (0-based)
+    poll_interval: float = 1.0
+    settings: Mapping[str, str] = field(default_factory=dict)  # transformer-specific
+
+
+class Transformer(ABC):
+    """Base class of every transformer plugin."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    # Steps this transformer can run before a task (the engine refuses others by name).
+    supported_steps: ClassVar[frozenset[str]] = frozenset({"stage"})
+    # A resource request given to tasks and groups that have none (None: they are an error).
+    default_resources: ClassVar[Resource | None] = None
+    # Batch schedulers submit a group as one job; the local transformer runs its children itself.
+    submits_groups: ClassVar[bool] = True
+
+    def __init__(self, options: TransformerOptions | None = None) -> None:
+        self.options = options or TransformerOptions()
+
+    # -- before anything runs -------------------------------------------------------------
+    def check(self, spec: Spec) -> list[Problem]:
+        """Problems that make ``spec`` impossible here (found before anything is submitted)."""
+        problems = []
+        for node in spec.nodes.values():
+            if isinstance(node, Task):
+                for step in node.steps:
+                    if step.name not in self.supported_steps:
+                        problems.append(Problem(
+                            f"the {self.name} transformer cannot run a '{step.name}' step",
+                            (step.spec_path,), "supported steps: "
+                            + ", ".join(sorted(self.supported_steps)), str(spec.path)))
+        return problems
+
+    def choose(self, node: Unit) -> tuple[ResourceRequest | None, str]:
+        """Pick one alternative of ``node``'s resources and say why."""
+        if not node.resources:
+            return None, "no resources"
+        alts = node.resources
+        pick = self.options.resources_choice
+        if pick is not None and 0 <= pick < len(alts):
+            return alts[pick], f"alternative {pick + 1} of {len(alts)} (--resources-choice)"
+        if len(alts) > 1:
+            return alts[0], f"first of {len(alts)} alternatives"
+        return alts[0], "as requested"
+
+    def units(self, spec: Spec) -> list[Unit]:
+        """The nodes this transformer submits, in dependency order."""
+        if self.submits_groups:
+            return [n for n in spec.nodes.values() if n.parent is None]
+        return [n for n in spec.nodes.values() if isinstance(n, Task)]
+
+    @abstractmethod
+    def describe(self, unit: Unit, ctx: UnitContext) -> str:
+        """What a run would do for ``unit``: exact commands and scripts (for `plan`)."""
+
+    # -- running ----------------------------------------------------------------------------
+    @abstractmethod
+    def submit(self, unit: Unit, ctx: UnitContext) -> str:
+        """Start ``unit`` and return its job id. Raise SubmitError if it could not start."""
+
+    @abstractmethod
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Current status of each job id (LOST for one no source knows)."""
+
+    @abstractmethod
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel these jobs if they are still queued or running."""
+
+    def find(self, unit: Unit, ctx: UnitContext) -> str | None:
+        """The job id submitted with ``ctx.token`` by an attempt that died before recording it."""
+        return None
+
+    def run(self, unit: Unit, ctx: UnitContext, job_id: str | None = None) -> JobStatus:
+        """Submit (unless ``job_id`` is given: re-attach) and wait until the job is terminal."""
+        if job_id is None:
+            job_id = self.submit(unit, ctx)
+        return self.wait(job_id)
+
+    def wait(self, job_id: str) -> JobStatus:
+        """Poll ``status`` until ``job_id`` is terminal."""
+        delay = min(0.2, self.options.poll_interval)
+        while True:
+            st = self.status([job_id]).get(job_id, JobStatus(JobState.LOST))
+            if st.state.terminal:
+                return st
+            time.sleep(delay)
+            delay = min(delay * 1.5, self.options.poll_interval)
+
+
+class SubmitError(PluginError):
+    """A submission that failed; ``transient`` says whether trying again may help."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def is_group(unit: Unit) -> bool:
+    """True for groups (kept here so transformer modules need not import the model)."""
+    return isinstance(unit, Group)

@@ -1,0 +1,177 @@
+"""The local transformer: run each task as a process on this machine (the embedded default).
+
+- A list command is exec'd without a shell; a string runs under ``/bin/sh -c`` (the spec allows
+  both).
+- ``environment`` is added on top of the inherited environment; ``cwd`` must exist.
+- ``duration`` is enforced: the task's whole process group is killed and the task is TIMEOUT.
+- Each process gets its own session, so a timeout or a cancel reaches its children too.
+
+A job id is ``pid:starttime`` (from /proc), so an id recorded by a killed run is never confused
+with an unrelated process that later got the same pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..model import Resource, Task, Unit
+from .base import JobState, JobStatus, SubmitError, Transformer, UnitContext
+
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as Slurm's KillWait does
+
+
+class LocalTransformer(Transformer):
+    """Runs tasks as local processes; groups are sub-runs of their children."""
+
+    name = "local"
+    description = "processes on this machine (the default; needs nothing installed)"
+    default_resources = Resource("core", 1)
+    submits_groups = False
+
+    def __init__(self, options=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(options)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def argv(self, task: Task) -> list[str]:
+        """The argv that runs ``task`` (a string command goes through /bin/sh -c)."""
+        if isinstance(task.command, str):
+            return ["/bin/sh", "-c", task.command]
+        return list(task.command or ("true",))
+
+    def describe(self, unit: Unit, ctx: UnitContext) -> str:
+        if not isinstance(unit, Task):
+            return f"group {unit.name}: runs its {len(unit.children)} children in order"
+        lines = [f"run: {shlex.join(self.argv(unit))}", f"  cwd: {ctx.cwd}"]
+        for key, value in sorted(unit.attributes.environment.items()):
+            lines.append(f"  env: {key}={value}")
+        if unit.attributes.duration is not None:
+            lines.append(f"  time limit: {unit.attributes.duration:g}s")
+        if unit.replicas > 1:
+            lines.append(f"  replicas: {unit.replicas} (each its own process)")
+        req, _why = self.choose(unit)
+        if req is not None and req.counts.nodes > 1:
+            lines.append(f"  note: asks for {req.counts.nodes} nodes; runs as one local process")
+        lines.append(f"  stdout: {ctx.stdout}\n  stderr: {ctx.stderr}")
+        return "\n".join(lines)
+
+    def submit(self, unit: Unit, ctx: UnitContext) -> str:
+        if not isinstance(unit, Task):
+            raise SubmitError(f"the local transformer runs group '{unit.name}' as its children")
+        if not ctx.cwd.is_dir():
+            raise SubmitError(f"task '{unit.name}': cwd {ctx.cwd} does not exist")
+        env = {**os.environ, **unit.attributes.environment, **_replica_env(ctx)}
+        try:
+            with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
+                proc = subprocess.Popen(self.argv(unit), cwd=ctx.cwd, env=env, stdout=out,
+                                        stderr=err, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+        except OSError as exc:
+            raise SubmitError(f"task '{unit.name}': cannot start "
+                              f"{self.argv(unit)[0]!r}: {exc.strerror}") from exc
+        job_id = f"{proc.pid}:{_start_time(proc.pid)}"
+        with self._lock:
+            self._procs[job_id] = proc
+        return job_id
+
+    def run(self, unit: Unit, ctx: UnitContext, job_id: str | None = None) -> JobStatus:
+        if job_id is not None:
+            # A process left by a killed run is not our child: we cannot learn its exit code,
+            # so it is stopped and the task runs again.
+            self.cancel([job_id])
+        job_id = self.submit(unit, ctx)
+        return self.wait_process(job_id, unit.attributes.duration)
+
+    def wait_process(self, job_id: str, duration: float | None) -> JobStatus:
+        """Wait for a process this transformer started, enforcing ``duration``."""
+        with self._lock:
+            proc = self._procs[job_id]
+        try:
+            code = proc.wait(timeout=duration)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, proc)
+            return JobStatus(JobState.TIMEOUT, None, f"killed after {duration:g}s")
+        finally:
+            with self._lock:
+                self._procs.pop(job_id, None)
+        if code == 0:
+            return JobStatus(JobState.COMPLETED, 0)
+        if code < 0:
+            return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
+        return JobStatus(JobState.FAILED, code)
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        out = {}
+        for job_id in job_ids:
+            with self._lock:
+                proc = self._procs.get(job_id)
+            if proc is not None and proc.poll() is None:
+                out[job_id] = JobStatus(JobState.RUNNING)
+            elif proc is not None:
+                code = proc.returncode
+                out[job_id] = JobStatus(JobState.COMPLETED if code == 0 else JobState.FAILED,
+                                        code)
+            else:
+                alive = _alive(job_id)
+                out[job_id] = JobStatus(JobState.RUNNING if alive else JobState.LOST, None,
+                                        "left by an earlier run" if alive else "")
+        return out
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            with self._lock:
+                proc = self._procs.get(job_id)
+            if proc is not None:
+                _kill_group(proc.pid, proc)
+            elif _alive(job_id):
+                _kill_group(int(job_id.split(":")[0]), None)
+
+
+def _replica_env(ctx: UnitContext) -> dict[str, str]:
+    replica = ctx.token.rsplit("#", 1)[1] if "#" in ctx.token else "0"
+    return {"JOBSPEC_REPLICA": replica, "JOBSPEC_ATTEMPT": str(ctx.attempt)}
+
+
+def _start_time(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    # Field 22 (starttime) follows the parenthesised command name, which may contain spaces.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(job_id: str) -> bool:
+    pid_text, _, started = job_id.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    return _start_time(pid) == started and started != "0"
+
+
+def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process group, then SIGKILL it if it is still there after the grace time."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + KILL_GRACE
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        if proc is None and not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait()

@@ -1,0 +1,103 @@
+"""The spec commands of the CLI: validate, graph, schema, plugins, and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dodo_jobspec.cli import main
+from tests.helpers import REFERENCE, write
+
+GOOD = """
+    version: 1
+    tasks:
+    - {name: build, command: [make]}
+    - {name: test, command: [make, test], depends_on: [build]}
+    """
+
+
+def test_validate_ok_and_errors_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    good = write(tmp_path, GOOD, "good.yaml")
+    bad = write(tmp_path, "version: 1\ntasks:\n- comand: [x]\n", "bad.yaml")
+    assert main(["validate", str(good)]) == 0
+    assert f"{good}: ok" in capsys.readouterr().out
+    assert main(["validate", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3:3: tasks[0].comand: unknown key 'comand'" in err
+    assert "did you mean 'command'?" in err
+
+
+def test_validate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = write(tmp_path, "version: 1\ntasks:\n- comand: [x]\n", "bad.yaml")
+    assert main(["validate", "--json", str(bad)]) == 2
+    out = json.loads(capsys.readouterr().out)
+    problem = out[str(bad)]["problems"][0]
+    assert out[str(bad)]["ok"] is False
+    assert (problem["line"], problem["path"], problem["hint"]) == (
+        3, "tasks[0].comand", "did you mean 'command'?")
+
+
+def test_validate_strict_rejects_extensions(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        resources: {r: {type: node, count: 1}}
+        tasks:
+        - {command: [make], resources: r, outputs: [a.out], attributes: {duration: 5m}}
+        """)
+    assert main(["validate", str(spec)]) == 0
+    assert main(["validate", "--strict", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'outputs'" in err and "drop --strict" in err
+
+
+def test_strict_accepts_the_upstream_corpus() -> None:
+    names = ["hello-world-jobspec.yaml", "examples__depends_on__jobspec.yaml",
+             "group-with-group.yaml", "task-with-group.yaml", "machine-learning.yaml",
+             "jobspec-spack-subystem-satisfied.yaml"]
+    assert main(["validate", "--strict", *[str(REFERENCE / "corpus" / n) for n in names]]) == 0
+
+
+def test_default_resources_come_from_the_transformer(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(tmp_path, "version: 1\ntasks: [{command: [true]}]\n")
+    assert main(["validate", str(spec)]) == 0  # local supplies one core
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("fmt", ["text", "dot", "mermaid"])
+def test_graph_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    assert main(["graph", "--format", fmt, str(write(tmp_path, GOOD))]) == 0
+    out = capsys.readouterr().out
+    expected = {"text": "- task test  <- after build",
+                "dot": '"task/build" -> "task/test";',
+                "mermaid": "n0 --> n1"}[fmt]
+    assert expected in out
+
+
+def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["properties"]["version"] == {"const": 1}
+
+
+def test_plugins_lists_builtin_local(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins"]) == 0
+    assert "local" in capsys.readouterr().out
+
+
+def test_unknown_transformer_is_a_clear_error(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-t", "lcoal", str(write(tmp_path, GOOD))]) == 2
+    assert "unknown transformer 'lcoal' (did you mean 'local'?)" in capsys.readouterr().err
+
+
+def test_console_script_help_teaches() -> None:
+    out = subprocess.run([sys.executable, "-m", "dodo_jobspec.cli", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "exit codes:" in out and "--resume" in out
