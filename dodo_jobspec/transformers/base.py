@@ -63,7 +63,12 @@ class UnitContext:
     stderr: Path
     cwd: Path  # the task's cwd attribute resolved against the spec's folder
     after_jobs: Sequence[str] = ()  # job ids this unit waits on (--no-wait mode)
-    resources: Mapping[str, ResourceRequest] = field(default_factory=dict)  # chosen, by node key
+    # For a group submitted as one job: the state folder of every descendant task, by node key.
+    # The job must write each task's output to <folder>/stdout.<attempt> and stderr.<attempt>,
+    # and its exit code (a decimal integer and a newline) to <folder>/exit.<attempt>, written
+    # only when the task has ended; the engine records each task's state from these files.
+    children: Mapping[str, Path] = field(default_factory=dict)
+    replica: int = 0  # which replica this is, for transformers that run replicas one by one
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class TransformerOptions:
     jobs: int | None = None
     no_wait: bool = False
     resources_choice: int | None = None  # pick this alternative of `a|b` (0-based)
+    state_dir: Path | None = None  # the run's state directory (scripts may live under it)
     poll_interval: float = 1.0
     settings: Mapping[str, str] = field(default_factory=dict)  # transformer-specific
 

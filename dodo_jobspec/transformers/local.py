@@ -136,8 +136,7 @@ class LocalTransformer(Transformer):
 
 
 def _replica_env(ctx: UnitContext) -> dict[str, str]:
-    replica = ctx.token.rsplit("#", 1)[1] if "#" in ctx.token else "0"
-    return {"JOBSPEC_REPLICA": replica, "JOBSPEC_ATTEMPT": str(ctx.attempt)}
+    return {"JOBSPEC_REPLICA": str(ctx.replica), "JOBSPEC_ATTEMPT": str(ctx.attempt)}
 
 
 def _start_time(pid: int) -> str:
