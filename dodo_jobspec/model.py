@@ -129,11 +129,18 @@ class Requires:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """A step run before its task (``stage`` copies ``path`` to the task's nodes)."""
+    """A step run before its task.
+
+    ``stage`` makes ``path`` (a file or directory, relative to the spec's folder) present on
+    every node the task runs on. ``write`` writes ``content`` to ``path`` (relative to the
+    staging directory, made executable if asked); the 0.0.x format's scripts become these.
+    """
 
     name: str
     path: str
     spec_path: str = ""
+    content: str | None = None
+    executable: bool = False
 
 
 @dataclass(frozen=True, eq=False)

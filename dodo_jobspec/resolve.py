@@ -258,14 +258,19 @@ class _Resolver:
             attributes=_attributes(attrs), requires=self._requires(inh.requires, t, path),
             command=command, local=bool(t.get("local", False)),
             replicas=int(t.get("replicas", 1)),
-            steps=tuple(Step(s["name"], s.get("path", ""), format_path((*path, "steps", j)))
+            steps=tuple(Step(s["name"], s.get("path", ""), format_path((*path, "steps", j)),
+                             s.get("content"), bool(s.get("executable", False)))
                         for j, s in enumerate(t.get("steps") or [])),
             inputs=tuple(t.get("inputs") or ()), outputs=tuple(t.get("outputs") or ()),
         )
         for j, s in enumerate(task.steps):
-            if s.name == "stage" and not s.path:
-                self.err("a stage step needs a path", (*path, "steps", j),
-                         "write `- name: stage` with `path: <file or directory>`")
+            if not s.path:
+                self.err(f"a {s.name} step needs a path", (*path, "steps", j),
+                         f"write `- name: {s.name}` with `path: <file or directory>`")
+            elif s.name == "write" and (s.content is None or Path(s.path).is_absolute()
+                                        or ".." in Path(s.path).parts):
+                self.err("a write step needs `content` and a relative path inside the staging "
+                         "directory", (*path, "steps", j), "write e.g. `path: job.sh`")
         self.raws.append(_Raw(t, path, task, list(t.get("depends_on") or ()),
                               (*path, "depends_on")))
         return task
@@ -552,7 +557,8 @@ def definition(node: Unit) -> dict[str, Any]:
     if isinstance(node, Task):
         d.update(command=node.command if isinstance(node.command, str | None)
                  else list(node.command), local=node.local, replicas=node.replicas,
-                 steps=[[s.name, s.path] for s in node.steps], inputs=list(node.inputs),
+                 steps=[[s.name, s.path, s.content, s.executable] for s in node.steps],
+                 inputs=list(node.inputs),
                  outputs=list(node.outputs))
     else:
         d["children"] = [c.digest for c in node.children]
