@@ -3,10 +3,156 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from .errors import EXIT_OK
 
 
 def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentParser], None]
                         ) -> None:
     """Register the engine's sub-commands on the `jobspec-do` parser."""
+    p = sub.add_parser(
+        "run", help="run what is out of date (the default: `jobspec-do SPEC`)",
+        description="Run every task of SPEC that is not up to date, in dependency order. A "
+                    "task is up to date when it completed before, its definition is unchanged, "
+                    "its inputs are unchanged, its outputs exist and nothing upstream re-ran.")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    transformer_arg(p)
+    p.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="run at most N tasks at once (default: the number of cores locally, "
+                        "64 jobs in flight on a scheduler)")
+    p.add_argument("-k", "--keep-going", action="store_true",
+                   help="after a failure, keep running what does not depend on it")
+    p.add_argument("--resume", action="store_true",
+                   help="after a failure or a kill: re-attach to jobs a killed run left queued "
+                        "or running, re-run what failed, skip what is done")
+    p.add_argument("--force", action="append", default=[], metavar="TASK",
+                   help="run TASK (and so its dependents) even if up to date; repeatable")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="say what would run and why; run nothing")
+    p.add_argument("--wait-lock", action="store_true",
+                   help="if another run holds the state directory, wait for it (default: "
+                        "exit 75 at once)")
+    p.add_argument("--resources-choice", type=int, metavar="I",
+                   help="for `a|b` resources, use alternative I (0-based) where it exists")
+    p.add_argument("--stager", help="how staged paths reach the nodes: shared (default), ssh, "
+                                    "flux-archive")
+    p.add_argument("--nodes", help="comma-separated nodes for the ssh stager")
+    _state_args(p)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only failures and a closing line (nothing when nothing ran)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print up-to-date tasks")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="what would run, where and why; runs nothing")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    transformer_arg(p)
+    p.add_argument("--resources-choice", type=int, metavar="I")
+    p.add_argument("--json", action="store_true", help="machine-readable plan")
+    _state_args(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("status", help="each task's state, attempts, exit code, logs")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="stable JSON (see README)")
+    _state_args(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="print a task's stdout and stderr")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--attempt", type=int, help="which attempt (default: the last)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing as it grows")
+    _state_args(p)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("clean", help="forget all recorded state of SPEC")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    _state_args(p)
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("cancel", help="cancel every queued or running job of SPEC")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    transformer_arg(p)
+    _state_args(p)
+    p.set_defaults(func=cmd_cancel)
+
+
+def _state_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="where records live (default: .jobspec-do/<spec name>/ beside SPEC)")
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from .engine.run import RunRequest
+    from .tasks.steps import StageConfig
+
+    nodes = tuple(n for n in (getattr(args, "nodes", None) or "").split(",") if n)
+    return RunRequest(
+        spec=args.spec, transformer=getattr(args, "transformer", "local"),
+        jobs=getattr(args, "jobs", None), keep_going=getattr(args, "keep_going", False),
+        resume=getattr(args, "resume", False), force=tuple(getattr(args, "force", ())),
+        dry_run=getattr(args, "dry_run", False), state_dir=args.state_dir,
+        quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False),
+        wait_lock=getattr(args, "wait_lock", False),
+        resources_choice=getattr(args, "resources_choice", None),
+        stage=StageConfig(getattr(args, "stager", None) or "shared", nodes))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`jobspec-do [run] SPEC`"""
+    from .engine.run import run
+
+    return run(_request(args))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """`jobspec-do plan SPEC`"""
+    from .engine.run import prepare
+    from .engine.why import print_plan
+
+    return print_plan(prepare(_request(args)), as_json=args.json)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`jobspec-do status SPEC`"""
+    from .report import print_status
+
+    return print_status(args.spec, args.state_dir, as_json=args.json)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """`jobspec-do logs SPEC TASK`"""
+    from .report import print_logs
+
+    return print_logs(args.spec, args.state_dir, args.task, args.attempt, args.follow)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """`jobspec-do clean SPEC`"""
+    import shutil
+
+    from .state import default_state_dir, locked
+
+    root = args.state_dir or default_state_dir(args.spec)
+    if not root.exists():
+        print(f"nothing to clean: {root} does not exist")
+        return EXIT_OK
+    with locked(root):
+        for child in root.iterdir():
+            if child.name != "lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    os.unlink(root / "lock")
+    root.rmdir()
+    print(f"forgot all state of {args.spec} ({root})")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """`jobspec-do cancel SPEC`"""
+    from .report import cancel_all
+
+    return cancel_all(_request(args))

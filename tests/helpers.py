@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -34,3 +37,18 @@ def problems(folder: Path, text: str, default: Resource | None = ONE_CORE,
     except SpecError as exc:
         return exc.problems
     raise AssertionError("the spec loaded, but problems were expected")
+
+
+def jobspec_do(*args: str | Path, cwd: Path | None = None, timeout: float = 120,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `jobspec-do` command line in a child process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dodo_jobspec.cli", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+
+
+def counts(folder: Path) -> dict[str, int]:
+    """How often each counted command ran: tests' commands append a line to count.<name>."""
+    return {p.name.split(".", 1)[1]: len(p.read_text().splitlines())
+            for p in sorted(folder.glob("count.*"))}

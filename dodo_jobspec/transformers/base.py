@@ -6,10 +6,9 @@ own: the engine records job ids on disk and hands them back, so a killed run can
 
 The engine calls, for each unit whose dependencies are done:
     ``find(unit, ctx)``   (only when a previous attempt recorded an intent but no job id)
-    ``submit(unit, ctx)`` -> job id
-    ``status([ids])``     until the job is terminal
-and ``cancel([ids])`` on Ctrl-C or `jobspec-do cancel`. ``run`` bundles submit+status for the
-blocking mode and may be overridden (the local transformer waits on its process directly).
+    ``submit(unit, ctx)`` -> job id, which the engine records before anything else
+    ``status([ids])``     in batches until the job is terminal (or ``wait(id)`` if not polled)
+and ``cancel([ids])`` on Ctrl-C or `jobspec-do cancel`.
 """
 
 from __future__ import annotations
@@ -94,6 +93,12 @@ class Transformer(ABC):
     default_resources: ClassVar[Resource | None] = None
     # Batch schedulers submit a group as one job; the local transformer runs its children itself.
     submits_groups: ClassVar[bool] = True
+    # Whether a job recorded by a killed run can be waited on again (a scheduler job can; a
+    # local process that is not our child cannot: it is stopped and the task runs again).
+    can_reattach: ClassVar[bool] = True
+    # Whether the engine learns of job ends by polling `status` in batches (schedulers), or
+    # by calling `wait` for each job (the local transformer waits on its own processes).
+    polled: ClassVar[bool] = True
 
     def __init__(self, options: TransformerOptions | None = None) -> None:
         self.options = options or TransformerOptions()
@@ -147,15 +152,13 @@ class Transformer(ABC):
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel these jobs if they are still queued or running."""
 
+    def running(self) -> list[str]:
+        """Jobs this process started that are still running (cancelled on Ctrl-C)."""
+        return []
+
     def find(self, unit: Unit, ctx: UnitContext) -> str | None:
         """The job id submitted with ``ctx.token`` by an attempt that died before recording it."""
         return None
-
-    def run(self, unit: Unit, ctx: UnitContext, job_id: str | None = None) -> JobStatus:
-        """Submit (unless ``job_id`` is given: re-attach) and wait until the job is terminal."""
-        if job_id is None:
-            job_id = self.submit(unit, ctx)
-        return self.wait(job_id)
 
     def wait(self, job_id: str) -> JobStatus:
         """Poll ``status`` until ``job_id`` is terminal."""

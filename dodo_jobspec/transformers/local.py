@@ -13,6 +13,7 @@ with an unrelated process that later got the same pid.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import signal
@@ -35,10 +36,13 @@ class LocalTransformer(Transformer):
     description = "processes on this machine (the default; needs nothing installed)"
     default_resources = Resource("core", 1)
     submits_groups = False
+    can_reattach = False
+    polled = False
 
     def __init__(self, options=None) -> None:  # type: ignore[no-untyped-def]
         super().__init__(options)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._durations: dict[str, float | None] = {}
         self._lock = threading.Lock()
 
     def argv(self, task: Task) -> list[str]:
@@ -73,40 +77,42 @@ class LocalTransformer(Transformer):
             with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
                 proc = subprocess.Popen(self.argv(unit), cwd=ctx.cwd, env=env, stdout=out,
                                         stderr=err, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
             raise SubmitError(f"task '{unit.name}': cannot start "
                               f"{self.argv(unit)[0]!r}: {exc.strerror}") from exc
         job_id = f"{proc.pid}:{_start_time(proc.pid)}"
         with self._lock:
             self._procs[job_id] = proc
+            self._durations[job_id] = unit.attributes.duration
         return job_id
 
-    def run(self, unit: Unit, ctx: UnitContext, job_id: str | None = None) -> JobStatus:
-        if job_id is not None:
-            # A process left by a killed run is not our child: we cannot learn its exit code,
-            # so it is stopped and the task runs again.
-            self.cancel([job_id])
-        job_id = self.submit(unit, ctx)
-        return self.wait_process(job_id, unit.attributes.duration)
-
-    def wait_process(self, job_id: str, duration: float | None) -> JobStatus:
-        """Wait for a process this transformer started, enforcing ``duration``."""
+    def wait(self, job_id: str) -> JobStatus:
+        """Wait for a process this transformer started, enforcing the task's duration."""
         with self._lock:
-            proc = self._procs[job_id]
+            proc = self._procs.get(job_id)
+            duration = self._durations.get(job_id)
+        if proc is None:  # not our child (left by a killed run): it cannot be waited on
+            return JobStatus(JobState.LOST, None, "not started by this run")
         try:
             code = proc.wait(timeout=duration)
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid, proc)
-            return JobStatus(JobState.TIMEOUT, None, f"killed after {duration:g}s")
+            return JobStatus(JobState.TIMEOUT, None, f"timed out: stopped after its duration "
+                             f"of {duration:g}s")
         finally:
             with self._lock:
                 self._procs.pop(job_id, None)
+                self._durations.pop(job_id, None)
         if code == 0:
             return JobStatus(JobState.COMPLETED, 0)
         if code < 0:
             return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
         return JobStatus(JobState.FAILED, code)
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return [j for j, p in self._procs.items() if p.poll() is None]
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         out = {}
@@ -133,6 +139,19 @@ class LocalTransformer(Transformer):
                 _kill_group(proc.pid, proc)
             elif _alive(job_id):
                 _kill_group(int(job_id.split(":")[0]), None)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed if jobspec-do dies (kill -9 included).
+
+    A task that outlived a killed run would finish unrecorded and run again on --resume. The
+    signal fires when the forking *thread* ends; doit's worker threads live for the whole run.
+    """
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _replica_env(ctx: UnitContext) -> dict[str, str]:

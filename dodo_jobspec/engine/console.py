@@ -1,0 +1,187 @@
+"""What a run tells the person (or cron job) watching it.
+
+On a terminal: a live status line (done / running / failed / waiting, elapsed) with events
+scrolling above it. Not on a terminal: plain one-line events with timestamps. With -q: only
+failures and the closing summary. Every failure names the task, its exit code, the last lines
+of its stderr and the log path. doit's reporter callbacks arrive here through DoitReporter.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from ..state import StateDir
+
+TAIL_LINES = 8
+
+
+class Console:
+    """Thread-safe event sink and progress display."""
+
+    def __init__(self, state: StateDir, total: int, *, quiet: bool = False,
+                 verbose: bool = False, stream: TextIO | None = None,
+                 live: bool | None = None) -> None:
+        self.state = state
+        self.total = total
+        self.quiet = quiet
+        self.verbose = verbose
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.done = self.failed = self.running = self.skipped = 0
+        self.failures: list[str] = []
+        self._line_shown = False
+
+    # -- events ---------------------------------------------------------------------------
+    def emit(self, event: str, name: str, detail: str = "") -> None:
+        """One event about one unit (called from worker threads)."""
+        with self.lock:
+            if event == "start":
+                self.running += 1
+            elif event in ("done", "failed"):
+                self.running = max(0, self.running - 1)
+            quiet_ok = event in ("failed", "error", "warning")
+            if self.quiet and not quiet_ok:
+                self._redraw()
+                return
+            if event in ("step",) and not self.verbose:
+                self._redraw()
+                return
+            self._print(f"{event:<9} {name}" + (f": {detail}" if detail else ""))
+
+    def success(self, name: str, seconds: float | None) -> None:
+        with self.lock:
+            self.done += 1
+        self.emit("done", name, f"in {seconds:.1f}s" if seconds is not None else "")
+
+    def uptodate(self, name: str) -> None:
+        with self.lock:
+            self.skipped += 1
+            if self.verbose and not self.quiet:
+                self._print(f"{'uptodate':<9} {name}")
+            else:
+                self._redraw()
+
+    def failure(self, node_name: str, message: str, unit_state: Any | None) -> None:
+        """Report a failed unit with the tail of its stderr and where its logs are."""
+        lines = [message]
+        if unit_state is not None:
+            attempt = _last_attempt(unit_state)
+            err = unit_state.stderr(attempt) if attempt else None
+            if err is not None and err.exists():
+                tail = err.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+                lines += ["  | " + t for t in tail]
+                lines.append(f"  log: {err} (and {unit_state.stdout(attempt).name})")
+        with self.lock:
+            self.failed += 1
+            self.failures.append(node_name)
+        self.emit("failed", node_name, "\n".join(lines))
+
+    def summary(self, rc_ok: bool, interrupted: bool = False) -> None:
+        took = time.monotonic() - self.started
+        if interrupted:
+            head = "interrupted"
+        elif rc_ok:
+            head = "ok"
+        else:
+            head = "FAILED"
+        text = (f"{head}: {self.done} ran, {self.skipped} up to date, {self.failed} failed "
+                f"in {took:.1f}s")
+        if self.failures:
+            text += " (failed: " + ", ".join(self.failures[:10]) + ")"
+        with self.lock:
+            if self.quiet and rc_ok and not self.done and not interrupted:
+                self._clear()
+                return  # cron-friendly: nothing to say when nothing happened
+            self._print(text, final=True)
+
+    # -- drawing ----------------------------------------------------------------------------
+    def _print(self, text: str, final: bool = False) -> None:
+        self._clear()
+        stamp = time.strftime("%H:%M:%S ") if not self.live else ""
+        self.stream.write(stamp + text + "\n")
+        if not final:
+            self._redraw()
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        if self.live and self._line_shown:
+            self.stream.write("\r\x1b[K")
+            self._line_shown = False
+
+    def _redraw(self) -> None:
+        if not self.live:
+            return
+        waiting = max(0, self.total - self.done - self.failed - self.skipped - self.running)
+        took = time.monotonic() - self.started
+        self.stream.write(f"\r\x1b[K[{self.done + self.skipped}/{self.total}] done {self.done}"
+                          f"  running {self.running}  failed {self.failed}  waiting {waiting}"
+                          f"  up-to-date {self.skipped}  {took:.0f}s")
+        self.stream.flush()
+        self._line_shown = True
+
+
+def _last_attempt(unit_state: Any) -> int:
+    rows = unit_state.history()
+    return max((int(r["attempt"]) for r in rows), default=0)
+
+
+class DoitReporter:
+    """doit's reporter interface, forwarded to the Console."""
+
+    desc = "jobspec-do progress"
+
+    def __init__(self, console: Console, names: dict[str, tuple[str, Any]]) -> None:
+        self.console = console
+        self.names = names  # doit task name -> (unit name, UnitState or None)
+        self.t0: dict[str, float] = {}
+
+    def _unit(self, task: Any) -> tuple[str, Any]:
+        return self.names.get(task.name, (task.name, None))
+
+    def initialize(self, tasks: Any, selected_tasks: Any) -> None:
+        pass
+
+    def get_status(self, task: Any) -> None:
+        pass
+
+    def execute_task(self, task: Any) -> None:
+        self.t0[task.name] = time.monotonic()
+
+    def add_success(self, task: Any) -> None:
+        if task.name in self.names:
+            start = self.t0.get(task.name)
+            self.console.success(self._unit(task)[0],
+                                 time.monotonic() - start if start else None)
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        name, st = self._unit(task)
+        kind = fail.get_name() if hasattr(fail, "get_name") else "failure"
+        if kind == "UnmetDependency":
+            self.console.emit("blocked", name, "a task it depends on failed")
+            return
+        msg = fail.message if getattr(fail, "message", None) else str(fail)
+        self.console.failure(name, msg.strip().splitlines()[0] if msg.strip() else kind, st)
+
+    def skip_uptodate(self, task: Any) -> None:
+        if task.name in self.names:
+            self.console.uptodate(self._unit(task)[0])
+
+    def skip_ignore(self, task: Any) -> None:
+        pass
+
+    def cleanup_error(self, exception: Any) -> None:
+        self.console.emit("error", "cleanup", str(exception))
+
+    def runtime_error(self, msg: str) -> None:
+        self.console.emit("error", "doit", msg)
+
+    def teardown_task(self, task: Any) -> None:
+        pass
+
+    def complete_run(self) -> None:
+        pass

@@ -1,0 +1,98 @@
+"""Planned units -> doit task dicts, Make-style.
+
+Each unit's completion record (``done.json``) is its target; its dependents list that record
+as a ``file_dep``. So doit's own up-to-date check answers every question: a unit re-runs when
+its definition changed (``config_changed``), an input changed or an output is missing, or
+anything upstream re-ran (the upstream record's content changed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from doit.cmd_base import TaskLoader2
+from doit.exceptions import TaskFailed
+from doit.task import dict_to_task
+from doit.tools import config_changed
+
+from ..model import Task
+from ..plan import PlannedUnit
+from ..state import StateDir
+from ..tasks.steps import StepRunner
+from ..tasks.unit import Outcome, UnitRunner
+
+
+def _action(run: Callable[[], Outcome]) -> Callable[[], bool | TaskFailed]:
+    def action() -> bool | TaskFailed:
+        outcome = run()
+        return True if outcome.ok else TaskFailed(outcome.message or "failed")
+    return action
+
+
+def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
+               state: StateDir, local_replicas: bool) -> list[dict[str, Any]]:
+    """One doit task per unit (plus one per replica and per step), dependencies first."""
+    dicts: list[dict[str, Any]] = []
+    for pu in plan:
+        st = state.unit(pu.node)
+        deps = [str(state.unit(d).done) for d in pu.deps] + [str(p) for p in pu.inputs]
+        node = pu.node
+        if isinstance(node, Task):
+            for i, step in enumerate(node.steps):
+                target = steps.receipt(pu, i)
+                dicts.append({
+                    "name": f"{node.key}:step{i}-{step.name}",
+                    "actions": [_action(lambda pu=pu, i=i: steps.run(pu, i))],
+                    "file_dep": [*deps, *steps.sources(pu, i)],
+                    "targets": [str(target)],
+                    "uptodate": [config_changed(steps.fingerprint(pu, i))],
+                    "io": {"capture": False},
+                    "meta": {"unit": node.name, "kind": step.name},
+                })
+                deps.append(str(target))
+        identity = {"digest": node.digest, "transformer": runner.transformer.name}
+        if isinstance(node, Task) and node.replicas > 1 and local_replicas:
+            replica_done = []
+            for r in range(node.replicas):
+                target = st.dir / f"done.r{r}.json"
+                replica_done.append(str(target))
+                dicts.append({
+                    "name": f"{node.key}:r{r}",
+                    "actions": [_action(lambda pu=pu, r=r: runner.run_replica(pu, r))],
+                    "file_dep": deps, "targets": [str(target)],
+                    "uptodate": [config_changed(identity)], "io": {"capture": False},
+                    "meta": {"unit": node.name, "replica": r},
+                })
+            deps = replica_done
+            action = _action(lambda pu=pu: runner.finish_replicas(pu))
+        else:
+            action = _action(lambda pu=pu: runner.run(pu))
+        dicts.append({
+            "name": node.key,
+            "actions": [action],
+            "file_dep": deps,
+            "targets": [str(st.done), *(str(p) for p in pu.outputs)],
+            "uptodate": [config_changed(identity)],
+            "io": {"capture": False},
+            "meta": {"unit": node.name},
+        })
+    return dicts
+
+
+class Loader(TaskLoader2):  # type: ignore[misc]
+    """Hands doit our task dicts and configuration; no dodo.py involved."""
+
+    def __init__(self, dicts: list[dict[str, Any]], config: dict[str, Any]) -> None:
+        super().__init__()
+        self.dicts = dicts
+        self.config = config
+
+    def setup(self, opt_values: dict[str, Any]) -> None:
+        pass
+
+    def load_doit_config(self) -> dict[str, Any]:
+        return self.config
+
+    def load_tasks(self, cmd: Any, pos_args: list[str]) -> list[Any]:
+        return [dict_to_task(d) for d in self.dicts]

@@ -1,0 +1,216 @@
+"""Run a spec: load, check, plan, lock, hand the task dicts to doit, map the outcome.
+
+Everything a user can get wrong is checked before doit starts (the spec, the transformer's
+ability to satisfy every request, inputs that can never exist), so doit's own error path is
+never what a user sees. SIGTERM is turned into KeyboardInterrupt so that doit saves its
+database and running jobs are cancelled and recorded as interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doit.doit_cmd import DoitMain
+from doit.task import dict_to_task
+
+from .. import plugins
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SpecError, UnsatisfiableError
+from ..model import Spec
+from ..plan import PlannedUnit, build
+from ..resolve import load
+from ..state import StateDir, default_state_dir, locked
+from ..tasks.gate import SlotGate
+from ..tasks.steps import StageConfig, StepRunner
+from ..tasks.unit import Inflight, RunOptions, UnitRunner
+from ..transformers.base import Transformer, TransformerOptions
+from .backend import IncrementalSqliteDB
+from .console import Console, DoitReporter
+from .loader import Loader, task_dicts
+from .poller import Poller
+
+BACKEND = "sqlite-inc"
+
+
+@dataclass
+class RunRequest:
+    """Everything `jobspec-do run` was asked to do."""
+
+    spec: Path
+    transformer: str = "local"
+    jobs: int | None = None
+    keep_going: bool = False
+    resume: bool = False
+    force: tuple[str, ...] = ()
+    dry_run: bool = False
+    state_dir: Path | None = None
+    quiet: bool = False
+    verbose: bool = False
+    wait_lock: bool = False
+    no_wait: bool = False
+    resources_choice: int | None = None
+    stage: StageConfig = field(default_factory=StageConfig)
+    live: bool | None = None  # None: a live display when stderr is a terminal
+
+
+@dataclass
+class Prepared:
+    """A spec made ready to run: what `run`, `plan` and `status` all start from."""
+
+    spec: Spec
+    transformer: Transformer
+    plan: list[PlannedUnit]
+    state: StateDir
+
+
+def prepare(req: RunRequest) -> Prepared:
+    """Load, check and plan ``req.spec``; raise before anything runs if it cannot."""
+    cls = plugins.load(plugins.TRANSFORMERS, req.transformer)
+    root = req.state_dir or default_state_dir(req.spec)
+    transformer: Transformer = cls(TransformerOptions(
+        jobs=req.jobs, no_wait=req.no_wait, resources_choice=req.resources_choice,
+        state_dir=root))
+    spec = load(req.spec, default_resources=cls.default_resources)
+    problems = transformer.check(spec)
+    if problems:
+        raise UnsatisfiableError("\n".join(p.render() for p in problems)
+                                 + f"\nnothing was submitted ({req.transformer} transformer)")
+    for name in req.force:
+        if not spec.find(name):
+            raise SpecError([spec_problem(spec, f"--force {name}: no such task or group")])
+    return Prepared(spec, transformer, build(spec, transformer.submits_groups),
+                    StateDir(root, spec))
+
+
+def spec_problem(spec: Spec, message: str) -> Any:
+    from ..errors import Problem
+
+    return Problem(message, (), "see `jobspec-do graph SPEC` for the names", str(spec.path))
+
+
+def doit_config(state: StateDir, reporter: Any) -> dict[str, Any]:
+    return {"dep_file": str(state.db), "backend": BACKEND, "reporter": reporter,
+            "verbosity": 2, "check_file_uptodate": "md5"}
+
+
+def extra_config(state: StateDir, reporter: Any) -> dict[str, Any]:
+    """doit configuration. GLOBAL (not load_doit_config) because doit treats the loader's
+    values as defaults that its own option defaults already shadow."""
+    return {"BACKEND": {BACKEND: "dodo_jobspec.engine.backend:IncrementalSqliteDB"},
+            "GLOBAL": doit_config(state, reporter)}
+
+
+def run(req: RunRequest) -> int:
+    """Run the spec; the exit code follows the README's table."""
+    prep = prepare(req)
+    if req.dry_run:
+        from .why import print_dry_run
+
+        return print_dry_run(prep)
+    with locked(prep.state.root, wait=req.wait_lock):
+        return _run_locked(req, prep)
+
+
+def _run_locked(req: RunRequest, prep: Prepared) -> int:
+    state, transformer = prep.state, prep.transformer
+    state.ensure()
+    console = Console(state, len(prep.plan), quiet=req.quiet, verbose=req.verbose,
+                      live=req.live)
+    inflight = Inflight()
+    poller = Poller(transformer, transformer.options.poll_interval)
+    jobs = req.jobs or (os.cpu_count() or 1 if not transformer.submits_groups else 64)
+    gate = None if transformer.polled else SlotGate(jobs)
+    runner = UnitRunner(prep.spec, state, transformer,
+                        RunOptions(req.resume, frozenset(req.force), req.no_wait),
+                        console.emit, inflight, poller.wait, gate, os.cpu_count() or 1)
+    steps = StepRunner(state, req.stage, console.emit)
+    dicts = task_dicts(prep.plan, runner, steps, state,
+                       local_replicas=not transformer.submits_groups)
+    names = {d["name"]: (d["meta"]["unit"], state.unit(pu.node))
+             for pu in prep.plan for d in dicts if d["meta"]["unit"] == pu.node.name}
+    _warn_oversized(prep, console)
+    if req.force:
+        _forget(state, prep, dicts, req.force)
+    reporter = DoitReporter(console, names)
+    argv = ["run", "-n", str(max(1, jobs)), "-P", "thread"]
+    if req.keep_going:
+        argv.append("--continue")
+    main = DoitMain(Loader(dicts, {}), config_filenames=(),
+                    extra_config=extra_config(state, reporter))
+    DoitMain.BIN_NAME = "jobspec-do"
+    interrupted = False
+    previous = _sigterm_as_interrupt()
+    try:
+        rc = main.run(argv)
+    except KeyboardInterrupt:
+        interrupted = True
+        rc = EXIT_INTERRUPTED
+        _interrupt(transformer, inflight, poller)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        poller.stop()
+    ok = rc == 0 and not console.failures
+    console.summary(ok, interrupted)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _sigterm_as_interrupt() -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, handler)
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller) -> None:
+    """Ctrl-C: cancel what this run started, and let its threads record 'interrupted'."""
+    inflight.interrupted.set()
+    jobs = list(inflight.snapshot()) + transformer.running()
+    if jobs:
+        transformer.cancel(jobs)
+    poller.stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (inflight.snapshot() or transformer.running()):
+        time.sleep(0.05)
+    time.sleep(0.1)  # the threads write their final records right after their job ends
+
+
+def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],
+            force: tuple[str, ...]) -> None:
+    """--force NAME: drop doit's record of those units so they run again."""
+    keys = {n.key for name in force for n in prep.spec.find(name)}
+    db = IncrementalSqliteDB(str(state.db), _codec())
+    for d in dicts:
+        base = d["name"].split(":", 1)[0]
+        if base in keys:
+            db.remove(d["name"])
+    db.dump()
+
+
+def _codec() -> Any:
+    from doit.dependency import JSONCodec
+
+    return JSONCodec()
+
+
+def _warn_oversized(prep: Prepared, console: Console) -> None:
+    if prep.transformer.submits_groups:
+        return
+    cores = os.cpu_count() or 1
+    for pu in prep.plan:
+        req, _ = prep.transformer.choose(pu.node)
+        if req is not None and req.counts.cores > cores and not pu.node.is_group:
+            console.emit("warning", pu.node.name, f"asks for {req.counts.cores} cores; this "
+                         f"machine has {cores}: it runs alone")
+
+
+def load_doit_tasks(dicts: list[dict[str, Any]]) -> list[Any]:
+    """Task objects for our own up-to-date queries (plan, dry-run)."""
+    return [dict_to_task(dict(d)) for d in dicts]

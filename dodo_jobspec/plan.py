@@ -1,0 +1,124 @@
+"""From a resolved spec to the units of work a transformer runs, and what each waits for.
+
+The local transformer runs every task itself (groups are sub-runs: a group is done when its
+children are). Batch schedulers submit top-level units only: a group is one job, and a
+dependency of anything inside it becomes a dependency of the whole group.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Problem, SpecError
+from .model import Group, Spec, Task, Unit
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class PlannedUnit:
+    """One unit of work: a node plus everything the engine needs to run and check it."""
+
+    node: Unit
+    deps: tuple[Unit, ...]  # units of this plan that must finish first
+    cwd: Path
+    inputs: tuple[Path, ...]  # files read (globs expanded); a change re-runs the unit
+    outputs: tuple[Path, ...]  # files made; a missing one after success is a failure
+    whole_group: bool  # a group submitted as one job (batch schedulers)
+
+    @property
+    def key(self) -> str:
+        return self.node.key
+
+
+def build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
+    """The units to run, dependencies first; SpecError if an input can never exist."""
+    spec_dir = spec.path.resolve().parent
+    if submits_groups:
+        units = [n for n in spec.nodes.values() if n.parent is None]
+        deps = {n.key: _top_level_deps(n) for n in units}
+    else:
+        units = list(spec.nodes.values())
+        deps = {n.key: _local_deps(n) for n in units}
+    made: set[Path] = set()
+    planned = []
+    for node in units:
+        cwd = _cwd(node, spec_dir)
+        # A locally-run group is only the sum of its children: their outputs are theirs.
+        owns = isinstance(node, Task) or submits_groups
+        outputs = tuple(_resolve(cwd, o) for o in _outputs(node)) if owns else ()
+        made.update(outputs)
+        planned.append(PlannedUnit(node, deps[node.key], cwd, (), outputs,
+                                   submits_groups and isinstance(node, Group)))
+    problems: list[Problem] = []
+    result = []
+    for pu in planned:
+        inputs = _inputs(pu.node, pu.cwd, made, problems, spec)
+        result.append(PlannedUnit(pu.node, pu.deps, pu.cwd, inputs, pu.outputs, pu.whole_group))
+    if problems:
+        raise SpecError(problems)
+    return result
+
+
+def _cwd(node: Unit, spec_dir: Path) -> Path:
+    cwd = node.attributes.cwd
+    return (spec_dir / cwd).resolve() if cwd else spec_dir
+
+
+def _resolve(cwd: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else cwd / path
+
+
+def _outputs(node: Unit) -> tuple[str, ...]:
+    if isinstance(node, Task):
+        return node.outputs
+    return tuple(o for child in node.walk() if isinstance(child, Task) for o in child.outputs)
+
+
+def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spec: Spec
+            ) -> tuple[Path, ...]:
+    tasks = [node] if isinstance(node, Task) else [
+        c for c in node.walk() if isinstance(c, Task)]
+    out: list[Path] = []
+    for task in tasks:
+        for pattern in task.inputs:
+            full = _resolve(cwd, pattern)
+            if _GLOB_CHARS & set(pattern):
+                out.extend(sorted(Path(p) for p in glob.glob(str(full), recursive=True)))
+            elif full.exists() or full in made:
+                out.append(full)
+            else:
+                problems.append(Problem(
+                    f"input '{pattern}' of task '{task.name}' does not exist and no task makes "
+                    "it", (task.spec_path, "inputs"), "create the file, fix the path, or list "
+                    "it under `outputs:` of the task that makes it", str(spec.path)))
+    own = set(_resolve(cwd, o) for o in _outputs(node))
+    return tuple(dict.fromkeys(p for p in out if p not in own))
+
+
+def _local_deps(node: Unit) -> tuple[Unit, ...]:
+    """A task waits for its `after` set and for what its enclosing groups wait for."""
+    deps: list[Unit] = list(node.after)  # type: ignore[arg-type]
+    for group in node.ancestors():
+        deps.extend(d for d in group.after if not _inside(d, node))  # type: ignore[misc]
+    if isinstance(node, Group):
+        deps.extend(node.children)
+    return tuple(dict.fromkeys(deps))
+
+
+def _top_level_deps(unit: Unit) -> tuple[Unit, ...]:
+    """Everything outside ``unit`` that it or its descendants wait for, as top-level units."""
+    members = [unit, *(unit.walk() if isinstance(unit, Group) else ())]
+    deps: list[Unit] = []
+    for member in members:
+        for dep in member.after:
+            top = dep.top
+            if top is not unit:
+                deps.append(top)  # type: ignore[arg-type]
+    return tuple(dict.fromkeys(deps))
+
+
+def _inside(dep: Unit, node: Unit) -> bool:
+    return dep is node or any(a is dep for a in node.ancestors())

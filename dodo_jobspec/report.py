@@ -1,0 +1,129 @@
+"""Read a spec's records without running anything: status, logs, cancel.
+
+These commands read the state directory only (no doit, no lock for reading), so they answer
+while a run is in progress and from any machine that sees the files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import EXIT_FAILED, EXIT_OK, JobspecError
+from .resolve import load
+from .state import StateDir, UnitState, default_state_dir
+
+# `status --json` format version; bump on any incompatible change (documented in the README).
+STATUS_FORMAT = 1
+
+
+def _open(spec_path: Path, state_dir: Path | None) -> StateDir:
+    from .transformers.local import LocalTransformer
+
+    spec = load(spec_path, default_resources=LocalTransformer.default_resources)
+    return StateDir(state_dir or default_state_dir(spec_path), spec)
+
+
+def unit_status(st: UnitState) -> dict[str, Any]:
+    """One unit's status as plain data (the `status --json` entry)."""
+    history = st.history()
+    job = st.read_job()
+    attempt = job.attempt or max((int(r["attempt"]) for r in history), default=0)
+    last = history[-1] if history else None
+    state = last["state"] if last else "never run"
+    if st.done.exists() and state == "completed":
+        state = "completed"
+    duration = None
+    if job.started and job.finished and job.finished >= job.started:
+        duration = round(job.finished - job.started, 3)
+    return {
+        "name": st.unit.name, "kind": "group" if st.unit.is_group else "task",
+        "state": state, "attempts": attempt, "job_id": job.job_id,
+        "exit_code": job.exit_code, "duration": duration,
+        "updated": float(last["timestamp"]) if last else None,
+        "info": last["info"] if last else "",
+        "stdout": str(st.stdout(attempt)) if attempt else None,
+        "stderr": str(st.stderr(attempt)) if attempt else None,
+    }
+
+
+def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False) -> int:
+    """`jobspec-do status`: exit 0 when every unit completed, 1 otherwise."""
+    state = _open(spec_path, state_dir)
+    rows = [unit_status(state.unit(n)) for n in state.spec.nodes.values()]
+    all_done = all(r["state"] == "completed" for r in rows)
+    if as_json:
+        print(json.dumps({"format": STATUS_FORMAT, "spec": str(spec_path),
+                          "state_dir": str(state.root), "complete": all_done, "units": rows},
+                         indent=2))
+    else:
+        width = max((len(r["name"]) for r in rows), default=4)
+        print(f"{'TASK':<{width}}  {'STATE':<11} {'TRIES':>5} {'EXIT':>4} {'SECS':>8}  JOB")
+        for r in rows:
+            exit_code = "" if r["exit_code"] is None else str(r["exit_code"])
+            secs = "" if r["duration"] is None else f"{r['duration']:.1f}"
+            name = r["name"] + ("/" if r["kind"] == "group" else "")
+            print(f"{name:<{width}}  {r['state']:<11} {r['attempts']:>5} {exit_code:>4} "
+                  f"{secs:>8}  {r['job_id'] or ''}")
+    return EXIT_OK if all_done else EXIT_FAILED
+
+
+def print_logs(spec_path: Path, state_dir: Path | None, task: str, attempt: int | None,
+               follow: bool) -> int:
+    """`jobspec-do logs`: the stdout and stderr of one attempt of a task."""
+    state = _open(spec_path, state_dir)
+    nodes = state.spec.find(task)
+    if not nodes:
+        raise JobspecError(f"no task or group '{task}' in {spec_path}")
+    st = state.unit(nodes[0])
+    n = attempt or max((int(r["attempt"]) for r in st.history()), default=0)
+    if not n:
+        raise JobspecError(f"'{task}' has not run yet")
+    paths = sorted(st.dir.glob(f"stdout.{n}*")) + sorted(st.dir.glob(f"stderr.{n}*"))
+    if not paths:
+        raise JobspecError(f"no logs for attempt {n} of '{task}' in {st.dir}")
+    for path in paths:
+        print(f"==> {path} <==")
+        sys.stdout.write(path.read_text(errors="replace"))
+    while follow:  # like tail -f on the attempt's stdout, until the task is no longer running
+        time.sleep(0.5)
+        if st.read_job().state not in ("submitting", "queued", "running"):
+            break
+    return EXIT_OK
+
+
+def cancel_all(req: Any) -> int:
+    """`jobspec-do cancel`: cancel every queued or running job recorded for the spec."""
+    from . import plugins
+    from .transformers.base import TransformerOptions
+
+    state = _open(req.spec, req.state_dir)
+    cls = plugins.load(plugins.TRANSFORMERS, req.transformer)
+    transformer = cls(TransformerOptions(state_dir=state.root))
+    live = []
+    for node in state.spec.nodes.values():
+        st = state.unit(node)
+        for record_file in [st.job_file, *st.dir.glob("job.*.json")] if st.dir.exists() else []:
+            job = st.read_job() if record_file == st.job_file else _record(record_file)
+            if job.job_id and job.state in ("queued", "running", "submitting") \
+                    and job.transformer == transformer.name:
+                live.append((st, job))
+    if not live:
+        print("nothing queued or running")
+        return EXIT_OK
+    transformer.cancel([j.job_id for _, j in live if j.job_id])
+    for st, job in live:
+        st.append_status(job.attempt, "canceled", f"job {job.job_id}: jobspec-do cancel")
+        job.state = "canceled"
+        st.write_job(job) if job.attempt else None
+        print(f"canceled {st.unit.name}: job {job.job_id}")
+    return EXIT_OK
+
+
+def _record(path: Path) -> Any:
+    from .tasks.unit import _read
+
+    return _read(path)

@@ -1,0 +1,192 @@
+"""The state directory: where a spec's runs leave their records.
+
+Layout (default ``.jobspec-do/<spec file stem>/`` beside the spec)::
+
+    lock                 held (flock) by the one run allowed at a time; holds its pid
+    doit.sqlite3         doit's dependency database (committed per task)
+    tasks/<name>/        one folder per task (groups under groups/<name>/)
+        spec.json        the resolved definition of the task
+        status.csv       history: timestamp,attempt,state,info
+        job.json         the current attempt: number, token, job id, state, input signature
+        stdout.N         output of attempt N (stderr.N likewise)
+        done.json        the completion record: doit's target, dependents' file_dep
+
+Every file is written to a temporary name and renamed, so a kill -9 at any moment leaves either
+the old or the new content, never a torn file. status.csv is rewritten the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from .errors import LockedError, StateError
+from .model import Spec, Unit
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+
+
+def default_state_dir(spec_path: Path) -> Path:
+    """``.jobspec-do/<stem>/`` beside the spec: specs in one folder keep separate state."""
+    return spec_path.resolve().parent / ".jobspec-do" / spec_path.stem
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old or the new content, never a mix.
+
+    No fsync: the rename is atomic against a killed process (the page cache survives it), and
+    a sync per record would cost more than the tasks of a large spec. A power cut may lose the
+    last records; the engine's at-least-once design then re-runs those tasks.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(tmp, mode) as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def folder_name(name: str) -> str:
+    """A file-system-safe folder name for a task or group name (stable, collision-free)."""
+    if _SAFE.match(name):
+        return name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "task"
+    return f"{slug}-{sha256(name.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class JobRecord:
+    """The current attempt of one unit (``job.json``)."""
+
+    attempt: int = 0
+    token: str = ""
+    job_id: str | None = None
+    state: str = "new"
+    transformer: str = ""
+    signature: str = ""  # what the attempt ran: definition + inputs; adoption requires a match
+    exit_code: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    info: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class UnitState:
+    """The records of one task or group."""
+
+    def __init__(self, root: Path, unit: Unit) -> None:
+        kind = "groups" if unit.is_group else "tasks"
+        self.unit = unit
+        self.dir = root / kind / folder_name(unit.name)
+        self.done = self.dir / "done.json"
+        self.job_file = self.dir / "job.json"
+        self.status_file = self.dir / "status.csv"
+        self._lock = threading.Lock()  # replicas of one task record from several threads
+
+    def ensure(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def stdout(self, attempt: int, replica: int | None = None) -> Path:
+        suffix = f".{replica}" if replica is not None else ""
+        return self.dir / f"stdout.{attempt}{suffix}"
+
+    def stderr(self, attempt: int, replica: int | None = None) -> Path:
+        suffix = f".{replica}" if replica is not None else ""
+        return self.dir / f"stderr.{attempt}{suffix}"
+
+    def read_job(self) -> JobRecord:
+        try:
+            data = json.loads(self.job_file.read_text())
+        except FileNotFoundError:
+            return JobRecord()
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{self.job_file} is unreadable ({exc}); remove it to start that "
+                             "task afresh") from exc
+        known = {k: v for k, v in data.items() if k in JobRecord.__dataclass_fields__}
+        return JobRecord(**known)
+
+    def write_job(self, record: JobRecord) -> None:
+        atomic_write(self.job_file, json.dumps(asdict(record), indent=1, sort_keys=True))
+
+    def append_status(self, attempt: int, state: str, info: str = "") -> None:
+        """Add a line to status.csv (rewritten atomically: the history is small)."""
+        with self._lock:
+            self._append_status(attempt, state, info)
+
+    def _append_status(self, attempt: int, state: str, info: str) -> None:
+        try:
+            old = self.status_file.read_text()
+        except FileNotFoundError:
+            old = "timestamp,attempt,state,info\n"
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(
+            [f"{time.time():.3f}", attempt, state, info.replace("\n", " ")[:500]])
+        atomic_write(self.status_file, old + buf.getvalue())
+
+    def history(self) -> list[dict[str, str]]:
+        try:
+            with open(self.status_file, newline="") as fh:
+                return list(csv.DictReader(fh))
+        except FileNotFoundError:
+            return []
+
+    def write_done(self, record: JobRecord) -> None:
+        """The completion record. Its content changes on every run, so dependents re-run."""
+        atomic_write(self.done, json.dumps({
+            "task": self.unit.name, "digest": self.unit.digest, "attempt": record.attempt,
+            "job_id": record.job_id, "finished": record.finished,
+            "signature": record.signature}, sort_keys=True))
+
+
+class StateDir:
+    """A spec's state directory."""
+
+    def __init__(self, root: Path, spec: Spec) -> None:
+        self.root = root
+        self.spec = spec
+        self.db = root / "doit.sqlite3"
+        self._units: dict[str, UnitState] = {}
+
+    def unit(self, node: Unit) -> UnitState:
+        st = self._units.get(node.key)
+        if st is None:
+            st = self._units[node.key] = UnitState(self.root, node)
+        return st
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def locked(root: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the state directory's lock; LockedError if another run holds it.
+
+    flock is released by the kernel when its holder dies, however it dies, so a lock left by
+    a killed run is simply taken over: there is no stale-lock file to clean up by hand.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise LockedError(f"another jobspec-do run (pid {holder}) is using {root}; "
+                              "wait for it, or pass --wait-lock to queue behind it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

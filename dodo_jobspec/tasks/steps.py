@@ -1,0 +1,100 @@
+"""The steps that run before a task: ``write`` a file, ``stage`` a path to the task's nodes.
+
+Each step is its own doit task whose target is a small receipt, and the task lists the
+receipt as a file_dep: a step runs again only when what it moves changed, and then the task
+runs again too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..model import Task
+from ..plan import PlannedUnit
+from ..state import StateDir, atomic_write
+from .unit import EventSink, Outcome
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Which stager moves staged paths, and to which nodes."""
+
+    stager: str = "shared"
+    nodes: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class StepRunner:
+    """Runs the write and stage steps of tasks."""
+
+    def __init__(self, state: StateDir, config: StageConfig, emit: EventSink) -> None:
+        self.state = state
+        self.config = config
+        self.emit = emit
+
+    def _task(self, pu: PlannedUnit) -> Task:
+        assert isinstance(pu.node, Task)
+        return pu.node
+
+    def receipt(self, pu: PlannedUnit, index: int) -> Path:
+        return self.state.unit(pu.node).dir / f"step{index}.json"
+
+    def path(self, pu: PlannedUnit, index: int) -> Path:
+        step = self._task(pu).steps[index]
+        p = Path(step.path)
+        return p if p.is_absolute() else pu.cwd / p
+
+    def sources(self, pu: PlannedUnit, index: int) -> list[str]:
+        """Files whose content the step moves (its file_dep)."""
+        step = self._task(pu).steps[index]
+        if step.name != "stage":
+            return []
+        root = self.path(pu, index)
+        if root.is_dir():
+            return sorted(str(p) for p in root.rglob("*") if p.is_file())
+        return [str(root)] if root.exists() else []
+
+    def fingerprint(self, pu: PlannedUnit, index: int) -> dict[str, Any]:
+        step = self._task(pu).steps[index]
+        return {"step": [step.name, step.path, step.content, step.executable],
+                "stager": self.config.stager, "nodes": list(self.config.nodes)}
+
+    def run(self, pu: PlannedUnit, index: int) -> Outcome:
+        step = self._task(pu).steps[index]
+        self.state.unit(pu.node).ensure()
+        try:
+            detail = self._write(pu, index) if step.name == "write" else self._stage(pu, index)
+        except Exception as exc:
+            self.emit("failed", pu.node.name, f"{step.name} {step.path}: {exc}")
+            return Outcome(False, f"{step.name} step {step.path}: {exc}")
+        atomic_write(self.receipt(pu, index), json.dumps({"step": step.name, "path": step.path,
+                                                          "detail": detail}))
+        self.emit("step", pu.node.name, f"{step.name} {step.path}: {detail}")
+        return Outcome(True, detail)
+
+    def _write(self, pu: PlannedUnit, index: int) -> str:
+        step = self._task(pu).steps[index]
+        target = self.path(pu, index)
+        root = pu.cwd.resolve()
+        if root not in target.resolve().parents:
+            raise ValueError(f"{step.path} would be written outside {root}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, step.content or "")
+        if step.executable:
+            os.chmod(target, 0o755)
+        return f"wrote {len(step.content or '')} bytes"
+
+    def _stage(self, pu: PlannedUnit, index: int) -> str:
+        from .. import plugins
+        from ..stagers.base import StageItem, StagerSettings
+
+        source = self.path(pu, index)
+        cls = plugins.load(plugins.STAGERS, self.config.stager)
+        settings = StagerSettings(nodes=self.config.nodes, **self.config.settings)
+        with cls(settings) as stager:
+            report = stager.put([StageItem(source, str(source.resolve()))])
+        return str(report)

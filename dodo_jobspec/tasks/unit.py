@@ -1,0 +1,343 @@
+"""Run one unit (a task, a replica of a task, or a group) and record what happened.
+
+This is the action behind every doit task. doit's semantics are at-least-once: a run killed
+after a job finished but before doit recorded it will call this again. So the action first
+looks at its own records and never starts work that is already done or still in flight:
+
+1. ``job.json`` says an attempt completed with the same signature (definition + inputs) and
+   its outputs exist: adopt it, run nothing.
+2. it names a job that is still queued or running (or an intent to submit whose id was lost):
+   re-attach and wait for it (with --resume; without it, refuse and say why).
+3. otherwise start a new attempt: record the intent, submit, record the job id, wait, record
+   the result. Each record is an atomic write, in that order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model import Group, Spec, Task
+from ..plan import PlannedUnit
+from ..state import JobRecord, StateDir, UnitState
+from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, UnitContext
+from .gate import SlotGate
+
+EventSink = Callable[[str, str, str], None]  # (event, unit name, detail)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What running a unit came to."""
+
+    ok: bool
+    message: str = ""
+    status: JobStatus | None = None
+
+
+@dataclass
+class RunOptions:
+    """The options of one `jobspec-do run` that the unit runner honours."""
+
+    resume: bool = False
+    force: frozenset[str] = frozenset()
+    no_wait: bool = False
+
+
+@dataclass
+class Inflight:
+    """Jobs started by this process and not yet finished: what Ctrl-C must cancel."""
+
+    jobs: dict[str, str] = field(default_factory=dict)  # job id -> unit name
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    interrupted: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, job_id: str, name: str) -> None:
+        with self.lock:
+            self.jobs[job_id] = name
+
+    def discard(self, job_id: str) -> None:
+        with self.lock:
+            self.jobs.pop(job_id, None)
+
+    def snapshot(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.jobs)
+
+
+class UnitRunner:
+    """Runs planned units with one transformer, keeping the records in a state directory."""
+
+    def __init__(self, spec: Spec, state: StateDir, transformer: Transformer,
+                 options: RunOptions, emit: EventSink, inflight: Inflight | None = None,
+                 waiter: Callable[[str], JobStatus] | None = None,
+                 gate: SlotGate | None = None, machine_cores: int = 1) -> None:
+        self.spec = spec
+        self.state = state
+        self.transformer = transformer
+        self.options = options
+        self.emit = emit
+        self.inflight = inflight or Inflight()
+        # Schedulers are polled in batches; the local transformer waits on its own processes.
+        self.waiter = waiter if (waiter and transformer.polled) else transformer.wait
+        self.gate = gate
+        self.machine_cores = machine_cores
+
+    # -- the entry point -----------------------------------------------------------------------
+    def run(self, pu: PlannedUnit, replica: int | None = None) -> Outcome:
+        """Bring ``pu`` (or one replica of it) to done, or say why it could not be."""
+        st = self.state.unit(pu.node)
+        st.ensure()
+        if isinstance(pu.node, Group) and not pu.whole_group:
+            return self._finish_group(pu, st)
+        sig = self.signature(pu)
+        record_file = st.job_file if replica is None else st.dir / f"job.{replica}.json"
+        record = _read(record_file)
+        if record.state == "completed" and record.signature == sig and _exist(pu.outputs) \
+                and pu.node.name not in self.options.force:
+            self.emit("adopted", pu.node.name, f"attempt {record.attempt} already completed")
+            self._done(pu, st, record, replica)
+            return Outcome(True, "already completed")
+        attach = self._attachable(pu, st, record, sig)
+        if isinstance(attach, Outcome):
+            return attach
+        return self._attempt(pu, st, record_file, record, sig, replica, attach)
+
+    # -- deciding ----------------------------------------------------------------------------
+    def _attachable(self, pu: PlannedUnit, st: UnitState, record: JobRecord, sig: str
+                    ) -> str | Outcome | None:
+        """The job id to re-attach to, None to start afresh, or an Outcome refusing to run."""
+        if record.state not in ("submitting", "queued", "running") or not record.token:
+            return None
+        if record.transformer != self.transformer.name:
+            return None
+        job_id = record.job_id
+        if job_id is None:  # died between recording the intent and recording the id
+            job_id = self.transformer.find(pu.node, self._context(pu, st, record.attempt,
+                                                                  record.token, None))
+            if job_id is None:
+                return None
+        status = self.transformer.status([job_id]).get(job_id, JobStatus(JobState.LOST))
+        if status.state in (JobState.LOST, JobState.FAILED, JobState.CANCELED,
+                            JobState.TIMEOUT) or not self.transformer.can_reattach:
+            if not status.state.terminal:
+                self.transformer.cancel([job_id])  # e.g. an orphaned local process
+            return None
+        if record.signature != sig:
+            self.emit("replaced", pu.node.name, f"the task changed: cancelling job {job_id}")
+            self.transformer.cancel([job_id])
+            st.append_status(record.attempt, "canceled", f"job {job_id}: definition changed")
+            return None
+        if not self.options.resume and not self.options.no_wait:
+            return Outcome(False, f"job {job_id} from an interrupted run is still "
+                           f"{status.state.value}; pass --resume to wait for it, or "
+                           f"`jobspec-do cancel` to drop it")
+        return job_id
+
+    # -- running -----------------------------------------------------------------------------
+    def _attempt(self, pu: PlannedUnit, st: UnitState, record_file: Path, old: JobRecord,
+                 sig: str, replica: int | None, attach: str | None) -> Outcome:
+        node = pu.node
+        if attach is not None:
+            record = old
+            record.job_id = attach
+            self.emit("attached", node.name, f"job {attach} (attempt {record.attempt})")
+            st.append_status(record.attempt, "attached", f"job {attach}")
+        else:
+            # Replicas keep their own attempt count; a task's attempts follow its history.
+            attempt = old.attempt + 1 if replica is not None else max(
+                old.attempt, _last_attempt(st)) + 1
+            record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
+                               state="submitting", transformer=self.transformer.name,
+                               signature=sig, started=time.time())
+            _write(record_file, record)
+            st.append_status(attempt, "submitting", self.transformer.name)
+            if replica is None or replica == 0:
+                _write_spec(st, node)
+        ctx = self._context(pu, st, record.attempt, record.token, replica)
+        if self.gate is None:
+            return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica)
+        req, _ = self.transformer.choose(node)
+        big = req is not None and req.counts.cores > self.machine_cores
+        with self.gate.hold(self.gate.capacity if big else 1):
+            return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica)
+
+    def _submit_and_wait(self, pu: PlannedUnit, st: UnitState, record_file: Path,
+                         record: JobRecord, ctx: UnitContext, attach: str | None,
+                         replica: int | None) -> Outcome:
+        node = pu.node
+        self.emit("start", node.name, f"attempt {record.attempt}")
+        try:
+            if attach is None:
+                record.job_id = self.transformer.submit(node, ctx)
+                record.state = "queued" if self.transformer.polled else "running"
+                _write(record_file, record)
+                if self.transformer.polled:
+                    st.append_status(record.attempt, "queued", f"job {record.job_id}")
+                    self.emit("submitted", node.name, f"job {record.job_id}")
+            if self.options.no_wait:
+                return Outcome(True, f"job {record.job_id} submitted")
+            assert record.job_id is not None
+            self.inflight.add(record.job_id, node.name)
+            try:
+                status = self.waiter(record.job_id)
+            finally:
+                self.inflight.discard(record.job_id)
+        except SubmitError as exc:
+            status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
+        if self.inflight.interrupted.is_set() and status.state != JobState.COMPLETED:
+            status = JobStatus(JobState.CANCELED, status.exit_code, "interrupted")
+        return self._record(pu, st, record_file, record, status, replica)
+
+    def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path, record: JobRecord,
+                status: JobStatus, replica: int | None) -> Outcome:
+        missing = [str(p) for p in pu.outputs if not p.exists()]
+        if status.state == JobState.COMPLETED and missing and (replica is None):
+            status = JobStatus(JobState.FAILED, status.exit_code,
+                               "finished but did not make its outputs: " + ", ".join(missing))
+        record.state = "interrupted" if status.info == "interrupted" else status.state.value
+        record.exit_code = status.exit_code
+        record.finished = time.time()
+        record.info = status.info
+        _write(record_file, record)
+        if pu.whole_group:
+            self._record_children(pu, record)
+        info = status.info or (f"exit {status.exit_code}" if status.exit_code else "")
+        if record.job_id and self.transformer.polled:
+            info = f"job {record.job_id}; {info}".rstrip("; ")
+        st.append_status(record.attempt, record.state, info)
+        if status.state != JobState.COMPLETED:
+            return Outcome(False, info, status)
+        self._done(pu, st, record, replica)
+        return Outcome(True, "", status)
+
+    def _done(self, pu: PlannedUnit, st: UnitState, record: JobRecord, replica: int | None
+              ) -> None:
+        if replica is None:
+            st.write_done(record)
+        else:
+            from ..state import atomic_write
+
+            atomic_write(st.dir / f"done.r{replica}.json", json.dumps(
+                {"replica": replica, "attempt": record.attempt, "finished": record.finished}))
+
+    def run_replica(self, pu: PlannedUnit, replica: int) -> Outcome:
+        """One replica of a task the local transformer runs replica by replica."""
+        return self.run(pu, replica)
+
+    def finish_replicas(self, pu: PlannedUnit) -> Outcome:
+        """A replicated task is done when all its replicas are (and its outputs exist)."""
+        st = self.state.unit(pu.node)
+        missing = [str(p) for p in pu.outputs if not p.exists()]
+        attempt = _last_attempt(st)
+        record = JobRecord(attempt=attempt, state="completed" if not missing else "failed",
+                           transformer=self.transformer.name, signature=self.signature(pu),
+                           finished=time.time())
+        if missing:
+            msg = "replicas finished but did not make: " + ", ".join(missing)
+            st.append_status(attempt, "failed", msg)
+            return Outcome(False, msg)
+        st.write_job(record)
+        st.append_status(attempt, "completed", f"all {pu.node.replicas} replicas")  # type: ignore[union-attr]
+        st.write_done(record)
+        return Outcome(True)
+
+    def _finish_group(self, pu: PlannedUnit, st: UnitState) -> Outcome:
+        """A group run by the local transformer is done when its children are."""
+        attempt = _last_attempt(st) + 1
+        record = JobRecord(attempt=attempt, state="completed", transformer=self.transformer.name,
+                           signature=self.signature(pu), finished=time.time())
+        _write_spec(st, pu.node)
+        st.write_job(record)
+        st.append_status(attempt, "completed", "all children completed")
+        st.write_done(record)
+        return Outcome(True)
+
+    def _record_children(self, pu: PlannedUnit, record: JobRecord) -> None:
+        """Record each task inside a group job from the exit files its script wrote."""
+        assert isinstance(pu.node, Group)
+        for child in pu.node.walk():
+            if not isinstance(child, Task):
+                continue
+            cst = self.state.unit(child)
+            code_file = cst.dir / f"exit.{record.attempt}"
+            try:
+                code: int | None = int(code_file.read_text().strip())
+            except (OSError, ValueError):
+                code = None
+            state = "completed" if code == 0 else ("failed" if code is not None else "not run")
+            cst.append_status(record.attempt, state,
+                              f"in group {pu.node.name}" + (f"; exit {code}" if code else ""))
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _context(self, pu: PlannedUnit, st: UnitState, attempt: int, token: str,
+                 replica: int | None) -> UnitContext:
+        children: dict[str, Path] = {}
+        if pu.whole_group and isinstance(pu.node, Group):
+            for child in pu.node.walk():
+                if isinstance(child, Task):
+                    cst = self.state.unit(child)
+                    cst.ensure()
+                    children[child.key] = cst.dir
+        return UnitContext(spec=self.spec, workdir=st.dir, attempt=attempt, token=token,
+                           stdout=st.stdout(attempt, replica), stderr=st.stderr(attempt, replica),
+                           cwd=pu.cwd, children=children, replica=replica or 0)
+
+    def signature(self, pu: PlannedUnit) -> str:
+        """What an attempt ran: the definition, the transformer, and its inputs' states."""
+        h = hashlib.sha256(f"{pu.node.digest}|{self.transformer.name}".encode())
+        for dep in pu.deps:
+            try:
+                h.update(self.state.unit(dep).done.read_bytes())
+            except FileNotFoundError:
+                h.update(b"-")
+        for path in pu.inputs:
+            try:
+                s = path.stat()
+                h.update(f"{path}|{s.st_size}|{s.st_mtime_ns}".encode())
+            except FileNotFoundError:
+                h.update(f"{path}|missing".encode())
+        return h.hexdigest()
+
+
+def _token(name: str, attempt: int) -> str:
+    return f"jsd-{hashlib.sha256(name.encode()).hexdigest()[:8]}-{attempt}-{secrets.token_hex(4)}"
+
+
+def _read(path: Path) -> JobRecord:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return JobRecord()
+    return JobRecord(**{k: v for k, v in data.items() if k in JobRecord.__dataclass_fields__})
+
+
+def _write(path: Path, record: JobRecord) -> None:
+    from dataclasses import asdict
+
+    from ..state import atomic_write
+
+    atomic_write(path, json.dumps(asdict(record), indent=1, sort_keys=True))
+
+
+def _write_spec(st: UnitState, node: Task | Group) -> None:
+    from ..resolve import definition
+    from ..state import atomic_write
+
+    atomic_write(st.dir / "spec.json", json.dumps(definition(node), indent=2, sort_keys=True,
+                                                  default=str))
+
+
+def _last_attempt(st: UnitState) -> int:
+    history = st.history()
+    return max((int(row["attempt"]) for row in history), default=0)
+
+
+def _exist(paths: tuple[Path, ...]) -> bool:
+    return all(p.exists() for p in paths)

@@ -1,0 +1,144 @@
+"""Kills at any moment lose nothing: no recorded completion runs again, nothing is corrupted,
+and one run at a time holds a state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import counts, jobspec_do, write
+
+
+def _spec(n: int) -> str:
+    # The count line is written at the END of each command: a task killed mid-way leaves no
+    # line, so a line means "this command ran to completion".
+    lines = ["version: 1", "name: crash", "tasks:"]
+    for i in range(n):
+        lines += [f"- name: t{i}", f'  command: "sleep 0.1 && echo x >> count.t{i}"']
+        if i >= 4:
+            lines.append(f"  depends_on: [t{i - 4}]")
+    return "\n".join(lines) + "\n"
+
+
+def _completed_records(state: Path) -> set[str]:
+    done = set()
+    for job in state.glob("tasks/*/job.json"):
+        if json.loads(job.read_text()).get("state") == "completed":
+            done.add(job.parent.name)
+    return done
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kill_9_mid_run_then_resume(tmp_path: Path, seed: int) -> None:
+    n = 60
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec(n))
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "2"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(seed).uniform(0.8, 2.5))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.2)  # let the kernel deliver the parent-death signal to the children
+    recorded = _completed_records(tmp_path / ".jobspec-do" / "spec")
+    before = counts(tmp_path)
+    assert recorded, "the kill came before anything completed; pick a later moment"
+    r = jobspec_do(spec, "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    after = counts(tmp_path)
+    assert set(after) == {f"t{i}" for i in range(n)}
+    for name in recorded:  # a completion recorded before the kill never runs again
+        assert after[name] == 1, (name, before.get(name), after[name])
+    # Nothing survived the kill to finish behind our back: runs = 1 per task, plus at most
+    # the tasks in flight at the moment of the kill (-j 2).
+    assert sum(after.values()) <= n + 2
+    assert jobspec_do(spec, cwd=tmp_path).stderr.count("0 ran") == 1
+
+
+def test_sigterm_records_progress_and_interrupted_tasks(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        name: term
+        tasks:
+        - {name: quick, command: "echo x >> count.quick"}
+        - {name: slow, command: "sleep 30; echo x >> count.slow", depends_on: [quick]}
+        """)
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 20
+    state = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "job.json"
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert json.loads(state.read_text())["state"] == "interrupted"
+    assert "interrupted" in err
+    r = jobspec_do(spec, "--resume", "-j", "1", cwd=tmp_path, timeout=60,
+                   env={"PATH": os.environ["PATH"]})
+    assert counts(tmp_path)["quick"] == 1  # not re-run
+    assert r.returncode == 0
+
+
+def test_second_concurrent_run_exits_75_and_none_runs_twice(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        name: lock
+        tasks:
+        - {name: a, command: "sleep 1.5 && echo x >> count.a"}
+        - {name: b, command: "echo x >> count.b", depends_on: [a]}
+        """)
+    first = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)],
+                             cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.7)
+    second = jobspec_do(spec, cwd=tmp_path)
+    assert second.returncode == 75 and "another jobspec-do run" in second.stderr
+    waiter = jobspec_do(spec, "--wait-lock", cwd=tmp_path)  # queues behind the first
+    first.communicate(timeout=30)
+    assert first.returncode == 0 and waiter.returncode == 0
+    assert counts(tmp_path) == {"a": 1, "b": 1}
+
+
+def test_lock_of_a_killed_run_is_taken_over(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        name: stale
+        tasks: [{name: a, command: "sleep 20"}]
+        """)
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)],
+                            cwd=tmp_path, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    spec.write_text(spec.read_text().replace("sleep 20", "true"))
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_backend_commits_each_success_when_deps_key_is_written(tmp_path: Path) -> None:
+    """The incremental backend relies on doit writing `deps:` last in save_success."""
+    from doit.dependency import Dependency, JSONCodec, MD5Checker
+    from doit.task import Task
+
+    from dodo_jobspec.engine.backend import IncrementalSqliteDB
+
+    db = tmp_path / "db.sqlite3"
+    (tmp_path / "in.txt").write_text("x")
+    dep = Dependency(IncrementalSqliteDB, str(db), checker_cls=MD5Checker, codec_cls=JSONCodec)
+    task = Task("t", actions=[], file_dep=[str(tmp_path / "in.txt")])
+    dep.save_success(task)
+    # Read with a second connection, without closing the first: the row must be committed.
+    import sqlite3
+
+    rows = sqlite3.connect(db).execute("select task_id, task_data from doit").fetchall()
+    assert [r[0] for r in rows] == ["t"]
+    assert "deps:" in json.loads(rows[0][1])

@@ -1,0 +1,152 @@
+"""Make semantics, proven by counting how often each command really ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import counts, jobspec_do, write
+
+PIPELINE = """
+    version: 1
+    name: pipe
+    tasks:
+    - name: fetch
+      command: "echo fetch >> count.fetch && echo data > data.txt"
+      outputs: [data.txt]
+    - name: build
+      depends_on: [fetch]
+      command: "echo build >> count.build && cat data.txt > built.txt"
+      outputs: [built.txt]
+    - name: test
+      depends_on: [build]
+      command: "echo test >> count.test"
+    - name: docs
+      command: "echo docs >> count.docs"
+    """
+
+
+def test_second_run_executes_nothing(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE)
+    first = jobspec_do(spec, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = jobspec_do(spec, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert counts(tmp_path) == {"build": 1, "docs": 1, "fetch": 1, "test": 1}
+    assert "0 ran, 4 up to date" in second.stderr
+
+
+def test_edited_task_reruns_with_its_dependents_only(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    spec.write_text(spec.read_text().replace("cat data.txt > built.txt",
+                                             "cat data.txt data.txt > built.txt"))
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert counts(tmp_path) == {"build": 2, "docs": 1, "fetch": 1, "test": 2}
+
+
+def test_failed_middle_task_stops_dependents_then_resume(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE.replace("cat data.txt > built.txt",
+                                            "cat data.txt > built.txt && exit 3"))
+    r = jobspec_do(spec, "-k", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "build" in r.stderr and "exit 3" in r.stderr and "stderr.1" in r.stderr
+    assert counts(tmp_path) == {"build": 1, "docs": 1, "fetch": 1}  # test never started
+    spec.write_text(spec.read_text().replace(" && exit 3", ""))
+    r = jobspec_do(spec, "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert counts(tmp_path) == {"build": 2, "docs": 1, "fetch": 1, "test": 1}
+    status = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)
+    build = next(u for u in status["units"] if u["name"] == "build")
+    assert (build["state"], build["attempts"]) == ("completed", 2)
+
+
+def test_without_keep_going_the_run_stops_at_the_failure(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: bad, command: "exit 5"}
+        - {name: after, depends_on: [bad], command: "echo x >> count.after"}
+        """)
+    r = jobspec_do(spec, "-j", "1", cwd=tmp_path)
+    assert r.returncode == 1 and "exit 5" in r.stderr
+    assert counts(tmp_path) == {}
+
+
+def test_changed_input_reruns_and_missing_output_is_noticed(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("one\n")
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - name: copy
+          command: "echo x >> count.copy && cp in.txt out.txt"
+          inputs: [in.txt]
+          outputs: [out.txt]
+        """)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"copy": 1}
+    (tmp_path / "in.txt").write_text("two\n")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"copy": 2}
+    (tmp_path / "out.txt").unlink()
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"copy": 3} and (tmp_path / "out.txt").read_text() == "two\n"
+
+
+def test_success_without_its_outputs_is_a_failure(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: liar, command: "true", outputs: [promised.txt]}
+        """)
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 1 and "did not make its outputs" in r.stderr
+
+
+def test_force_reruns_a_task_and_its_dependents(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert jobspec_do(spec, "--force", "build", cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"build": 2, "docs": 1, "fetch": 1, "test": 2}
+
+
+def test_dry_run_says_what_and_why_and_runs_nothing(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE)
+    r = jobspec_do(spec, "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0 and "4 of 4 would run" in r.stdout and counts(tmp_path) == {}
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    spec.write_text(spec.read_text().replace("echo docs >>", "echo DOCS >>"))
+    r = jobspec_do(spec, "-n", cwd=tmp_path)
+    assert "would run task/docs: its definition changed" in r.stdout
+    assert "1 of 4 would run" in r.stdout
+    (tmp_path / "data.txt").unlink()  # fetch's output: fetch and all below it must run
+    r = jobspec_do(spec, "-n", cwd=tmp_path)
+    assert "would run task/fetch: an output or its completion record is missing" in r.stdout
+    assert "would run task/build: upstream will run: fetch" in r.stdout
+    assert "would run task/test: upstream will run: build" in r.stdout
+    assert counts(tmp_path) == {"build": 1, "docs": 1, "fetch": 1, "test": 1}
+
+
+def test_plan_describes_commands_without_running(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE)
+    r = jobspec_do("plan", spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "[RUN ] task/build  (after task/fetch)" in r.stdout
+    assert "/bin/sh -c 'echo build >> count.build" in r.stdout
+    assert counts(tmp_path) == {}
+
+
+def test_unknown_force_target_is_a_usage_error(tmp_path: Path) -> None:
+    r = jobspec_do(write(tmp_path, PIPELINE), "--force", "nope", cwd=tmp_path)
+    assert r.returncode == 2 and "no such task" in r.stderr
+
+
+def test_clean_forgets_everything(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert jobspec_do("clean", spec, cwd=tmp_path).returncode == 0
+    assert not (tmp_path / ".jobspec-do" / "spec").exists()
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path)["fetch"] == 2

@@ -1,0 +1,151 @@
+"""The local transformer: commands, environment, cwd, durations, replicas, concurrency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import counts, jobspec_do, write
+
+
+def test_list_is_execd_without_a_shell_and_string_uses_sh(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: lst, command: [sh, -c, 'printf "%s|" "$0" > list.txt', "a;b $HOME"]}
+        - {name: str, command: "printf '%s' \\"$((2 + 3))\\" > str.txt"}
+        """)
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "list.txt").read_text() == "a;b $HOME|"  # no shell touched the argument
+    assert (tmp_path / "str.txt").read_text() == "5"
+
+
+def test_environment_is_added_and_inherited(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        attributes: {environment: {A: global, B: global}}
+        tasks:
+        - name: env
+          attributes: {environment: {B: task}}
+          command: 'echo "$A $B $INHERITED" > env.txt'
+        """)
+    assert jobspec_do(spec, cwd=tmp_path, env={"INHERITED": "yes"}).returncode == 0
+    assert (tmp_path / "env.txt").read_text() == "global task yes\n"
+
+
+def test_cwd_is_honoured_and_a_missing_one_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: here, command: "pwd > where.txt", attributes: {cwd: sub}}
+        - {name: nowhere, command: "true", attributes: {cwd: missing-dir}}
+        """)
+    r = jobspec_do(spec, "-k", cwd=tmp_path)
+    assert (tmp_path / "sub" / "where.txt").read_text().strip() == str(tmp_path / "sub")
+    assert r.returncode == 1
+    assert "cwd" in r.stderr and "missing-dir does not exist" in r.stderr
+
+
+def test_duration_kills_the_process_group_and_records_timeout(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - name: slow
+          command: "sleep 30 & sleep 30; echo never >> count.slow"
+          attributes: {duration: 0.5s}
+        """)
+    r = jobspec_do(spec, cwd=tmp_path, timeout=30)
+    assert r.returncode == 1 and "timed out" in r.stderr
+    job = json.loads((tmp_path / ".jobspec-do/spec/tasks/slow/job.json").read_text())
+    assert job["state"] == "timeout"
+    import subprocess
+    left = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True).stdout
+    assert not left.strip(), "the background child of the timed-out task survived"
+
+
+def test_missing_program_is_reported(tmp_path: Path) -> None:
+    spec = write(tmp_path, "version: 1\ntasks: [{name: x, command: [no-such-program-xyz]}]\n")
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 1 and "cannot start 'no-such-program-xyz'" in r.stderr
+
+
+def test_replicas_run_independently_with_their_index(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - name: rep
+          replicas: 3
+          command: 'echo $JOBSPEC_REPLICA > r$JOBSPEC_REPLICA.txt; echo x >> count.rep'
+        - {name: after, depends_on: [rep], command: "cat r0.txt r1.txt r2.txt > all.txt"}
+        """)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "all.txt").read_text() == "0\n1\n2\n"
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"rep": 3}
+
+
+def test_failing_replica_fails_the_task(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: rep, replicas: 3, command: 'test $JOBSPEC_REPLICA != 1'}
+        - {name: after, depends_on: [rep], command: "echo x >> count.after"}
+        """)
+    assert jobspec_do(spec, "-k", cwd=tmp_path).returncode == 1
+    assert counts(tmp_path) == {}
+
+
+def test_jobs_limit_concurrency(tmp_path: Path) -> None:
+    lines = ["version: 1", "tasks:"]
+    for i in range(6):
+        lines.append(f"- {{name: t{i}, command: 'date +%s.%N >> starts; sleep 0.4; "
+                     f"date +%s.%N >> ends'}}")
+    spec = write(tmp_path, "\n".join(lines) + "\n")
+    assert jobspec_do(spec, "-j", "2", cwd=tmp_path).returncode == 0
+    assert _max_overlap(tmp_path) == 2
+
+
+def test_a_task_bigger_than_the_machine_runs_alone_with_a_warning(tmp_path: Path) -> None:
+    cmd = "echo {n} $(date +%s.%N) >> starts; sleep 0.4; echo {n} $(date +%s.%N) >> ends"
+    spec = write(tmp_path, f"""
+        version: 1
+        resources:
+          huge: {{type: node, count: 1, with: [{{type: core, count: 4096}}]}}
+          one: {{type: core, count: 1}}
+        tasks:
+        - {{name: a, resources: one, command: '{cmd.format(n="a")}'}}
+        - {{name: big, resources: huge, command: '{cmd.format(n="big")}'}}
+        - {{name: b, resources: one, command: '{cmd.format(n="b")}'}}
+        - {{name: c, resources: one, command: '{cmd.format(n="c")}'}}
+        """)
+    r = jobspec_do(spec, "-j", "4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "asks for 4096 cores" in r.stderr and "runs alone" in r.stderr
+    start = dict(line.split() for line in (tmp_path / "starts").read_text().splitlines())
+    end = dict(line.split() for line in (tmp_path / "ends").read_text().splitlines())
+    big = (float(start["big"]), float(end["big"]))
+    for other in ("a", "b", "c"):
+        s, e = float(start[other]), float(end[other])
+        assert e <= big[0] or s >= big[1], f"{other} overlapped the big task"
+
+
+def _max_overlap(folder: Path) -> int:
+    starts = [(float(x), 1) for x in (folder / "starts").read_text().split()]
+    ends = [(float(x), -1) for x in (folder / "ends").read_text().split()]
+    now = best = 0
+    for _, delta in sorted(starts + ends, key=lambda e: (e[0], e[1])):
+        now += delta
+        best = max(best, now)
+    return best
+
+
+def test_plan_notes_multi_node_requests(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        resources: {two: {type: node, count: 2}}
+        tasks: [{name: wide, resources: two, command: [hostname]}]
+        """)
+    r = jobspec_do("plan", spec, cwd=tmp_path)
+    assert "asks for 2 nodes; runs as one local process" in r.stdout
