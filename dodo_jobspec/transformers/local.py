@@ -13,11 +13,11 @@ with an unrelated process that later got the same pid.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -43,6 +43,7 @@ class LocalTransformer(Transformer):
         super().__init__(options)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._durations: dict[str, float | None] = {}
+        self._dog: _Watchdog | None = None
         self._lock = threading.Lock()
 
     def argv(self, task: Task) -> list[str]:
@@ -77,11 +78,12 @@ class LocalTransformer(Transformer):
             with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
                 proc = subprocess.Popen(self.argv(unit), cwd=ctx.cwd, env=env, stdout=out,
                                         stderr=err, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
+                                        start_new_session=True)
         except OSError as exc:
             raise SubmitError(f"task '{unit.name}': cannot start "
                               f"{self.argv(unit)[0]!r}: {exc.strerror}") from exc
         job_id = f"{proc.pid}:{_start_time(proc.pid)}"
+        self._watchdog().send(proc.pid)  # the pid is the group id: start_new_session
         with self._lock:
             self._procs[job_id] = proc
             self._durations[job_id] = unit.attributes.duration
@@ -104,11 +106,18 @@ class LocalTransformer(Transformer):
             with self._lock:
                 self._procs.pop(job_id, None)
                 self._durations.pop(job_id, None)
+            self._watchdog().send(-proc.pid)
         if code == 0:
             return JobStatus(JobState.COMPLETED, 0)
         if code < 0:
             return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
         return JobStatus(JobState.FAILED, code)
+
+    def _watchdog(self) -> _Watchdog:
+        with self._lock:
+            if self._dog is None:
+                self._dog = _Watchdog()
+            return self._dog
 
     def running(self) -> list[str]:
         with self._lock:
@@ -141,17 +150,42 @@ class LocalTransformer(Transformer):
                 _kill_group(int(job_id.split(":")[0]), None)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
+# Reads "+PGID"/"-PGID" lines; at end of input (jobspec-do exited or was killed, however) it
+# kills every process group still registered.
+_WATCHDOG = """
+import os, signal, sys
+live = set()
+for line in sys.stdin:
+    n = int(line)
+    live.add(n) if n > 0 else live.discard(-n)
+for pgid in live:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed if jobspec-do dies (kill -9 included).
+class _Watchdog:
+    """Kills our tasks' process groups if jobspec-do dies, kill -9 included.
 
-    A task that outlived a killed run would finish unrecorded and run again on --resume. The
-    signal fires when the forking *thread* ends; doit's worker threads live for the whole run.
+    A task that outlived a killed run would finish unrecorded and run again on --resume. A
+    parent-death signal set in each child (preexec_fn) would do it too, but preexec_fn forces a
+    full fork() of this process: 4 ms per task instead of 0.7 ms. One watchdog per run, fed
+    through a pipe only this process holds, costs two small writes per task.
     """
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.lock = threading.Lock()
+
+    def send(self, n: int) -> None:
+        assert self.proc.stdin is not None
+        with self.lock:
+            self.proc.stdin.write(f"{n}\n".encode())
+            self.proc.stdin.flush()
 
 
 def _replica_env(ctx: UnitContext) -> dict[str, str]:
