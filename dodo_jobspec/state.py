@@ -75,6 +75,7 @@ class JobRecord:
     state: str = "new"
     transformer: str = ""
     signature: str = ""  # what the attempt ran: definition + inputs; adoption requires a match
+    digest: str = ""  # the definition's digest (spec.json is rewritten when it changes)
     exit_code: int | None = None
     started: float | None = None
     finished: float | None = None
@@ -120,26 +121,32 @@ class UnitState:
         atomic_write(self.job_file, json.dumps(asdict(record), indent=1, sort_keys=True))
 
     def append_status(self, attempt: int, state: str, info: str = "") -> None:
-        """Add a line to status.csv (rewritten atomically: the history is small)."""
-        with self._lock:
-            self._append_status(attempt, state, info)
+        """Add a line to status.csv.
 
-    def _append_status(self, attempt: int, state: str, info: str) -> None:
-        try:
-            old = self.status_file.read_text()
-        except FileNotFoundError:
-            old = "timestamp,attempt,state,info\n"
+        One O_APPEND write() per line: a kill leaves the line whole or absent (never torn),
+        and concurrent writers never interleave inside a line. Rewriting the file through a
+        temporary copy would cost two extra file operations per state change.
+        """
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(
             [f"{time.time():.3f}", attempt, state, info.replace("\n", " ")[:500]])
-        atomic_write(self.status_file, old + buf.getvalue())
+        line = buf.getvalue().encode()
+        with self._lock:
+            fd = os.open(self.status_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size == 0:
+                    line = b"timestamp,attempt,state,info\n" + line
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
     def history(self) -> list[dict[str, str]]:
         try:
             with open(self.status_file, newline="") as fh:
-                return list(csv.DictReader(fh))
+                rows = list(csv.DictReader(fh))
         except FileNotFoundError:
             return []
+        return [r for r in rows if r.get("state")]  # tolerate a last line cut by a power loss
 
     def write_done(self, record: JobRecord) -> None:
         """The completion record. Its content changes on every run, so dependents re-run."""

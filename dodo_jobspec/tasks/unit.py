@@ -151,14 +151,15 @@ class UnitRunner:
             st.append_status(record.attempt, "attached", f"job {attach}")
         else:
             # Replicas keep their own attempt count; a task's attempts follow its history.
-            attempt = old.attempt + 1 if replica is not None else max(
-                old.attempt, _last_attempt(st)) + 1
+            attempt = old.attempt + 1 if replica is not None or old.attempt else (
+                _last_attempt(st) + 1)
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
                                state="submitting", transformer=self.transformer.name,
-                               signature=sig, started=time.time())
-            _write(record_file, record)
-            st.append_status(attempt, "submitting", self.transformer.name)
-            if replica is None or replica == 0:
+                               signature=sig, digest=node.digest, started=time.time())
+            if self.transformer.polled:  # a local process has no queue to be lost in
+                _write(record_file, record)
+                st.append_status(attempt, "submitting", self.transformer.name)
+            if (replica is None or replica == 0) and old.digest != node.digest:
                 _write_spec(st, node)
         ctx = self._context(pu, st, record.attempt, record.token, replica)
         if self.gate is None:
@@ -181,6 +182,8 @@ class UnitRunner:
                 if self.transformer.polled:
                     st.append_status(record.attempt, "queued", f"job {record.job_id}")
                     self.emit("submitted", node.name, f"job {record.job_id}")
+                else:
+                    st.append_status(record.attempt, "running", f"pid {record.job_id}")
             if self.options.no_wait:
                 return Outcome(True, f"job {record.job_id} submitted")
             assert record.job_id is not None
