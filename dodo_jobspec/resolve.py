@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from . import legacy
 from .errors import Problem, SpecError, format_path, suggest
 from .model import (
     EMPTY,
@@ -58,7 +59,12 @@ def load(path: str | Path, *, default_resources: Resource | None = None,
 
 def resolve(doc: Document, *, default_resources: Resource | None = None,
             strict: bool = False) -> Spec:
-    """Validate ``doc`` against the schema, then resolve it into a Spec."""
+    """Validate ``doc`` against the schema, then resolve it into a Spec.
+
+    A jobspec 0.0.x document is first translated into an equivalent version-1 one.
+    """
+    if legacy.is_legacy(doc.data):
+        doc = legacy.translate(doc)  # SpecError, located in the 0.0.x file, if it cannot be
     problems = _foreign_format(doc) or schema_problems(doc, strict)
     if problems and problems[0].message.startswith("this is "):
         raise SpecError(problems)
@@ -83,11 +89,7 @@ def _foreign_format(doc: Document) -> list[Problem]:
         return [doc.problem("this is a `version: 2` Flux hierarchy config (for `jobspec start`), "
                             "not a JobSpec", ["version"],
                             "jobspec-do runs version 1 JobSpecs: tasks, groups, resources")]
-    if "task" in data and "tasks" not in data and isinstance(data.get("resources"), list):
-        return [doc.problem("this is a pre-NG (jobspec 0.0.x) file with `task:` and "
-                            "`transform:` steps", ["task"],
-                            "rewrite it as `tasks:` with named `resources:`", at_key=True)]
-    return []
+    return []  # 0.0.x files (`task:` + `transform:`) are translated by `legacy`, not refused
 
 
 @dataclass

@@ -28,10 +28,10 @@ EXPECTED: dict[str, str | None] = {
     "launch-v2/hierarchy-flat.yaml": "Flux hierarchy config",
     "launch-v2/hierarchy-one.yaml": "Flux hierarchy config",
     "launch-v2/hierarchy-two.yaml": "Flux hierarchy config",
-    "legacy-0.0.11/examples__flux__jobspec.yaml": "pre-NG (jobspec 0.0.x)",
-    "legacy-0.0.11/hello-world-batch.yaml": "pre-NG (jobspec 0.0.x)",
-    "legacy-0.0.11/hello-world-jobspec.yaml": "pre-NG (jobspec 0.0.x)",
-    "legacy-0.0.11/hello-world-wait-jobspec.yaml": "pre-NG (jobspec 0.0.x)",
+    "legacy-0.0.11/examples__flux__jobspec.yaml": None,  # translated from 0.0.x
+    "legacy-0.0.11/hello-world-batch.yaml": None,
+    "legacy-0.0.11/hello-world-jobspec.yaml": None,
+    "legacy-0.0.11/hello-world-wait-jobspec.yaml": None,
 }
 
 # The older draft's own examples (spec-draft-2.md, in order). Several are fragments or have

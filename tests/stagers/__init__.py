@@ -1,0 +1,1 @@
+"""Tests of the stagers (shared, ssh against real sshd nodes, flux-archive)."""
