@@ -33,7 +33,8 @@ exit codes:
   0 everything done   1 a task failed   2 invalid spec or usage
   75 another run holds the state directory   130 interrupted
 
-The transformer defaults to $JOBSPEC_DO_TRANSFORMER, else `local`.
+The transformer comes from -t, else the config file (jobspec-do.yaml beside the spec or
+~/.config/jobspec-do/config.yaml), else $JOBSPEC_DO_TRANSFORMER, else `local`.
 """
 
 COMMANDS = ("run", "validate", "graph", "schema", "plan", "status", "logs", "clean", "cancel",
@@ -42,8 +43,8 @@ COMMANDS = ("run", "validate", "graph", "schema", "plan", "status", "logs", "cle
 
 def _transformer_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--transformer",
-                   default=os.environ.get("JOBSPEC_DO_TRANSFORMER", "local"),
-                   help="workload manager: local (default), slurm, flux, or a plugin's name")
+                   help="workload manager: local (default), slurm, flux, or a plugin's name; "
+                        "default from the config file, else $JOBSPEC_DO_TRANSFORMER, else local")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,10 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     return top
 
 
-def _default_resources(transformer: str):  # type: ignore[no-untyped-def]
+def transformer_name(given: str | None, configured: str | None = None) -> str:
+    """-t, else the config file's, else $JOBSPEC_DO_TRANSFORMER, else local."""
+    return given or configured or os.environ.get("JOBSPEC_DO_TRANSFORMER") or "local"
+
+
+def _default_resources(transformer: str | None):  # type: ignore[no-untyped-def]
     from . import plugins
 
-    return plugins.load(plugins.TRANSFORMERS, transformer).default_resources
+    return plugins.load(plugins.TRANSFORMERS, transformer_name(transformer)).default_resources
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

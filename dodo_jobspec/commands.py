@@ -84,22 +84,32 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
 def _state_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where records live (default: .jobspec-do/<spec name>/ beside SPEC)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="configuration file (default: jobspec-do.yaml beside SPEC, else "
+                        "~/.config/jobspec-do/config.yaml)")
 
 
 def _request(args: argparse.Namespace) -> Any:
+    """A RunRequest from the command line over the configuration file."""
+    from . import config
+    from .cli import transformer_name
     from .engine.run import RunRequest
     from .tasks.steps import StageConfig
 
+    cfg = config.load(args.spec, args.config)
     nodes = tuple(n for n in (getattr(args, "nodes", None) or "").split(",") if n)
     return RunRequest(
-        spec=args.spec, transformer=getattr(args, "transformer", "local"),
-        jobs=getattr(args, "jobs", None), keep_going=getattr(args, "keep_going", False),
+        spec=args.spec, transformer=transformer_name(getattr(args, "transformer", None),
+                                                     cfg.transformer),
+        jobs=getattr(args, "jobs", None) or cfg.jobs,
+        keep_going=getattr(args, "keep_going", False),
         resume=getattr(args, "resume", False), force=tuple(getattr(args, "force", ())),
-        dry_run=getattr(args, "dry_run", False), state_dir=args.state_dir,
+        dry_run=getattr(args, "dry_run", False), state_dir=args.state_dir or cfg.state_dir,
         quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False),
         wait_lock=getattr(args, "wait_lock", False),
         resources_choice=getattr(args, "resources_choice", None),
-        stage=StageConfig(getattr(args, "stager", None) or "shared", nodes))
+        stage=StageConfig(getattr(args, "stager", None) or cfg.stager or "shared",
+                          nodes or cfg.nodes, dict(cfg.ssh)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -121,14 +131,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     """`jobspec-do status SPEC`"""
     from .report import print_status
 
-    return print_status(args.spec, args.state_dir, as_json=args.json)
+    return print_status(args.spec, _state_dir(args), as_json=args.json)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """`jobspec-do logs SPEC TASK`"""
     from .report import print_logs
 
-    return print_logs(args.spec, args.state_dir, args.task, args.attempt, args.follow)
+    return print_logs(args.spec, _state_dir(args), args.task, args.attempt, args.follow)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -137,7 +147,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
     from .state import default_state_dir, locked
 
-    root = args.state_dir or default_state_dir(args.spec)
+    root = _state_dir(args) or default_state_dir(args.spec)
     if not root.exists():
         print(f"nothing to clean: {root} does not exist")
         return EXIT_OK
@@ -149,6 +159,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
     root.rmdir()
     print(f"forgot all state of {args.spec} ({root})")
     return EXIT_OK
+
+
+def _state_dir(args: argparse.Namespace) -> Path | None:
+    from . import config
+
+    return args.state_dir or config.load(args.spec, args.config).state_dir
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

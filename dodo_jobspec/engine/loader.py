@@ -50,7 +50,9 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                     "io": {"capture": False},
                     "meta": {"unit": node.name, "kind": step.name},
                 })
-                deps.append(str(target))
+                # What a step moves is also what the task reads: list it, so the task re-runs
+                # even when the step's receipt is unchanged (a shared filesystem sends nothing).
+                deps += [str(target), *steps.sources(pu, i)]
         identity = {"digest": node.digest, "transformer": runner.transformer.name}
         if isinstance(node, Task) and node.replicas > 1 and local_replicas:
             replica_done = []

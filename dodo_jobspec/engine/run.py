@@ -125,10 +125,11 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     poller = Poller(transformer, transformer.options.poll_interval)
     jobs = req.jobs or (os.cpu_count() or 1 if not transformer.submits_groups else 64)
     gate = None if transformer.polled else SlotGate(jobs)
+    steps = StepRunner(state, req.stage, console.emit)
     runner = UnitRunner(prep.spec, state, transformer,
                         RunOptions(req.resume, frozenset(req.force), req.no_wait),
-                        console.emit, inflight, poller.wait, gate, os.cpu_count() or 1)
-    steps = StepRunner(state, req.stage, console.emit)
+                        console.emit, inflight, poller.wait, gate, os.cpu_count() or 1,
+                        steps.files)
     dicts = task_dicts(prep.plan, runner, steps, state,
                        local_replicas=not transformer.submits_groups)
     names = {d["name"]: (d["meta"]["unit"], state.unit(pu.node))

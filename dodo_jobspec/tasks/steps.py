@@ -58,6 +58,16 @@ class StepRunner:
             return sorted(str(p) for p in root.rglob("*") if p.is_file())
         return [str(root)] if root.exists() else []
 
+    def files(self, pu: PlannedUnit) -> list[Path]:
+        """Every file the steps of ``pu`` make or move: part of what the task ran with."""
+        if not isinstance(pu.node, Task):
+            return []
+        out: list[Path] = []
+        for i in range(len(pu.node.steps)):
+            out.append(self.receipt(pu, i))
+            out.extend(Path(s) for s in self.sources(pu, i))
+        return out
+
     def fingerprint(self, pu: PlannedUnit, index: int) -> dict[str, Any]:
         step = self._task(pu).steps[index]
         return {"step": [step.name, step.path, step.content, step.executable],
@@ -92,9 +102,14 @@ class StepRunner:
         from .. import plugins
         from ..stagers.base import StageItem, StagerSettings
 
+        step = self._task(pu).steps[index]
         source = self.path(pu, index)
         cls = plugins.load(plugins.STAGERS, self.config.stager)
         settings = StagerSettings(nodes=self.config.nodes, **self.config.settings)
+        # Same absolute path on every node, unless a remote_root says where the spec's folder
+        # lives there: then the path as written (relative to the task's cwd) goes under it.
+        relative = not Path(step.path).is_absolute() and settings.remote_root
+        dest = step.path if relative else str(source.resolve())
         with cls(settings) as stager:
-            report = stager.put([StageItem(source, str(source.resolve()))])
+            report = stager.put([StageItem(source, dest)])
         return str(report)

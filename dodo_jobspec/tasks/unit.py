@@ -77,7 +77,8 @@ class UnitRunner:
     def __init__(self, spec: Spec, state: StateDir, transformer: Transformer,
                  options: RunOptions, emit: EventSink, inflight: Inflight | None = None,
                  waiter: Callable[[str], JobStatus] | None = None,
-                 gate: SlotGate | None = None, machine_cores: int = 1) -> None:
+                 gate: SlotGate | None = None, machine_cores: int = 1,
+                 step_files: Callable[[PlannedUnit], list[Path]] | None = None) -> None:
         self.spec = spec
         self.state = state
         self.transformer = transformer
@@ -88,6 +89,7 @@ class UnitRunner:
         self.waiter = waiter if (waiter and transformer.polled) else transformer.wait
         self.gate = gate
         self.machine_cores = machine_cores
+        self.step_files = step_files or (lambda pu: [])
 
     # -- the entry point -----------------------------------------------------------------------
     def run(self, pu: PlannedUnit, replica: int | None = None) -> Outcome:
@@ -300,7 +302,7 @@ class UnitRunner:
                 h.update(self.state.unit(dep).done.read_bytes())
             except FileNotFoundError:
                 h.update(b"-")
-        for path in pu.inputs:
+        for path in [*pu.inputs, *self.step_files(pu)]:
             try:
                 s = path.stat()
                 h.update(f"{path}|{s.st_size}|{s.st_mtime_ns}".encode())

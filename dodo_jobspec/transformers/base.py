@@ -88,7 +88,7 @@ class Transformer(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     # Steps this transformer can run before a task (the engine refuses others by name).
-    supported_steps: ClassVar[frozenset[str]] = frozenset({"stage"})
+    supported_steps: ClassVar[frozenset[str]] = frozenset({"stage", "write"})
     # A resource request given to tasks and groups that have none (None: they are an error).
     default_resources: ClassVar[Resource | None] = None
     # Batch schedulers submit a group as one job; the local transformer runs its children itself.
