@@ -78,7 +78,10 @@ def test_write_steps_write_scripts_before_the_task(tmp_path: Path) -> None:
         tasks:
         - name: run
           steps:
-          - {name: write, path: job.sh, executable: true, content: "#!/bin/sh\\necho hi > out.txt\\n"}
+          - name: write
+            path: job.sh
+            executable: true
+            content: "#!/bin/sh\\necho hi > out.txt\\n"
           command: [./job.sh]
         """)
     r = jobspec_do(spec, cwd=tmp_path)
