@@ -25,7 +25,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
@@ -65,6 +65,24 @@ def folder_name(name: str) -> str:
     return f"{slug}-{sha256(name.encode()).hexdigest()[:8]}"
 
 
+@dataclass(frozen=True)
+class StatusEvent:
+    """One state change of one unit, as recorded in its status.csv (and sent to webhooks)."""
+
+    spec: str  # the spec's name
+    unit: str  # the task or group name
+    kind: str  # "task" or "group"
+    attempt: int
+    state: str
+    info: str
+    job_id: str | None
+    exit_code: int | None
+    timestamp: float
+
+
+Listener = Callable[[StatusEvent], None]
+
+
 @dataclass
 class JobRecord:
     """The current attempt of one unit (``job.json``)."""
@@ -86,9 +104,12 @@ class JobRecord:
 class UnitState:
     """The records of one task or group."""
 
-    def __init__(self, root: Path, unit: Unit) -> None:
+    def __init__(self, root: Path, unit: Unit, spec_name: str = "",
+                 listeners: list[Listener] | None = None) -> None:
         kind = "groups" if unit.is_group else "tasks"
         self.unit = unit
+        self.spec_name = spec_name
+        self.listeners = listeners if listeners is not None else []
         self.dir = root / kind / folder_name(unit.name)
         self.done = self.dir / "done.json"
         self.job_file = self.dir / "job.json"
@@ -120,16 +141,18 @@ class UnitState:
     def write_job(self, record: JobRecord) -> None:
         atomic_write(self.job_file, json.dumps(asdict(record), indent=1, sort_keys=True))
 
-    def append_status(self, attempt: int, state: str, info: str = "") -> None:
+    def append_status(self, attempt: int, state: str, info: str = "",
+                      job_id: str | None = None, exit_code: int | None = None) -> None:
         """Add a line to status.csv.
 
         One O_APPEND write() per line: a kill leaves the line whole or absent (never torn),
         and concurrent writers never interleave inside a line. Rewriting the file through a
         temporary copy would cost two extra file operations per state change.
         """
+        now = time.time()
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(
-            [f"{time.time():.3f}", attempt, state, info.replace("\n", " ")[:500]])
+            [f"{now:.3f}", attempt, state, info.replace("\n", " ")[:500]])
         line = buf.getvalue().encode()
         with self._lock:
             fd = os.open(self.status_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -139,6 +162,12 @@ class UnitState:
                 os.write(fd, line)
             finally:
                 os.close(fd)
+        if self.listeners:
+            event = StatusEvent(self.spec_name, self.unit.name,
+                                "group" if self.unit.is_group else "task", attempt, state, info,
+                                job_id, exit_code, now)
+            for listener in self.listeners:
+                listener(event)
 
     def history(self) -> list[dict[str, str]]:
         try:
@@ -164,11 +193,13 @@ class StateDir:
         self.spec = spec
         self.db = root / "doit.sqlite3"
         self._units: dict[str, UnitState] = {}
+        self.listeners: list[Listener] = []  # called on every recorded state change
 
     def unit(self, node: Unit) -> UnitState:
         st = self._units.get(node.key)
         if st is None:
-            st = self._units[node.key] = UnitState(self.root, node)
+            st = self._units[node.key] = UnitState(self.root, node, self.spec.name,
+                                                   self.listeners)
         return st
 
     def ensure(self) -> None:

@@ -182,7 +182,8 @@ class UnitRunner:
                 record.state = "queued" if self.transformer.polled else "running"
                 _write(record_file, record)
                 if self.transformer.polled:
-                    st.append_status(record.attempt, "queued", f"job {record.job_id}")
+                    st.append_status(record.attempt, "queued", f"job {record.job_id}",
+                                     record.job_id)
                     self.emit("submitted", node.name, f"job {record.job_id}")
                 else:
                     st.append_status(record.attempt, "running", f"pid {record.job_id}")
@@ -216,7 +217,7 @@ class UnitRunner:
         info = status.info or (f"exit {status.exit_code}" if status.exit_code else "")
         if record.job_id and self.transformer.polled:
             info = f"job {record.job_id}; {info}".rstrip("; ")
-        st.append_status(record.attempt, record.state, info)
+        st.append_status(record.attempt, record.state, info, record.job_id, record.exit_code)
         if status.state != JobState.COMPLETED:
             return Outcome(False, info, status)
         self._done(pu, st, record, replica)
