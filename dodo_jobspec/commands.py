@@ -33,6 +33,12 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
                    help="run TASK (and so its dependents) even if up to date; repeatable")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="say what would run and why; run nothing")
+    p.add_argument("--no-wait", action="store_true",
+                   help="submit what can be submitted now (scheduler dependencies for the "
+                        "rest), record job ids and return; the next call advances the spec")
+    p.add_argument("--cron", action="store_true",
+                   help="--no-wait with cron manners: silent unless something changed or "
+                        "failed; a run still holding the lock is a quiet success")
     p.add_argument("--wait-lock", action="store_true",
                    help="if another run holds the state directory, wait for it (default: "
                         "exit 75 at once)")
@@ -105,8 +111,11 @@ def _request(args: argparse.Namespace) -> Any:
         keep_going=getattr(args, "keep_going", False),
         resume=getattr(args, "resume", False), force=tuple(getattr(args, "force", ())),
         dry_run=getattr(args, "dry_run", False), state_dir=args.state_dir or cfg.state_dir,
-        quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False),
+        quiet=getattr(args, "quiet", False) or getattr(args, "cron", False),
+        verbose=getattr(args, "verbose", False),
         wait_lock=getattr(args, "wait_lock", False),
+        no_wait=getattr(args, "no_wait", False) or getattr(args, "cron", False),
+        cron=getattr(args, "cron", False),
         resources_choice=getattr(args, "resources_choice", None),
         stage=StageConfig(getattr(args, "stager", None) or cfg.stager or "shared",
                           nodes or cfg.nodes, dict(cfg.ssh)))

@@ -99,6 +99,13 @@ class Console:
                 return  # cron-friendly: nothing to say when nothing happened
             self._print(text, final=True)
 
+    def final(self, text: str, force: bool = False) -> None:
+        """A closing line: always, or with -q only when ``force`` (something changed)."""
+        if self.quiet and not force:
+            return
+        with self.lock:
+            self._print(text, final=True)
+
     # -- drawing ----------------------------------------------------------------------------
     def _print(self, text: str, final: bool = False) -> None:
         self._clear()

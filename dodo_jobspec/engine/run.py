@@ -20,7 +20,14 @@ from doit.doit_cmd import DoitMain
 from doit.task import dict_to_task
 
 from .. import plugins
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SpecError, UnsatisfiableError
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LockedError,
+    SpecError,
+    UnsatisfiableError,
+)
 from ..model import Spec
 from ..plan import PlannedUnit, build
 from ..resolve import load
@@ -53,6 +60,7 @@ class RunRequest:
     verbose: bool = False
     wait_lock: bool = False
     no_wait: bool = False
+    cron: bool = False  # --no-wait with cron manners: quiet, a held lock is a quiet success
     resources_choice: int | None = None
     stage: StageConfig = field(default_factory=StageConfig)
     live: bool | None = None  # None: a live display when stderr is a terminal
@@ -112,8 +120,23 @@ def run(req: RunRequest) -> int:
         from .why import print_dry_run
 
         return print_dry_run(prep)
-    with locked(prep.state.root, wait=req.wait_lock):
+    try:
+        lock = locked(prep.state.root, wait=req.wait_lock)
+        lock.__enter__()
+    except LockedError:
+        if req.cron:
+            return EXIT_OK  # the previous cron invocation is still at work: that is fine
+        raise
+    try:
+        if req.no_wait:
+            from .advance import advance
+
+            console = Console(prep.state, len(prep.plan), quiet=req.quiet, verbose=req.verbose,
+                              live=False)
+            return advance(prep, req, console)
         return _run_locked(req, prep)
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _run_locked(req: RunRequest, prep: Prepared) -> int:

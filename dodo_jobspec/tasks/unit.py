@@ -283,7 +283,7 @@ class UnitRunner:
 
     # -- helpers -------------------------------------------------------------------------------
     def _context(self, pu: PlannedUnit, st: UnitState, attempt: int, token: str,
-                 replica: int | None) -> UnitContext:
+                 replica: int | None, after_jobs: list[str] | None = None) -> UnitContext:
         children: dict[str, Path] = {}
         if pu.whole_group and isinstance(pu.node, Group):
             for child in pu.node.walk():
@@ -293,7 +293,8 @@ class UnitRunner:
                     children[child.key] = cst.dir
         return UnitContext(spec=self.spec, workdir=st.dir, attempt=attempt, token=token,
                            stdout=st.stdout(attempt, replica), stderr=st.stderr(attempt, replica),
-                           cwd=pu.cwd, children=children, replica=replica or 0)
+                           cwd=pu.cwd, children=children, replica=replica or 0,
+                           after_jobs=tuple(after_jobs or ()))
 
     def signature(self, pu: PlannedUnit) -> str:
         """What an attempt ran: the definition, the transformer, and its inputs' states."""

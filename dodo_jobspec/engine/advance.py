@@ -1,0 +1,217 @@
+"""Non-blocking runs (--no-wait, --cron): advance a spec by one step and return.
+
+Each invocation:
+1. asks doit which units are out of date (doit's database stays the authority);
+2. asks the scheduler once about every job recorded as queued or running;
+3. records jobs that ended (a completion is also saved into doit's database, exactly as a
+   blocking run would, so the next invocation sees it up to date);
+4. submits every out-of-date unit whose dependencies are done, or still in flight on the
+   scheduler (then with the scheduler's own `afterok` dependency on their job ids);
+5. returns: 0 while nothing failed (finished or still in flight), 1 once something failed.
+
+Nothing is submitted twice: each submission's intent (with a unique token) is recorded before
+the scheduler is asked, its job id right after, and a later invocation finds a job by token
+if the id was never recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from doit.dependency import Dependency, JSONCodec, MD5Checker
+from doit.task import dict_to_task
+
+from ..errors import EXIT_FAILED, EXIT_OK, PluginError
+from ..plan import PlannedUnit
+from ..state import JobRecord
+from ..tasks.steps import StepRunner
+from ..tasks.unit import Outcome, RunOptions, UnitRunner, _write
+from ..transformers.base import JobState, JobStatus
+from .backend import IncrementalSqliteDB
+from .loader import task_dicts
+from .why import analyse
+
+LIVE = ("submitting", "queued", "running")
+
+
+@dataclass
+class Progress:
+    """What one invocation found and did."""
+
+    done: list[str] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    finished_now: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.submitted or self.finished_now or self.replaced)
+
+
+def advance(prep: Any, req: Any, console: Any) -> int:
+    """One non-blocking step for ``prep`` (a Prepared run); returns the exit code."""
+    transformer = prep.transformer
+    if not transformer.polled:
+        raise PluginError(f"--no-wait needs a scheduler: the {transformer.name} transformer "
+                          "runs tasks as children of jobspec-do (use -t slurm or -t flux)")
+    state = prep.state
+    state.ensure()
+    steps = StepRunner(state, req.stage, console.emit)
+    runner = UnitRunner(prep.spec, state, transformer,
+                        RunOptions(resume=True, force=frozenset(req.force), no_wait=True),
+                        console.emit, step_files=steps.files)
+    verdicts = {v.name: v for v in analyse(prep)}
+    dicts = {d["name"]: d for d in task_dicts(prep.plan, runner, steps, state, False)}
+    records = {pu.key: state.unit(pu.node).read_job() for pu in prep.plan}
+    live = [r.job_id for r in records.values() if r.state in LIVE and r.job_id]
+    statuses = transformer.status(live) if live else {}
+    dep = Dependency(IncrementalSqliteDB, str(state.db), checker_cls=MD5Checker,
+                     codec_cls=JSONCodec)
+    progress = Progress()
+    where: dict[str, str] = {}  # unit key -> done | failed | blocked | job id in flight
+    try:
+        for pu in prep.plan:
+            where[pu.key] = _step(pu, verdicts, records, statuses, runner, steps, dicts, dep,
+                                  where, progress, req)
+    finally:
+        dep.close()
+    _report(progress, console, len(prep.plan))
+    return EXIT_FAILED if progress.failed else EXIT_OK
+
+
+def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecord],
+          statuses: dict[str, JobStatus], runner: UnitRunner, steps: StepRunner,
+          dicts: dict[str, dict[str, Any]], dep: Dependency, where: dict[str, str],
+          progress: Progress, req: Any) -> str:
+    name = pu.node.name
+    verdict = verdicts.get(pu.key)
+    upstream = [where.get(d.key, "done") for d in pu.deps]
+    if verdict is not None and not verdict.runs and all(u == "done" for u in upstream):
+        progress.done.append(name)
+        return "done"
+    st = runner.state.unit(pu.node)
+    record = records[pu.key]
+    if record.state in LIVE and record.transformer == runner.transformer.name:
+        found = _live(pu, record, statuses, runner, st, progress)
+        if found is not None:
+            if found == "done":
+                _save_success(dicts, dep, pu)
+            return found
+    if record.state in ("failed", "timeout", "canceled", "lost", "interrupted") \
+            and record.digest == pu.node.digest and not req.resume:
+        # Cron calls again every minute: a failed job is not retried until the task is
+        # edited or --resume asks for it; it was reported when it failed.
+        progress.failed.append(name)
+        return "failed"
+    if any(u in ("failed", "blocked") for u in upstream):
+        progress.blocked.append(name)
+        return "blocked"
+    waiting_on = [u for u in upstream if u != "done"]
+    for i, _ in enumerate(getattr(pu.node, "steps", ())):
+        if waiting_on:
+            break  # steps run on the submit host, once what they depend on is done
+        outcome = steps.run(pu, i)
+        if not outcome.ok:
+            progress.failed.append(name)
+            return "failed"
+    job_id = _submit(pu, runner, st, waiting_on)
+    if job_id is None:
+        progress.failed.append(name)
+        return "failed"
+    progress.submitted.append(name)
+    progress.in_flight.append(name)
+    return job_id
+
+
+def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
+          runner: UnitRunner, st: Any, progress: Progress) -> str | None:
+    """The fate of a recorded job: done, failed, its id if still in flight, None to resubmit."""
+    name = pu.node.name
+    job_id = record.job_id
+    if job_id is None:
+        ctx = runner._context(pu, st, record.attempt, record.token, None)
+        job_id = runner.transformer.find(pu.node, ctx)
+        if job_id is None:
+            return None  # the submission never reached the scheduler
+        record.job_id = job_id
+        _write(st.job_file, record)
+        st.append_status(record.attempt, "queued", f"job {job_id} (found by token)", job_id)
+    status = statuses.get(job_id) or runner.transformer.status([job_id]).get(
+        job_id, JobStatus(JobState.LOST))
+    if record.digest and record.digest != pu.node.digest:
+        if not status.state.terminal:
+            runner.transformer.cancel([job_id])
+        st.append_status(record.attempt, "canceled", f"job {job_id}: the task changed; "
+                         "resubmitting", job_id)
+        runner.emit("replaced", name, f"job {job_id} cancelled: the task changed")
+        progress.replaced.append(name)
+        return None
+    if not status.state.terminal:
+        progress.in_flight.append(name)
+        return job_id
+    outcome: Outcome = runner._record(pu, st, st.job_file, record, status, None)
+    progress.finished_now.append(name)
+    if outcome.ok:
+        progress.done.append(name)
+        runner.emit("done", name, f"job {job_id}")
+        return "done"
+    progress.failed.append(name)
+    runner.emit("failed", name, f"job {job_id}: {outcome.message}")
+    return "failed"
+
+
+def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str]) -> str | None:
+    """Record the intent, submit (after ``after`` job ids), record the id."""
+    from ..tasks.unit import _last_attempt, _token, _write_spec
+
+    old = st.read_job()
+    attempt = max(old.attempt, _last_attempt(st)) + 1
+    record = JobRecord(attempt=attempt, token=_token(pu.node.name, attempt), state="submitting",
+                       transformer=runner.transformer.name, signature=runner.signature(pu),
+                       digest=pu.node.digest, started=time.time())
+    st.ensure()
+    _write(st.job_file, record)
+    st.append_status(attempt, "submitting", runner.transformer.name)
+    if old.digest != pu.node.digest:
+        _write_spec(st, pu.node)
+    ctx = runner._context(pu, st, attempt, record.token, None, after)
+    try:
+        record.job_id = runner.transformer.submit(pu.node, ctx)
+    except PluginError as exc:
+        record.state = "failed"
+        record.info = f"could not submit: {exc}"
+        _write(st.job_file, record)
+        st.append_status(attempt, "failed", record.info)
+        runner.emit("failed", pu.node.name, record.info)
+        return None
+    record.state = "queued"
+    _write(st.job_file, record)
+    st.append_status(attempt, "queued", f"job {record.job_id}", record.job_id)
+    runner.emit("submitted", pu.node.name, f"job {record.job_id}"
+                + (f" (after {', '.join(after)})" if after else ""))
+    return record.job_id
+
+
+def _save_success(dicts: dict[str, dict[str, Any]], dep: Dependency, pu: PlannedUnit) -> None:
+    """Record the completion in doit's database, as a blocking run's doit would."""
+    task = dict_to_task(dict(dicts[pu.key]))
+    task.save_extra_values()
+    dep.save_success(task)
+
+
+def _report(progress: Progress, console: Any, total: int) -> None:
+    """The closing line: always when something changed or failed; else only with -v."""
+    finished = len(progress.done) == total
+    text = (f"{len(progress.done)}/{total} done, {len(progress.in_flight)} in flight "
+            f"({len(progress.submitted)} submitted now), {len(progress.failed)} failed, "
+            f"{len(progress.blocked)} blocked")
+    if finished:
+        text = f"complete: all {total} units done"
+    elif progress.failed:
+        text = "FAILED: " + text + " (failed: " + ", ".join(progress.failed[:10]) + ")"
+    console.final(text, force=progress.changed)
