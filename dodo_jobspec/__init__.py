@@ -1,12 +1,24 @@
 """jobspec-do: a Make-style runner for JobSpec files.
 
 The public API is small: ``load(path) -> Spec`` reads, validates and resolves a spec file.
+Names are imported on first use, so the command line's no-op fast path starts quickly.
 """
 
-from .errors import JobspecError, Problem, SpecError
-from .model import Group, Spec, Task
-from .resolve import load
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
 
 __all__ = ["Group", "JobspecError", "Problem", "Spec", "SpecError", "Task", "__version__", "load"]
+
+_WHERE = {"load": ".resolve", "Spec": ".model", "Task": ".model", "Group": ".model",
+          "JobspecError": ".errors", "Problem": ".errors", "SpecError": ".errors"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module 'dodo_jobspec' has no attribute {name!r}")

@@ -105,6 +105,7 @@ def _request(args: argparse.Namespace) -> Any:
     cfg = config.load(args.spec, args.config)
     nodes = tuple(n for n in (getattr(args, "nodes", None) or "").split(",") if n)
     return RunRequest(
+        config=args.config,
         spec=args.spec, transformer=transformer_name(getattr(args, "transformer", None),
                                                      cfg.transformer),
         jobs=getattr(args, "jobs", None) or cfg.jobs,
@@ -123,9 +124,31 @@ def _request(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`jobspec-do [run] SPEC`"""
+    if not (args.force or args.dry_run):
+        units = _noop(args)
+        if units is not None:
+            return EXIT_OK
     from .engine.run import run
 
     return run(_request(args))
+
+
+def _noop(args: argparse.Namespace) -> int | None:
+    """The fast path: everything up to date, known from one stat per file (see noop.py)."""
+    from . import config, noop
+    from .cli import transformer_name
+    from .state import default_state_dir
+
+    if not args.spec.is_file():
+        return None
+    cfg_file = config.find(args.spec, args.config)
+    cfg = config.load(args.spec, args.config) if cfg_file else config.Config()
+    root = args.state_dir or cfg.state_dir or default_state_dir(args.spec)
+    name = transformer_name(args.transformer, cfg.transformer)
+    units = noop.check(root, noop.key(args.spec, name, cfg_file))
+    if units is not None:
+        noop.report(units, args.quiet or args.cron)
+    return units
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

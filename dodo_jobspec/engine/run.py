@@ -19,7 +19,7 @@ from typing import Any
 from doit.doit_cmd import DoitMain
 from doit.task import dict_to_task
 
-from .. import plugins
+from .. import noop, plugins
 from ..errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -64,6 +64,7 @@ class RunRequest:
     resources_choice: int | None = None
     stage: StageConfig = field(default_factory=StageConfig)
     live: bool | None = None  # None: a live display when stderr is a terminal
+    config: Path | None = None  # --config
 
 
 @dataclass
@@ -142,6 +143,7 @@ def run(req: RunRequest) -> int:
 def _run_locked(req: RunRequest, prep: Prepared) -> int:
     state, transformer = prep.state, prep.transformer
     state.ensure()
+    noop.forget(state.root)  # before anything runs: a killed run leaves no stale claim
     console = Console(state, len(prep.plan), quiet=req.quiet, verbose=req.verbose,
                       live=req.live)
     inflight = Inflight()
@@ -179,10 +181,19 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
         signal.signal(signal.SIGTERM, previous)
         poller.stop()
     ok = rc == 0 and not console.failures
+    if ok and not interrupted:
+        files = [f for d in dicts for f in (*d.get("file_dep", ()), *d.get("targets", ()))]
+        noop.record(state.root, _noop_key(req, prep), len(prep.plan), [str(f) for f in files])
     console.summary(ok, interrupted)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _noop_key(req: RunRequest, prep: Prepared) -> tuple[object, ...]:
+    from .. import config
+
+    return noop.key(req.spec, prep.transformer.name, config.find(req.spec, req.config))
 
 
 def _sigterm_as_interrupt() -> Any:
