@@ -1,0 +1,664 @@
+"""The Slurm transformer: every unit (a top-level task or group) becomes one ``sbatch`` script.
+
+- A task's script holds ``#SBATCH`` directives taken from its chosen resources and attributes,
+  then ``export`` lines for its environment, then its command. Replicas become one job array.
+- A group's script asks for the group's resources and runs its children inside that allocation:
+  ``srun`` steps in the background, each started once the siblings it waits for have succeeded;
+  ``local: true`` tasks run on the batch host itself; nested groups are subshells of the same
+  script. Each child's output and exit code go to the folders in ``UnitContext.children``.
+- Status works without slurmdbd: ``squeue -t all`` first (it keeps finished jobs for MinJobAge),
+  then ``sacct`` if accounting answers, then the jobcomp file; a job none of them knows is LOST.
+- ``duration`` becomes ``--time`` in whole minutes (Slurm's unit); a duration that is not whole
+  minutes is also enforced by the job itself (see ``_watchdog``).
+
+The measured Slurm 22.05 behaviour behind these choices is in shared/reference/slurm-ssh-facts.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import Problem
+from ..model import Counts, Group, Resource, ResourceRequest, Spec, Task, Unit
+from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
+
+QUERY_TIMEOUT = 30.0  # a dead controller takes ~9 s to report; leave room for a slow one
+SUBMIT_TIMEOUT = 60.0
+
+_STATES = {
+    "PENDING": JobState.QUEUED, "CONFIGURING": JobState.QUEUED, "REQUEUED": JobState.QUEUED,
+    "REQUEUE_HOLD": JobState.QUEUED, "REQUEUE_FED": JobState.QUEUED,
+    "RESV_DEL_HOLD": JobState.QUEUED, "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING, "SUSPENDED": JobState.RUNNING, "STOPPED": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING, "STAGE_OUT": JobState.RUNNING, "RESIZING": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED, "FAILED": JobState.FAILED, "NODE_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED, "BOOT_FAIL": JobState.FAILED, "DEADLINE": JobState.FAILED,
+    "SPECIAL_EXIT": JobState.FAILED, "TIMEOUT": JobState.TIMEOUT,
+    "CANCELLED": JobState.CANCELED, "PREEMPTED": JobState.CANCELED, "REVOKED": JobState.CANCELED,
+}
+# Attributes passed to sbatch as --<name>[=value]; others are listed as ignored by describe().
+SBATCH_OPTIONS = frozenset({
+    "account", "begin", "constraint", "cores-per-socket", "deadline", "exclude", "exclusive",
+    "gres", "hint", "licenses", "mail-type", "mail-user", "mem", "mem-per-cpu", "mem-per-gpu",
+    "nice", "nodelist", "oversubscribe", "partition", "priority", "qos", "requeue",
+    "reservation", "signal", "sockets-per-node", "threads-per-core", "time-min", "tmp", "wckey",
+})
+_TRANSIENT = ("unable to contact slurm controller", "socket timed out", "zero bytes were",
+              "temporarily unable", "munge", "protocol authentication", "connection refused",
+              "resource temporarily unavailable")
+_SQUEUE_FIELDS = "ArrayJobID:|,JobArrayID:|,State:|,Reason:|,exit_code:"
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmNode:
+    """One line of ``sinfo -N``: a node as seen in one partition."""
+
+    name: str
+    cpus: int
+    gpus: int
+    partition: str
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What sinfo says about the cluster, enough to tell whether a request can ever run."""
+
+    nodes: tuple[SlurmNode, ...]
+    default_partition: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterInfo:
+        """Read ``sinfo -h -N -o '%N|%c|%G|%P'`` output (the default partition ends in ``*``)."""
+        nodes, default = [], None
+        for line in text.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) != 4 or not parts[1].isdigit():
+                continue
+            name, cpus, gres, part = parts
+            if part.endswith("*"):
+                part = default = part[:-1]
+            gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,(]+)?:(\d+)", gres))
+            nodes.append(SlurmNode(name, int(cpus), gpus, part))
+        return cls(tuple(nodes), default)
+
+    def partition(self, name: str | None) -> list[SlurmNode]:
+        """Nodes of partition ``name`` (the default one when None; every node if no default)."""
+        name = name or self.default_partition
+        return [n for n in self.nodes if name is None or n.partition == name]
+
+    def unfit(self, counts: Counts, partition: str | None) -> str | None:
+        """Why no placement in ``partition`` can satisfy ``counts``, or None when one can."""
+        nodes = self.partition(partition)
+        where = f"partition '{partition or self.default_partition or '(all)'}'"
+        if not nodes:
+            return f"{where} has no nodes"
+        cpus = max(n.cpus for n in nodes)
+        per_node = counts.cores_per_slot * math.ceil(counts.slots / max(counts.nodes, 1))
+        if counts.nodes > len(nodes):
+            return f"{counts.nodes} nodes asked, {where} has {len(nodes)}"
+        if counts.cores_per_slot > cpus:
+            return f"{counts.cores_per_slot} cores per task asked, the largest node has {cpus}"
+        if counts.nodes and per_node > cpus:
+            return f"{per_node} cores per node asked, the largest node has {cpus}"
+        if not counts.nodes and counts.cores > sum(n.cpus for n in nodes):
+            return f"{counts.cores} cores asked, {where} has {sum(n.cpus for n in nodes)}"
+        if counts.gpus_per_slot > max(n.gpus for n in nodes):
+            return f"{counts.gpus_per_slot} gpus per task asked, no node has that many"
+        return None
+
+
+class SlurmTransformer(Transformer):
+    """Submits each top-level task or group as one sbatch job (a job array for replicas)."""
+
+    name = "slurm"
+    description = "sbatch jobs on a Slurm cluster; a group is one allocation with srun steps"
+    default_resources = Resource("core", 1)
+
+    def __init__(self, options: TransformerOptions | None = None, *,
+                 cluster: ClusterInfo | None = None) -> None:
+        super().__init__(options)
+        self._cluster = cluster
+        self._asked_sinfo = cluster is not None
+        self._sacct_works: bool | None = None
+        self._jobcomp: Path | None = None
+        self._asked_jobcomp = False
+
+    @property
+    def cluster(self) -> ClusterInfo | None:
+        """The cluster as sinfo describes it (asked once), or None when sinfo does not answer."""
+        if not self._asked_sinfo:
+            self._asked_sinfo = True
+            out = _client(["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
+            self._cluster = ClusterInfo.parse(out.stdout) if out and out.returncode == 0 else None
+        return self._cluster
+
+    # -- before anything runs -------------------------------------------------------------
+    def check(self, spec: Spec) -> list[Problem]:
+        """The base checks, plus every unit whose chosen request no partition node can give."""
+        problems = super().check(spec)
+        for node in spec.nodes.values():
+            req, _why = self.choose(node)
+            if req is None:
+                continue
+            reason = self._unfit(node, req)
+            if reason is None and isinstance(node, Task) and node.parent and not node.local:
+                # Steps of any depth are carved from the one allocation of the top-level group.
+                reason = _outgrows(req.counts, self.choose(node.top)[0])
+            if reason is not None:
+                problems.append(Problem(
+                    f"{_kind(node)} '{node.name}' asks for {req.label}, which cannot run here: "
+                    f"{reason}", (node.spec_path,),
+                    "ask for fewer resources, or choose another partition", str(spec.path)))
+        return problems
+
+    def _unfit(self, node: Unit, req: ResourceRequest) -> str | None:
+        cluster = self.cluster
+        if cluster is None:  # no sinfo: nothing to check against, so nothing is reported
+            return None
+        return cluster.unfit(req.counts, _partition(node))
+
+    def choose(self, node: Unit) -> tuple[ResourceRequest | None, str]:
+        """The first alternative the partition can satisfy (from sinfo), else the first."""
+        req, why = super().choose(node)
+        if len(node.resources) < 2 or self.options.resources_choice is not None:
+            return req, why
+        if self.cluster is None:
+            return req, f"{why} (sinfo unavailable, so not checked against the cluster)"
+        for i, alt in enumerate(node.resources):
+            if self._unfit(node, alt) is None:
+                return alt, f"alternative {i + 1} of {len(node.resources)}: the first the " \
+                            f"partition can satisfy"
+        return req, f"{why}: no alternative fits the partition, so the first is used"
+
+    # -- the script -----------------------------------------------------------------------
+    def describe(self, unit: Unit, ctx: UnitContext) -> str:
+        """The sbatch command line, notes on choices and ignored attributes, and the script."""
+        lines = [f"$ {shlex.join(self.sbatch_argv(_script_path(ctx), ctx))}"]
+        for node in [unit, *(unit.walk() if isinstance(unit, Group) else ())]:
+            req, why = self.choose(node)
+            if req is not None:
+                lines.append(f"# {_kind(node)} '{node.name}': resources {req.label}, {why}")
+            ignored = sorted(k for k in node.attributes.extra if _option(k) not in SBATCH_OPTIONS)
+            if ignored and (node.parent is None or node.attributes != node.parent.attributes):
+                lines.append(f"# {_kind(node)} '{node.name}': ignored attributes (Slurm has no "
+                             f"such option): {', '.join(ignored)}")
+            if node.requires or (req is not None and _has_requires(req.tree)):
+                lines.append(f"# {_kind(node)} '{node.name}': `requires` is not checked on Slurm")
+        return "\n".join([*lines, self.render(unit, ctx)])
+
+    def sbatch_argv(self, script: Path, ctx: UnitContext) -> list[str]:
+        """The sbatch command that submits ``script``, with dependencies when there are some."""
+        argv = ["sbatch", "--parsable"]
+        if ctx.after_jobs:
+            # Without --kill-on-invalid-dep a dependent of a failed job stays PENDING forever.
+            argv += [f"--dependency=afterok:{':'.join(ctx.after_jobs)}",
+                     "--kill-on-invalid-dep=yes"]
+        return [*argv, str(script)]
+
+    def render(self, unit: Unit, ctx: UnitContext) -> str:
+        """The whole sbatch script for ``unit``."""
+        lines = ["#!/bin/bash", *self._directives(unit, ctx),
+                 f"# jobspec-do: {_kind(unit)} '{unit.name}', attempt {ctx.attempt}",
+                 f"export JOBSPEC_ATTEMPT={ctx.attempt}"]
+        lines += [f"export {k}={shlex.quote(v)}"
+                  for k, v in sorted(unit.attributes.environment.items())]
+        watchdog = _watchdog(unit.attributes.duration)
+        lines += watchdog
+        if isinstance(unit, Group):
+            lines += [_HELPERS, *self._group_body(unit, ctx, "", [0])]
+        else:
+            replica = "$SLURM_ARRAY_TASK_ID" if unit.replicas > 1 else "0"
+            lines.append(f"export JOBSPEC_REPLICA={replica}")
+            req, _ = self.choose(unit)
+            srun = ["srun"] if req is not None and req.counts.slots > 1 else []
+            lines.append(" ".join([*srun, _command(unit)]))
+        if watchdog:
+            # The group reaches its sleep too; the pid, in case setsid has not run yet.
+            lines += ["_jsd_rc=$?", 'kill -- "-$_jsd_watchdog" "$_jsd_watchdog" 2>/dev/null',
+                      'exit "$_jsd_rc"']
+        return "\n".join(lines) + "\n"
+
+    def _directives(self, unit: Unit, ctx: UnitContext) -> list[str]:
+        req, _ = self.choose(unit)
+        opts: list[tuple[str, Any]] = [("job-name", unit.name)]
+        opts += _resource_options(req, per_node=True)
+        if unit.attributes.duration is not None:
+            opts.append(("time", _slurm_time(unit.attributes.duration)))
+        if isinstance(unit, Task) and unit.replicas > 1:
+            # One submission for every replica; %a in the file names is the array index.
+            opts += [("array", f"0-{unit.replicas - 1}"),
+                     ("output", f"{_escape_pattern(ctx.workdir)}/stdout.{ctx.attempt}.%a"),
+                     ("error", f"{_escape_pattern(ctx.workdir)}/stderr.{ctx.attempt}.%a")]
+        else:
+            opts += [("output", _escape_pattern(ctx.stdout)),
+                     ("error", _escape_pattern(ctx.stderr))]
+        opts += [("chdir", str(ctx.cwd)), ("export", "ALL"), ("comment", ctx.token)]
+        for key, value in sorted(unit.attributes.extra.items()):
+            if _option(key) in SBATCH_OPTIONS and value not in (None, False):
+                opts.append((_option(key), True if value is True else _flat(value)))
+        return [_directive(k, v) for k, v in opts]
+
+    def _group_body(self, group: Group, ctx: UnitContext, indent: str,
+                    counter: list[int]) -> list[str]:
+        """Shell lines that start every child of ``group`` and wait for all of them."""
+        out, pids = [], {}
+        for i, (child, deps) in enumerate(_launch_order(group), start=1):
+            pid = f"p{i}"
+            pids[child] = pid
+            waits = " ".join(f'"${pids[d]}"' for d in deps)
+            out.append(f"{indent}# {_kind(child)} '{child.name}'"
+                       + (f", after {', '.join(d.name for d in deps)}" if deps else ""))
+            if isinstance(child, Group):
+                counter[0] += 1
+                fn = f"_jsd_group_{counter[0]}"
+                out.append(f"{indent}{fn}() {{")
+                out += self._group_body(child, ctx, indent + "    ", counter)
+                out.append(f"{indent}}}")
+                start = f"{fn} &"
+            else:
+                start = self._child_line(child, group, ctx) + " &"
+            if deps:
+                skip = shlex.quote(f"jobspec-do: {child.name} not run: a task it waits for failed")
+                out.append(f"{indent}if _jsd_wait {waits}; then {start} {pid}=$!; "
+                           f"else {pid}=; echo {skip} >&2; fi")
+            else:
+                out += [f"{indent}{start}", f"{indent}{pid}=$!"]
+        out.append(f"{indent}_jsd_finish " + " ".join(f'"${p}"' for p in pids.values()))
+        return out
+
+    def _child_line(self, task: Task, group: Group, ctx: UnitContext) -> str:
+        """``_jsd_task`` for one child: an srun step, or the bare command for a local task."""
+        env = [f"{k}={shlex.quote(v)}" for k, v in sorted(task.attributes.environment.items())
+               if group.attributes.environment.get(k) != v]
+        argv = [str(_child_folder(task, ctx)), str(_child_cwd(task, group, ctx)),
+                str(task.replicas)]
+        if not task.local:
+            req, _ = self.choose(task)
+            # --exact limits a step to what it asks for, so steps share the allocation (22.05
+            # otherwise gives a step every CPU of its nodes, and steps would run one by one).
+            flags = [f"--{k}={v}" for k, v in _resource_options(req, per_node=False)]
+            if (task.attributes.duration is not None
+                    and task.attributes.duration != group.attributes.duration):
+                flags.append(f"--time={_slurm_time(task.attributes.duration)}")
+            argv += ["srun", "--exact", *flags, "--"]
+        return " ".join([*env, "_jsd_task", *map(shlex.quote, argv), _command(task)])
+
+    # -- running --------------------------------------------------------------------------
+    def submit(self, unit: Unit, ctx: UnitContext) -> str:
+        """Write ``job.<attempt>.sbatch`` into the unit's folder and sbatch it; return the id."""
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        for node in unit.walk() if isinstance(unit, Group) else ():
+            if isinstance(node, Task):  # the job writes their outputs and exit codes there
+                _child_folder(node, ctx).mkdir(parents=True, exist_ok=True)
+        script = _script_path(ctx)
+        script.write_text(self.render(unit, ctx))
+        what = f"{_kind(unit)} '{unit.name}'"
+        try:
+            proc = subprocess.run(self.sbatch_argv(script, ctx), capture_output=True, text=True,
+                                  timeout=SUBMIT_TIMEOUT, stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise SubmitError(f"{what}: sbatch not found; is Slurm installed and on PATH?"
+                              ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise SubmitError(f"{what}: sbatch did not answer within {SUBMIT_TIMEOUT:g}s",
+                              transient=True) from exc
+        job_id = proc.stdout.strip().split(";")[0]
+        if proc.returncode != 0 or not job_id.isdigit():
+            err = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+            raise SubmitError(f"{what}: sbatch {script} failed: {err}",
+                              transient=any(t in err.lower() for t in _TRANSIENT))
+        return job_id
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Ask squeue, then sacct, then the jobcomp file; LOST for ids none of them knows.
+
+        When squeue itself fails (controller down), unknown ids stay QUEUED with the error in
+        ``info`` rather than LOST: the jobs may well still be there.
+        """
+        if not job_ids:
+            return {}
+        rows, error = self._squeue_rows()
+        out = {i: st for i in job_ids if (st := _combine(_rows_for(i, rows)))}
+        missing = [i for i in job_ids if i not in out]
+        if missing:
+            rows = self._sacct_rows(missing) + self._jobcomp_rows()
+            out |= {i: st for i in missing if (st := _combine(_rows_for(i, rows)))}
+        for i in job_ids:
+            if i not in out:
+                out[i] = (JobStatus(JobState.QUEUED, None, f"squeue failed: {error}") if error
+                          else JobStatus(JobState.LOST, None, "no Slurm source knows this job"))
+        return out
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """scancel the jobs; its exit code says nothing (unknown ids give 0), so it is ignored."""
+        if job_ids:
+            _client(["scancel", *job_ids])
+
+    def find(self, unit: Unit, ctx: UnitContext) -> str | None:
+        """The job whose ``--comment`` is this attempt's token, if slurmctld still has it."""
+        out = _client(["squeue", "--me", "-t", "all", "-h", "-o", "%F|%k"])
+        for line in out.stdout.splitlines() if out and out.returncode == 0 else ():
+            job_id, _, comment = line.strip().partition("|")
+            if comment == ctx.token:
+                return job_id
+        return None
+
+    def _squeue_rows(self) -> tuple[list[_Row], str | None]:
+        # One call for every id: `squeue -j` hides finished jobs and fails on unknown ids. Its
+        # exit_code field (a raw wait status) saves a `scontrol show job` per finished job.
+        out = _client(["squeue", "--me", "-t", "all", "-h", "-r", "-O", _SQUEUE_FIELDS])
+        if out is None or out.returncode != 0:
+            return [], (out.stderr.strip() if out else "squeue did not answer")
+        rows = []
+        for line in out.stdout.splitlines():
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) == 5:
+                code = int(parts[4]) if parts[4].isdigit() else None
+                rows.append(_Row(parts[0], parts[1], parts[2], parts[3],
+                                 _wait_status(code) if code is not None else None))
+        return rows, None
+
+    def _sacct_rows(self, job_ids: Sequence[str]) -> list[_Row]:
+        if self._sacct_works is False:  # no slurmdbd: it will not start answering later
+            return []
+        out = _client(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
+                       "-j", ",".join(job_ids)])
+        self._sacct_works = bool(out and out.returncode == 0)
+        rows = []
+        for line in out.stdout.splitlines() if self._sacct_works and out else ():
+            m = re.match(r"(\d+)(_\d+)?\|(\w+)[^|]*\|(\d+):(\d+)", line.strip())
+            if m:
+                rows.append(_Row(m[1], m[1] + (m[2] or ""), m[3], "", _code(m[4], m[5])))
+        return rows
+
+    def _jobcomp_rows(self) -> list[_Row]:
+        if not self._asked_jobcomp:
+            self._asked_jobcomp = True
+            out = _client(["scontrol", "show", "config"])
+            m = re.search(r"^JobCompLoc\s*=\s*(/\S+)", out.stdout if out else "", re.M)
+            self._jobcomp = Path(m[1]) if m else None
+        try:
+            text = self._jobcomp.read_text(errors="replace") if self._jobcomp else ""
+        except OSError:
+            return []
+        rows = []
+        for line in text.splitlines():
+            job, state = re.search(r"\bJobId=(\d+)", line), re.search(r"\bJobState=(\w+)", line)
+            array, task = re.search(r"\bArrayJobId=(\d+)", line), re.search(
+                r"\bArrayTaskId=(\d+)", line)
+            code = re.search(r"\bExitCode=(\d+):(\d+)", line)
+            if job and state:
+                base = array[1] if array else job[1]
+                rows.append(_Row(base, f"{base}_{task[1]}" if task else job[1], state[1], "",
+                                 _code(code[1], code[2]) if code else None))
+        return rows
+
+
+# -- the group script's helpers (bash), defined once at the top of every group script -------
+_HELPERS = r"""
+# _jsd_task DIR CWD REPLICAS CMD...: run one child task (REPLICAS copies at once) in CWD with its
+# output in DIR, then write its exit code to DIR/exit.N, renamed into place so that the engine
+# never reads half a file.
+_jsd_task() {
+    local dir=$1 n=$3 r s rc=0 pids=()
+    cd "$2" || { _jsd_end "$dir" 1; return 1; }
+    shift 3
+    if [ "$n" -eq 1 ]; then
+        JOBSPEC_REPLICA=0 "$@" >"$dir/stdout.$JOBSPEC_ATTEMPT" 2>"$dir/stderr.$JOBSPEC_ATTEMPT"
+        rc=$?
+    else
+        for ((r = 0; r < n; r++)); do
+            JOBSPEC_REPLICA=$r "$@" >"$dir/stdout.$JOBSPEC_ATTEMPT.$r" \
+                2>"$dir/stderr.$JOBSPEC_ATTEMPT.$r" &
+            pids+=($!)
+        done
+        for r in "${pids[@]}"; do wait "$r"; s=$?; [ "$rc" -ne 0 ] || rc=$s; done
+    fi
+    _jsd_end "$dir" "$rc"
+    return "$rc"
+}
+_jsd_end() {
+    printf '%s\n' "$2" >"$1/exit.$JOBSPEC_ATTEMPT.tmp" &&
+        mv -f "$1/exit.$JOBSPEC_ATTEMPT.tmp" "$1/exit.$JOBSPEC_ATTEMPT"
+}
+# _jsd_wait PID...: wait for these children; fail if one failed or never ran (empty PID).
+_jsd_wait() {
+    local p rc=0
+    for p in "$@"; do if [ -z "$p" ] || ! wait "$p"; then rc=1; fi; done
+    return "$rc"
+}
+# _jsd_finish PID...: wait for every child; return the first failure's exit code (0 if none).
+_jsd_finish() {
+    local p s rc=0
+    for p in "$@"; do
+        if [ -z "$p" ]; then s=1; else wait "$p"; s=$?; fi
+        [ "$rc" -ne 0 ] || rc=$s
+    done
+    return "$rc"
+}
+# A nested group is a function run in the background: a subshell of this script. Slurm 22.05
+# cannot nest allocations: a step cannot hold steps (an inner srun waits for CPUs the outer
+# step holds, or with --overlap ignores them), and `sbatch --wait` makes a separate job that
+# queues for what this job holds, polls with a 2-8-32 s back-off and outlives a scancel of this
+# job. So a nested group's tasks are srun steps of this same allocation.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One job (or array element) as one of the status sources reports it."""
+
+    base: str  # the id sbatch printed (the array's id for an element)
+    full: str  # "12" or "12_3"
+    state: str
+    reason: str
+    exit_code: int | None
+
+
+def _rows_for(job_id: str, rows: list[_Row]) -> list[_Row]:
+    key = "full" if "_" in job_id else "base"
+    return [r for r in rows if getattr(r, key) == job_id]
+
+
+def _combine(rows: list[_Row]) -> JobStatus | None:
+    """One status for a job, or for a whole array: terminal only once every element is."""
+    if not rows:
+        return None
+    states = [_STATES.get(r.state, JobState.RUNNING) for r in rows]
+    if not all(s.terminal for s in states):
+        state = JobState.RUNNING if JobState.RUNNING in states else JobState.QUEUED
+        return JobStatus(state, None, _info(rows))
+    for wanted in (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELED):
+        bad = [r for r, s in zip(rows, states, strict=True) if s is wanted]
+        if bad:
+            return JobStatus(wanted, bad[0].exit_code, _info(rows))
+    return JobStatus(JobState.COMPLETED, 0, _info(rows))
+
+
+def _info(rows: list[_Row]) -> str:
+    if len(rows) == 1:
+        r = rows[0]
+        code = f", exit {r.exit_code}" if r.exit_code else ""
+        return f"slurm {r.state}" + (f" ({r.reason})" if r.reason not in ("", "None") else "") \
+            + code
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return f"array of {len(rows)}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def _wait_status(raw: int) -> int:
+    """An exit code from a raw wait status (signals as 128+N, as shells report them)."""
+    return raw >> 8 if raw & 0x7F == 0 else 128 + (raw & 0x7F)
+
+
+def _code(exit_code: str, signal: str) -> int:
+    return int(signal) + 128 if int(signal) and not int(exit_code) else int(exit_code)
+
+
+def _client(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
+    """Run a Slurm query command; None when it is missing or hangs."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _launch_order(group: Group) -> list[tuple[Unit, list[Unit]]]:
+    """Children in an order the script can start them, each with the siblings it waits for.
+
+    A child waits for a sibling when anything inside it waits for something inside that
+    sibling: a nested group's subshell cannot wait for processes of its parent shell.
+    """
+    def sibling_of(node: Unit) -> Unit | None:
+        for n in (node, *node.ancestors()):
+            if n.parent is group:
+                return n
+        return None  # outside this group: the engine waited for it before submitting
+
+    deps: dict[Unit, list[Unit]] = {}
+    for child in group.children:
+        inner = [child, *(child.walk() if isinstance(child, Group) else ())]
+        found = {s for n in inner for d in n.after if (s := sibling_of(d)) not in (None, child)}
+        deps[child] = [c for c in group.children if c in found]
+    # The script waits for one child at a time, so it starts first what needs no new wait:
+    # a child that waits for a slow sibling then delays only the children after it.
+    order: list[Unit] = []
+    waited: set[Unit] = set()
+    while len(order) < len(group.children):
+        ready = [c for c in group.children if c not in order and all(d in order for d in deps[c])]
+        if not ready:
+            raise SubmitError(f"group '{group.name}': its children wait for each other across "
+                              f"a nested group, which one batch script cannot do")
+        pick = next((c for c in ready if waited.issuperset(deps[c])), ready[0])
+        order.append(pick)
+        waited.update(deps[pick])
+    return [(c, deps[c]) for c in order]
+
+
+def _resource_options(req: ResourceRequest | None, *, per_node: bool) -> list[tuple[str, Any]]:
+    """sbatch (per_node) or srun options for a request's counts."""
+    if req is None:
+        return []
+    counts = req.counts
+    opts: list[tuple[str, Any]] = []
+    if counts.nodes:
+        opts.append(("nodes", counts.nodes))
+    opts += [("ntasks", counts.slots), ("cpus-per-task", counts.cores_per_slot)]
+    if per_node and counts.nodes > 1 and counts.slots % counts.nodes == 0:
+        opts.append(("ntasks-per-node", counts.slots // counts.nodes))  # else Slurm may pack
+    if counts.gpus_per_slot:
+        opts.append(("gpus-per-task", counts.gpus_per_slot))
+    if per_node and _exclusive(req.tree):
+        opts.append(("exclusive", True))
+    return opts
+
+
+def _has_requires(tree: Resource) -> bool:
+    return bool(tree.requires) or any(_has_requires(c) for c in tree.with_)
+
+
+def _exclusive(tree: Resource) -> bool:
+    return bool(tree.exclusive) or any(_exclusive(c) for c in tree.with_)
+
+
+def _outgrows(counts: Counts, group_req: ResourceRequest | None) -> str | None:
+    """Why a child step can never fit in its group's allocation, or None."""
+    if group_req is None:
+        return None
+    g = group_req.counts
+    if counts.nodes > max(g.nodes, 1) or counts.cores > g.cores or counts.gpus > g.gpus:
+        return f"more than its group's allocation ({group_req.label})"
+    return None
+
+
+def _command(task: Task) -> str:
+    """The task's command as one shell-quoted line (a string runs under /bin/sh -c)."""
+    if isinstance(task.command, str):
+        return shlex.join(["/bin/sh", "-c", task.command])
+    return shlex.join(task.command or ("true",))
+
+
+def _child_folder(task: Task, ctx: UnitContext) -> Path:
+    return ctx.children.get(task.key) or ctx.workdir / "children" / task.key
+
+
+def _child_cwd(task: Task, group: Group, ctx: UnitContext) -> Path:
+    if task.attributes.cwd is None or task.attributes.cwd == group.top.attributes.cwd:
+        return ctx.cwd
+    return ctx.spec.path.parent / Path(task.attributes.cwd).expanduser()
+
+
+def _watchdog(seconds: float | None) -> list[str]:
+    """Lines that end the job as TIMEOUT after ``seconds`` when that is not whole minutes.
+
+    Slurm 22.05 keeps limits in minutes (``--time`` is rounded up) and checks them every 30 s.
+    A user may lower the limit of their own job, so the job sets its limit to 0 once its
+    duration has passed, and slurmctld ends it as TIMEOUT at its next check. If scontrol fails
+    there, the rounded-up --time still applies.
+    """
+    if seconds is None or seconds % 60 == 0:
+        return []
+    limit = 'scontrol update JobId="$SLURM_JOB_ID" TimeLimit=0'
+    return [f"# duration {seconds:g}s: --time is rounded up to whole minutes, so the job lowers "
+            "its own limit then",
+            f"setsid /bin/sh -c {shlex.quote(f'sleep {seconds:g} && {limit}')} >/dev/null 2>&1 &",
+            "_jsd_watchdog=$!"]
+
+
+def _slurm_time(seconds: float) -> str:
+    """A --time value: whole minutes, rounded up (Slurm's unit), as D-HH:MM:SS past a day."""
+    minutes = max(1, math.ceil(seconds / 60))
+    if minutes < 24 * 60:
+        return str(minutes)
+    days, rest = divmod(minutes, 24 * 60)
+    return f"{days}-{rest // 60:02d}:{rest % 60:02d}:00"
+
+
+def _directive(key: str, value: Any) -> str:
+    if value is True:
+        return f"#SBATCH --{key}"
+    text = str(value)
+    if '"' in text or "\n" in text:
+        # sbatch reads a directive up to the end of the line and has no escape for quotes.
+        raise SubmitError(f"cannot pass --{key}={text!r} to sbatch: it contains a quote or "
+                          "a newline")
+    return f'#SBATCH --{key}="{text}"' if re.search(r"[\s#'\\]", text) else \
+        f"#SBATCH --{key}={text}"
+
+
+def _escape_pattern(path: Path) -> str:
+    return str(path).replace("%", "%%")  # sbatch expands %j, %a... in file names
+
+
+def _option(key: str) -> str:
+    return key.replace("_", "-").lower()
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _partition(node: Unit) -> str | None:
+    value = node.attributes.extra.get("partition")
+    return str(value) if value else None
+
+
+def _kind(node: Unit) -> str:
+    return "group" if isinstance(node, Group) else "task"
+
+
+def _script_path(ctx: UnitContext) -> Path:
+    return ctx.workdir / f"job.{ctx.attempt}.sbatch"

@@ -1,0 +1,421 @@
+"""The Slurm transformer: pinned scripts, pure helpers, then real jobs on the test cluster.
+
+Golden files live in tests/transformers/golden/slurm/; rewrite them with ``UPDATE_GOLDEN=1``.
+Tests that request the ``slurm`` fixture run on a real single-node cluster (tests/services.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from dodo_jobspec.model import Group, Spec, Task, Unit
+from dodo_jobspec.resolve import load
+from dodo_jobspec.transformers.base import (
+    JobState,
+    JobStatus,
+    SubmitError,
+    TransformerOptions,
+    UnitContext,
+)
+from dodo_jobspec.transformers.slurm import (
+    ClusterInfo,
+    SlurmTransformer,
+    _combine,
+    _Row,
+    _slurm_time,
+)
+from tests.helpers import REFERENCE, load_text
+from tests.services import SlurmCluster
+
+GOLDEN = Path(__file__).parent / "golden" / "slurm"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SOURCES = [("corpus", p) for p in sorted((REFERENCE / "corpus").glob("*.yaml"))] + \
+          [("examples", p) for p in sorted(EXAMPLES.glob("*.yaml"))]
+# A fixed cluster for the pinned scripts: four 16-CPU nodes without GPUs (so `a|b` choices
+# show up), in one default partition.
+FAKE_CLUSTER = ClusterInfo.parse("".join(f"n{i}|16|(null)|debug*\n" for i in range(1, 5)))
+FAST = TransformerOptions(poll_interval=0.2)
+
+
+def context(spec: Spec, unit: Unit, root: Path, *, cwd: Path | None = None, attempt: int = 1,
+            token: str | None = None, after: Sequence[str] = ()) -> UnitContext:
+    """The UnitContext the engine would give ``unit``, with state folders under ``root``."""
+    kids = {n.key: root / n.key for n in (unit.walk() if isinstance(unit, Group) else ())
+            if isinstance(n, Task)}
+    work = root / unit.key
+    return UnitContext(spec=spec, workdir=work, attempt=attempt,
+                       token=token or f"jsd-{uuid.uuid4().hex}", stdout=work / f"stdout.{attempt}",
+                       stderr=work / f"stderr.{attempt}", cwd=cwd or spec.path.parent,
+                       after_jobs=tuple(after), children=kids)
+
+
+def unit(spec: Spec, key: str) -> Unit:
+    return spec.nodes[key]
+
+
+def run(t: SlurmTransformer, u: Unit, ctx: UnitContext, timeout: float = 60) -> JobStatus:
+    """Submit ``u`` and poll status until it is terminal."""
+    job_id = t.submit(u, ctx)
+    return wait(t, job_id, timeout)
+
+
+def wait(t: SlurmTransformer, job_id: str, timeout: float = 60,
+         states: frozenset[JobState] | None = None) -> JobStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = t.status([job_id])[job_id]
+        if (st.state in states) if states else st.state.terminal:
+            return st
+        assert time.monotonic() < deadline, f"job {job_id} still {st} after {timeout}s"
+        time.sleep(0.2)
+
+
+# -- golden scripts ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("folder", "path"), SOURCES, ids=[f"{f}/{p.stem}" for f, p in SOURCES])
+def test_golden_scripts(folder: str, path: Path) -> None:
+    t = SlurmTransformer(cluster=FAKE_CLUSTER)
+    spec = load(path, default_resources=t.default_resources)
+    parts = []
+    for u in t.units(spec):
+        # Fixed placeholder paths and ids, so the files do not depend on where tests run.
+        after = [f"ID_OF_{d.name}" for d in u.after]
+        ctx = context(spec, u, Path("/state"), cwd=Path("/spec"), token="TOKEN", after=after)
+        parts.append(f"########## {u.key}\n{t.describe(u, ctx)}")
+    text = "\n".join(parts)
+    golden = GOLDEN / folder / f"{path.stem}.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert golden.is_file(), f"no golden file {golden}; run with UPDATE_GOLDEN=1 to write it"
+    assert text == golden.read_text()
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("seconds", "expected"), [
+    (1, "1"), (60, "1"), (61, "2"), (3600, "60"), (86399, "1-00:00:00"),
+    (90000, "1-01:00:00"), (3 * 86400 + 120, "3-00:02:00")])
+def test_time_is_whole_minutes_rounded_up(seconds: float, expected: str) -> None:
+    assert _slurm_time(seconds) == expected
+
+
+def test_choose_picks_the_first_alternative_the_partition_can_satisfy(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        resources:
+          big: {type: node, count: 9}
+          small: {type: node, count: 2, with: [{type: core, count: 8}]}
+        tasks:
+        - {name: a, command: [true], resources: big|small}
+        """)
+    req, why = SlurmTransformer(cluster=FAKE_CLUSTER).choose(unit(spec, "task/a"))
+    assert req is not None and req.name == "small"
+    assert "alternative 2 of 2" in why
+    req, why = SlurmTransformer(cluster=ClusterInfo((), None)).choose(unit(spec, "task/a"))
+    assert req is not None and req.name == "big" and "no alternative fits" in why
+
+
+def test_check_is_skipped_without_sinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo anywhere
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: [true], resources: {type: core, count: 1000}}
+        """)
+    assert SlurmTransformer().check(spec) == []
+
+
+def test_check_reports_a_step_larger_than_its_group(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        groups:
+        - name: g
+          resources: {type: core, count: 2}
+          tasks:
+          - {name: a, command: [true], resources: {type: core, count: 4}}
+        """)
+    problems = SlurmTransformer(cluster=FAKE_CLUSTER).check(spec)
+    assert [p.message for p in problems] == [
+        "task 'a' asks for inline [1 slot(s) x 4 core(s)], which cannot run here: more than "
+        "its group's allocation (inline [1 slot(s) x 2 core(s)])"]
+
+
+def test_array_status_is_terminal_only_when_every_element_is() -> None:
+    def rows(*states: tuple[str, int | None]) -> list[_Row]:
+        return [_Row("9", f"9_{i}", s, "", c) for i, (s, c) in enumerate(states)]
+
+    assert _combine(rows(("COMPLETED", 0), ("RUNNING", None))).state is JobState.RUNNING
+    assert _combine(rows(("COMPLETED", 0), ("PENDING", None))).state is JobState.QUEUED
+    failed = _combine(rows(("COMPLETED", 0), ("FAILED", 3), ("TIMEOUT", 143)))
+    assert (failed.state, failed.exit_code) == (JobState.FAILED, 3)
+    assert _combine(rows(("COMPLETED", 0), ("COMPLETED", 0))).state is JobState.COMPLETED
+    assert _combine([]) is None
+
+
+def test_a_quote_in_a_directive_is_refused(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: [true], attributes: {account: 'x"y'}}
+        """)
+    t = SlurmTransformer(cluster=FAKE_CLUSTER)
+    with pytest.raises(SubmitError, match="contains a quote"):
+        t.render(unit(spec, "task/a"), context(spec, unit(spec, "task/a"), tmp_path))
+
+
+# -- on the real cluster -----------------------------------------------------------------------
+def test_a_task_completes_with_its_output_in_place(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - name: hi
+          command: [sh, -c, 'echo "hello $GREETING" > out.txt; echo done']
+          attributes: {environment: {GREETING: "from slurm"}, duration: 45s}
+        """)
+    t, u = SlurmTransformer(FAST), unit(spec, "task/hi")
+    ctx = context(spec, u, tmp_path / "state")
+    st = run(t, u, ctx)
+    assert (st.state, st.exit_code) == (JobState.COMPLETED, 0), st
+    assert (tmp_path / "out.txt").read_text() == "hello from slurm\n"
+    assert ctx.stdout.read_text() == "done\n"
+    assert (ctx.workdir / "job.1.sbatch").is_file()
+    # The 45 s watchdog of a job that ended first is gone with it (it is a session leader,
+    # which Slurm's linuxproc tracking does not follow).
+    watchdogs = [p for p in Path("/proc").glob("[0-9]*/cmdline")
+                 if b"sleep 45 && scontrol" in _read(p)]
+    assert watchdogs == []
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended while we looked
+        return b""
+
+
+def test_a_failing_task_is_failed_with_its_exit_code(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: bad, command: "exit 3"}
+        """)
+    t, u = SlurmTransformer(FAST), unit(spec, "task/bad")
+    st = run(t, u, context(spec, u, tmp_path / "state"))
+    assert (st.state, st.exit_code) == (JobState.FAILED, 3), st
+
+
+def test_commands_are_quoted_correctly(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - name: list
+          command: [bash, -c, "echo a; echo b"]
+        - name: string
+          command: |-
+            echo "$HOME" "it's" 'a  $b' | tr -s ' ' > string.txt
+        """)
+    t = SlurmTransformer(FAST)
+    for key in ("task/list", "task/string"):
+        ctx = context(spec, unit(spec, key), tmp_path / "state")
+        st = run(t, unit(spec, key), ctx)
+        assert st.state is JobState.COMPLETED, (key, st, ctx.stderr.read_text())
+    assert (tmp_path / "state/task/list/stdout.1").read_text() == "a\nb\n"
+    assert (tmp_path / "string.txt").read_text() == f"{os.environ['HOME']} it's a $b\n"
+
+
+def test_replicas_are_one_array_submission(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: rep, replicas: 3, command: [sh, -c, 'echo "replica $JOBSPEC_REPLICA"']}
+        """)
+    t, u = SlurmTransformer(FAST), unit(spec, "task/rep")
+    ctx = context(spec, u, tmp_path / "state")
+    before = len(slurm.submitted_job_ids())
+    st = run(t, u, ctx)
+    assert (st.state, st.exit_code) == (JobState.COMPLETED, 0), st
+    assert len(slurm.submitted_job_ids()) == before + 1
+    for r in range(3):
+        assert (ctx.workdir / f"stdout.1.{r}").read_text() == f"replica {r}\n"
+
+
+GROUP_SPEC = """
+    version: 1
+    resources:
+      four: {type: slot, count: 4, with: [{type: core, count: 1}]}
+      one: {type: core, count: 1}
+    groups:
+    - name: outer
+      resources: four
+      tasks:
+      - name: prep
+        local: true
+        command: "echo prepared > prep.txt"
+      - name: left
+        resources: one
+        command: [sh, -c, "date +%s.%N; sleep 2; date +%s.%N"]
+      - name: right
+        resources: one
+        command: [sh, -c, "date +%s.%N; sleep 2; date +%s.%N"]
+      - name: join
+        resources: one
+        depends_on: [left, right]
+        command: [sh, -c, "cat prep.txt; exit 5"]
+      - name: never
+        resources: one
+        depends_on: [join]
+        command: [sh, -c, "echo never"]
+      - group: inner
+    - name: inner
+      resources: one
+      tasks:
+      - {name: deep, command: [sh, -c, 'echo "deep $JOBSPEC_REPLICA"'], replicas: 2}
+    """
+
+
+def test_a_group_runs_its_children_in_one_allocation(slurm: SlurmCluster, tmp_path: Path
+                                                     ) -> None:
+    spec = load_text(tmp_path, GROUP_SPEC)
+    t, g = SlurmTransformer(FAST), unit(spec, "group/outer")
+    ctx = context(spec, g, tmp_path / "state")
+    before = len(slurm.submitted_job_ids())
+    st = run(t, g, ctx)
+    assert (st.state, st.exit_code) == (JobState.FAILED, 5), st
+    assert len(slurm.submitted_job_ids()) == before + 1
+
+    def exit_code(name: str) -> str | None:
+        path = ctx.children[f"task/{name}"] / "exit.1"
+        return path.read_text() if path.exists() else None
+
+    assert {n: exit_code(n) for n in ("prep", "left", "right", "join", "deep", "never")} == {
+        "prep": "0\n", "left": "0\n", "right": "0\n", "join": "5\n", "deep": "0\n",
+        "never": None}
+    kids = ctx.children
+    assert (kids["task/join"] / "stdout.1").read_text() == "prepared\n"
+    assert [(kids["task/deep"] / f"stdout.1.{r}").read_text() for r in (0, 1)] == [
+        "deep 0\n", "deep 1\n"]
+    # left and right are parallel steps: each started before the other ended.
+    (l0, l1), (r0, r1) = ([float(x) for x in (kids[f"task/{n}"] / "stdout.1").read_text().split()]
+                          for n in ("left", "right"))
+    assert l0 < r1 and r0 < l1
+    assert "never not run" in ctx.stderr.read_text()
+
+
+def test_duration_shorter_than_the_job_is_a_timeout(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: slow, command: [sleep, "600"], attributes: {duration: 2s}}
+        """)
+    t, u = SlurmTransformer(FAST), unit(spec, "task/slow")
+    # --time=1 (whole minutes) alone would end it 60-90 s from now; the job lowers its own
+    # limit after 2 s and slurmctld's next time-limit pass (every 30 s) ends it.
+    st = run(t, u, context(spec, u, tmp_path / "state"), timeout=60)
+    assert st.state is JobState.TIMEOUT, st
+
+
+def test_cancel_leaves_nothing_in_the_queue(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: long, command: [sleep, "600"], replicas: 2}
+        - {name: later, command: [sleep, "600"]}
+        """)
+    t = SlurmTransformer(FAST)
+    first = t.submit(unit(spec, "task/long"), context(spec, unit(spec, "task/long"), tmp_path))
+    second = t.submit(unit(spec, "task/later"), context(spec, unit(spec, "task/later"), tmp_path,
+                                                         after=[first]))
+    wait(t, first, states=frozenset({JobState.RUNNING}))
+    t.cancel([first, second])
+    assert wait(t, first).state is JobState.CANCELED
+    assert wait(t, second).state is JobState.CANCELED
+    slurm.wait_idle(timeout=20)
+
+
+def test_find_recognises_a_job_by_its_token(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: [sleep, "600"]}
+        """)
+    t, u = SlurmTransformer(FAST), unit(spec, "task/a")
+    ctx = context(spec, u, tmp_path)
+    job_id = t.submit(u, ctx)
+    assert t.find(u, ctx) == job_id
+    assert t.find(u, context(spec, u, tmp_path)) is None  # another attempt's token
+
+
+def test_dependent_of_a_failed_job_is_canceled(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: parent, command: "exit 1"}
+        - {name: child, command: [touch, ran], depends_on: [parent]}
+        """)
+    t = SlurmTransformer(FAST)
+    parent = t.submit(unit(spec, "task/parent"),
+                      context(spec, unit(spec, "task/parent"), tmp_path / "state"))
+    child = t.submit(unit(spec, "task/child"),
+                     context(spec, unit(spec, "task/child"), tmp_path / "state", after=[parent]))
+    assert wait(t, parent).state is JobState.FAILED
+    st = wait(t, child, timeout=30)
+    assert st.state is JobState.CANCELED and "DependencyNeverSatisfied" in st.info, st
+    assert not (tmp_path / "ran").exists()
+
+
+def test_status_of_an_unknown_job_is_lost(slurm: SlurmCluster) -> None:
+    st = SlurmTransformer(FAST).status(["987654"])["987654"]
+    assert st.state is JobState.LOST
+
+
+def test_check_reports_more_cores_than_any_node(slurm: SlurmCluster, tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: fits, command: [true]}
+        - {name: huge, command: [true], resources: {type: core, count: 1000}}
+        """)
+    problems = SlurmTransformer().check(spec)
+    assert len(problems) == 1 and "task 'huge'" in problems[0].message
+    assert "1000 cores per task asked, the largest node has 16" in problems[0].message
+
+
+def test_submit_error_names_the_task_and_sbatch_stderr(slurm: SlurmCluster, tmp_path: Path
+                                                       ) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: nowhere, command: [true], attributes: {partition: nosuch}}
+        """)
+    t, u = SlurmTransformer(FAST), unit(spec, "task/nowhere")
+    with pytest.raises(SubmitError, match=r"task 'nowhere'.*invalid partition") as exc:
+        t.submit(u, context(spec, u, tmp_path))
+    assert not exc.value.transient
+
+
+def test_finished_jobs_are_found_in_the_jobcomp_file_when_squeue_fails(
+        slurm: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: bad, command: "exit 7"}
+        """)
+    t, u = SlurmTransformer(FAST), unit(spec, "task/bad")
+    job_id = t.submit(u, context(spec, u, tmp_path / "state"))
+    assert wait(t, job_id).state is JobState.FAILED
+    # A squeue that fails as it does when slurmctld is down: jobs it would have listed must
+    # come from the jobcomp file, and unknown ones must not be declared lost.
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "squeue").write_text("#!/bin/sh\necho 'squeue: error: Unable to contact slurm "
+                                  "controller (connect failure)' >&2\nexit 1\n")
+    (shims / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    st = SlurmTransformer(FAST).status([job_id, "987654"])
+    assert (st[job_id].state, st[job_id].exit_code) == (JobState.FAILED, 7), st
+    assert st["987654"].state is JobState.QUEUED and "Unable to contact" in st["987654"].info
