@@ -22,6 +22,7 @@ from typing import Any
 
 from doit.dependency import Dependency, JSONCodec, MD5Checker
 from doit.task import dict_to_task
+from doit.tools import config_changed
 
 from ..errors import EXIT_FAILED, EXIT_OK, PluginError
 from ..plan import PlannedUnit
@@ -96,6 +97,17 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
         return "done"
     st = runner.state.unit(pu.node)
     record = records[pu.key]
+    if record.state in LIVE and record.job_id and any(u in ("failed", "blocked")
+                                                      for u in upstream):
+        # It waits inside the scheduler on a job that failed: it can never run. Slurm would
+        # cancel it at its next pass (kill-on-invalid-dep); say so now and leave no queue.
+        runner.transformer.cancel([record.job_id])
+        record.state = "blocked"  # not a failure of its own: retried once upstream is fixed
+        _write(st.job_file, record)
+        st.append_status(record.attempt, "blocked", f"job {record.job_id} cancelled: a "
+                         "dependency failed", record.job_id)
+        progress.blocked.append(name)
+        return "blocked"
     if record.state in LIVE and record.transformer == runner.transformer.name:
         found = _live(pu, record, statuses, runner, st, progress)
         if found is not None:
@@ -119,7 +131,8 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
         if not outcome.ok:
             progress.failed.append(name)
             return "failed"
-    job_id = _submit(pu, runner, st, waiting_on)
+    why = "; ".join(verdict.reasons) if verdict is not None else ""
+    job_id = _submit(pu, runner, st, waiting_on, why)
     if job_id is None:
         progress.failed.append(name)
         return "failed"
@@ -165,7 +178,8 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
     return "failed"
 
 
-def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str]) -> str | None:
+def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why: str = ""
+            ) -> str | None:
     """Record the intent, submit (after ``after`` job ids), record the id."""
     from ..tasks.unit import _last_attempt, _token, _write_spec
 
@@ -193,13 +207,18 @@ def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str]) -> s
     _write(st.job_file, record)
     st.append_status(attempt, "queued", f"job {record.job_id}", record.job_id)
     runner.emit("submitted", pu.node.name, f"job {record.job_id}"
-                + (f" (after {', '.join(after)})" if after else ""))
+                + (f" (after {', '.join(after)})" if after else "")
+                + (f"; why: {why}" if why else ""))
     return record.job_id
 
 
 def _save_success(dicts: dict[str, dict[str, Any]], dep: Dependency, pu: PlannedUnit) -> None:
     """Record the completion in doit's database, as a blocking run's doit would."""
     task = dict_to_task(dict(dicts[pu.key]))
+    for check, args, kwargs in task.uptodate:
+        # config_changed computes the digest it saves only when it is checked.
+        if isinstance(check, config_changed):
+            check(task, {}, *args, **kwargs)
     task.save_extra_values()
     dep.save_success(task)
 
