@@ -115,9 +115,12 @@ class UnitState:
         self.job_file = self.dir / "job.json"
         self.status_file = self.dir / "status.csv"
         self._lock = threading.Lock()  # replicas of one task record from several threads
+        self._made = False
 
     def ensure(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self._made:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._made = True
 
     def stdout(self, attempt: int, replica: int | None = None) -> Path:
         suffix = f".{replica}" if replica is not None else ""

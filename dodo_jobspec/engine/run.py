@@ -157,8 +157,9 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
                         steps.files)
     dicts = task_dicts(prep.plan, runner, steps, state,
                        local_replicas=not transformer.submits_groups)
-    names = {d["name"]: (d["meta"]["unit"], state.unit(pu.node))
-             for pu in prep.plan for d in dicts if d["meta"]["unit"] == pu.node.name}
+    unit_state = {pu.key: state.unit(pu.node) for pu in prep.plan}
+    names = {d["name"]: (d["meta"]["unit"], unit_state[d["name"].split(":", 1)[0]])
+             for d in dicts}
     _warn_oversized(prep, console)
     if req.force:
         _forget(state, prep, dicts, req.force)

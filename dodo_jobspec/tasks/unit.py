@@ -180,8 +180,8 @@ class UnitRunner:
             if attach is None:
                 record.job_id = self.transformer.submit(node, ctx)
                 record.state = "queued" if self.transformer.polled else "running"
-                _write(record_file, record)
-                if self.transformer.polled:
+                if self.transformer.polled:  # a local process cannot be re-attached anyway
+                    _write(record_file, record)
                     st.append_status(record.attempt, "queued", f"job {record.job_id}",
                                      record.job_id)
                     self.emit("submitted", node.name, f"job {record.job_id}")
