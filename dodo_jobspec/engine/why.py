@@ -110,7 +110,7 @@ def print_plan(prep: Any, as_json: bool = False) -> int:
         v = verdicts[pu.node.key]
         st = prep.state.unit(pu.node)
         attempt = max((int(r["attempt"]) for r in st.history()), default=0) + 1
-        ctx = runner._context(pu, st, attempt, "<token>", None)
+        ctx = runner._context(pu, st, attempt, "<token>", None, create=False)
         req, why = prep.transformer.choose(pu.node)
         rows.append({
             "unit": pu.node.key, "runs": v.runs, "reasons": list(v.reasons),

@@ -283,13 +283,15 @@ class UnitRunner:
 
     # -- helpers -------------------------------------------------------------------------------
     def _context(self, pu: PlannedUnit, st: UnitState, attempt: int, token: str,
-                 replica: int | None, after_jobs: list[str] | None = None) -> UnitContext:
+                 replica: int | None, after_jobs: list[str] | None = None,
+                 create: bool = True) -> UnitContext:
         children: dict[str, Path] = {}
         if pu.whole_group and isinstance(pu.node, Group):
             for child in pu.node.walk():
                 if isinstance(child, Task):
                     cst = self.state.unit(child)
-                    cst.ensure()
+                    if create:  # `plan` describes without touching the state directory
+                        cst.ensure()
                     children[child.key] = cst.dir
         return UnitContext(spec=self.spec, workdir=st.dir, attempt=attempt, token=token,
                            stdout=st.stdout(attempt, replica), stderr=st.stderr(attempt, replica),

@@ -150,3 +150,13 @@ def test_clean_forgets_everything(tmp_path: Path) -> None:
     assert not (tmp_path / ".jobspec-do" / "spec").exists()
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
     assert counts(tmp_path)["fetch"] == 2
+
+
+def test_plan_leaves_no_trace(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(Path(__file__).resolve().parents[2] / "examples" / "groups.yaml", tmp_path)
+    for transformer in ("local", "slurm", "flux"):
+        r = jobspec_do("plan", tmp_path / "groups.yaml", "-t", transformer, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["groups.yaml"]
