@@ -38,7 +38,7 @@ The transformer comes from -t, else the config file (jobspec-do.yaml beside the 
 """
 
 COMMANDS = ("run", "validate", "graph", "schema", "plan", "status", "logs", "clean", "cancel",
-            "plugins")
+            "plugins", "watch")
 
 
 def _transformer_arg(p: argparse.ArgumentParser) -> None:
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import add_engine_commands
 
     add_engine_commands(sub, _transformer_arg)
+    from .watch import add_watch_command
+
+    add_watch_command(sub)
     return top
 
 

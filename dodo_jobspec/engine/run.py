@@ -19,7 +19,7 @@ from typing import Any
 from doit.doit_cmd import DoitMain
 from doit.task import dict_to_task
 
-from .. import noop, plugins
+from .. import callbacks, config, noop, plugins
 from ..errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -128,7 +128,10 @@ def run(req: RunRequest) -> int:
         if req.cron:
             return EXIT_OK  # the previous cron invocation is still at work: that is fine
         raise
+    hook = None
     try:
+        hook = callbacks.attach(prep.state, callbacks.callback_url(
+            prep.spec, config.load(req.spec, req.config).callback), callbacks.secret_from_env())
         if req.no_wait:
             from .advance import advance
 
@@ -137,6 +140,10 @@ def run(req: RunRequest) -> int:
             return advance(prep, req, console)
         return _run_locked(req, prep)
     finally:
+        if hook is not None:
+            # Bounded: undelivered events stay in the outbox for the next invocation.
+            hook.flush(2)
+            hook.close()
         lock.__exit__(None, None, None)
 
 
@@ -192,8 +199,6 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
 
 
 def _noop_key(req: RunRequest, prep: Prepared) -> tuple[object, ...]:
-    from .. import config
-
     return noop.key(req.spec, prep.transformer.name, config.find(req.spec, req.config))
 
 

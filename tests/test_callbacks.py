@@ -1,0 +1,353 @@
+"""Webhooks, against a real HTTP server on 127.0.0.1: signatures, retries, never blocking."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dodo_jobspec import callbacks
+from dodo_jobspec.callbacks import (
+    SECRET_ENV,
+    SECRET_FILE_ENV,
+    Webhook,
+    attach,
+    callback_url,
+    secret_from_env,
+)
+from dodo_jobspec.errors import JobspecError, SpecError
+from dodo_jobspec.state import StateDir, StatusEvent
+
+from .helpers import jobspec_do, load_text, write
+
+
+class Receiver:
+    """A webhook receiver: records every request; replies ``codes`` in turn (then the last)."""
+
+    def __init__(self, port: int = 0, codes: tuple[int, ...] = (200,), delay: float = 0) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.codes = list(codes)
+        self.delay = delay
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()},
+                                          body))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                code = receiver.codes.pop(0) if len(receiver.codes) > 1 else receiver.codes[0]
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.requests]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+def event(task: str = "build", state: str = "running", attempt: int = 1,
+          exit_code: int | None = None) -> StatusEvent:
+    return StatusEvent("demo", task, "task", attempt, state, f"{task} is {state}", "4242",
+                       exit_code, time.time())
+
+
+def outbox_files(outbox: Path) -> list[str]:
+    return sorted(p.name for p in outbox.glob("*.json"))
+
+
+def test_events_are_signed_with_the_secret_and_delivered_in_order(receiver: Receiver,
+                                                                  tmp_path: Path) -> None:
+    secret = b"s3cret-from-env"
+    hook = Webhook(receiver.url, secret, tmp_path / "outbox", backoff=0.01)
+    try:
+        hook(event("build", "running"))
+        hook(event("build", "completed", exit_code=0))
+        hook(event("test", "failed", exit_code=3))
+        assert hook.flush(10)
+    finally:
+        hook.close()
+    assert len(receiver.requests) == 3
+    for headers, body in receiver.requests:
+        expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["x-hub-signature-256"], expected)
+        assert headers["content-type"] == "application/json"
+    bodies = receiver.bodies()
+    assert [(b["task"], b["state"]) for b in bodies] == [
+        ("build", "running"), ("build", "completed"), ("test", "failed")]
+    first = bodies[1]
+    assert first["spec"] == "demo" and first["attempt"] == 1 and first["job_id"] == "4242"
+    assert first["exit_code"] == 0 and first["kind"] == "task"
+    assert isinstance(first["timestamp"], float) and first["info"] == "build is completed"
+    assert len({b["id"] for b in bodies}) == 3  # receivers deduplicate on it
+    assert outbox_files(tmp_path / "outbox") == []  # delivered events leave the outbox
+    log = (tmp_path / "callbacks.log").read_text().splitlines()
+    assert len(log) == 3 and all("200 OK" in line for line in log)
+
+
+def test_a_tampered_body_does_not_verify(receiver: Receiver, tmp_path: Path) -> None:
+    hook = Webhook(receiver.url, b"k", tmp_path / "outbox")
+    hook(event())
+    assert hook.flush(10)
+    hook.close()
+    headers, body = receiver.requests[0]
+    forged = body.replace(b"running", b"completed")
+    assert headers["x-hub-signature-256"] != callbacks.sign(b"k", forged)
+    assert headers["x-hub-signature-256"] != callbacks.sign(b"other key", body)
+
+
+def test_without_a_secret_there_is_no_signature(receiver: Receiver, tmp_path: Path) -> None:
+    hook = Webhook(receiver.url, None, tmp_path / "outbox")
+    hook(event())
+    assert hook.flush(10)
+    hook.close()
+    assert "x-hub-signature-256" not in receiver.requests[0][0]
+
+
+def test_events_kept_while_the_server_was_down_are_delivered_later_in_order(
+        tmp_path: Path) -> None:
+    down = Receiver()
+    port, url = down.port, down.url
+    down.stop()  # nothing listens on the port now: connections are refused
+    outbox = tmp_path / "outbox"
+    hook = Webhook(url, b"k", outbox, retries=2, backoff=0.01)
+    started = time.monotonic()
+    for n in range(3):
+        hook(event(f"t{n}", "completed", exit_code=0))
+    assert not hook.flush(10)  # gives up for now: the receiver is down
+    assert time.monotonic() - started < 5
+    hook.close()
+    assert len(outbox_files(outbox)) == 3  # nothing lost
+    log = (tmp_path / "callbacks.log").read_text()
+    assert "no reply" in log and "retry in" in log and "kept in the outbox" in log
+
+    up = Receiver(port=port)
+    try:
+        # The next invocation: its own events come after the ones left by the earlier one.
+        again = Webhook(up.url, b"k", outbox, backoff=0.01)
+        again(event("t3", "completed", exit_code=0))
+        assert again.flush(10)
+        again.close()
+        assert [b["task"] for b in up.bodies()] == ["t0", "t1", "t2", "t3"]
+        for headers, body in up.requests:
+            assert headers["x-hub-signature-256"] == callbacks.sign(b"k", body)
+        assert outbox_files(outbox) == []
+    finally:
+        up.stop()
+
+
+def test_a_hanging_server_does_not_block_the_listener(tmp_path: Path) -> None:
+    slow = Receiver(delay=3)
+    try:
+        hook = Webhook(slow.url, b"k", tmp_path / "outbox", timeout=0.5, retries=1,
+                       backoff=0.01)
+        worst = 0.0
+        for n in range(20):
+            t0 = time.perf_counter()
+            hook(event(f"t{n}"))
+            worst = max(worst, time.perf_counter() - t0)
+        assert worst < 0.05
+        t0 = time.monotonic()
+        hook.flush(0.5)  # bounded, whatever the server does
+        assert time.monotonic() - t0 < 1.5
+        hook.close(timeout=0.1)
+        assert len(outbox_files(tmp_path / "outbox")) == 20  # all kept for the next invocation
+    finally:
+        slow.stop()
+
+
+def test_a_4xx_is_not_retried(tmp_path: Path) -> None:
+    rejecting = Receiver(codes=(400,))
+    try:
+        hook = Webhook(rejecting.url, b"k", tmp_path / "outbox", backoff=0.01)
+        hook(event())
+        assert hook.flush(10)
+        time.sleep(0.2)  # a retry would have come by now
+        hook.close()
+        assert len(rejecting.requests) == 1
+        assert hook.rejected == 1
+        outbox = tmp_path / "outbox"
+        assert outbox_files(outbox) == []  # not retried by the next invocation either
+        assert len(list((outbox / "rejected").glob("*.json"))) == 1  # but kept to inspect
+        assert "not retried" in (tmp_path / "callbacks.log").read_text()
+    finally:
+        rejecting.stop()
+
+
+@pytest.mark.parametrize("code", [503, 429, 408])
+def test_5xx_408_and_429_are_retried(tmp_path: Path, code: int) -> None:
+    flaky = Receiver(codes=(code, code, 200))
+    try:
+        hook = Webhook(flaky.url, None, tmp_path / "outbox", retries=4, backoff=0.01)
+        hook(event())
+        assert hook.flush(10)
+        hook.close()
+        assert len(flaky.requests) == 3
+        assert len({body for _, body in flaky.requests}) == 1  # the very same event
+        assert hook.delivered == 1
+    finally:
+        flaky.stop()
+
+
+def test_the_secret_comes_from_the_environment_or_a_file(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    assert secret_from_env() is None
+    monkeypatch.setenv(SECRET_ENV, "abc")
+    assert secret_from_env() == b"abc"
+    monkeypatch.delenv(SECRET_ENV)
+    (tmp_path / "secret").write_bytes(b"from-file\n")
+    monkeypatch.setenv(SECRET_FILE_ENV, str(tmp_path / "secret"))
+    assert secret_from_env() == b"from-file"
+    monkeypatch.setenv(SECRET_FILE_ENV, str(tmp_path / "missing"))
+    with pytest.raises(JobspecError, match="cannot read"):
+        secret_from_env()
+
+
+SPEC_WITH_SECRET = """
+    version: 1
+    name: hooked
+    attributes:
+      callback: {url}
+      callback_secret: written-in-the-spec
+      cb_secret: written-in-the-spec
+    tasks:
+    - name: one
+      command: "true"
+"""
+
+
+def test_the_secret_is_never_taken_from_the_spec(receiver: Receiver, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    spec = load_text(tmp_path, SPEC_WITH_SECRET.format(url=receiver.url))
+    state = StateDir(tmp_path / "state", spec)
+    state.ensure()
+    hook = attach(state, callback_url(spec, None), secret_from_env())
+    assert hook is not None and hook.secret is None
+    unit = state.unit(spec.tasks[0])
+    unit.ensure()
+    unit.append_status(1, "running", "pid 1")
+    assert hook.flush(10)
+    hook.close()
+    headers, body = receiver.requests[0]
+    assert "x-hub-signature-256" not in headers  # the spec's secret was not used
+    assert b"written-in-the-spec" not in body
+    assert json.loads(body)["task"] == "one"
+
+    monkeypatch.setenv(SECRET_ENV, "from-env")
+    state2 = StateDir(tmp_path / "state2", spec)
+    state2.ensure()
+    hook2 = attach(state2, callback_url(spec, None), secret_from_env())
+    assert hook2 is not None
+    unit2 = state2.unit(spec.tasks[0])
+    unit2.ensure()
+    unit2.append_status(1, "completed", "exit 0", exit_code=0)
+    assert hook2.flush(10)
+    hook2.close()
+    headers, body = receiver.requests[1]
+    assert headers["x-hub-signature-256"] == callbacks.sign(b"from-env", body)
+    assert headers["x-hub-signature-256"] != callbacks.sign(b"written-in-the-spec", body)
+
+
+def test_the_spec_attribute_wins_over_the_configuration(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        attributes: {callback: "https://spec.example/hook"}
+        tasks: [{name: one, command: "true"}]
+    """)
+    assert callback_url(spec, "https://config.example/hook") == "https://spec.example/hook"
+    plain = load_text(tmp_path, """
+        version: 1
+        tasks: [{name: one, command: "true"}]
+    """)
+    assert callback_url(plain, "https://config.example/hook") == "https://config.example/hook"
+    assert callback_url(plain, None) is None
+    with pytest.raises(JobspecError, match="http"):
+        callback_url(plain, "ftp://config.example/hook")
+
+
+def test_an_invalid_url_in_the_spec_names_its_line(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        attributes:
+          environment: {A: "1"}
+          callback: "not a url"
+        tasks: [{name: one, command: "true"}]
+    """)
+    with pytest.raises(SpecError) as info:
+        callback_url(spec, None)
+    assert "spec.yaml:4" in str(info.value) and "callback" in str(info.value)
+
+
+def test_no_url_no_listener(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks: [{name: one, command: "true"}]
+    """)
+    state = StateDir(tmp_path / "state", spec)
+    assert attach(state, None, b"k") is None
+    assert state.listeners == []
+
+
+def _engine_attaches() -> bool:
+    from dodo_jobspec.engine import run
+
+    return "callbacks" in inspect.getsource(run)
+
+
+@pytest.mark.skipif(not _engine_attaches(), reason="the engine does not attach webhooks yet")
+def test_a_real_run_posts_every_state_change(receiver: Receiver, tmp_path: Path) -> None:
+    spec = write(tmp_path, f"""
+        version: 1
+        name: hooked
+        attributes: {{callback: "{receiver.url}"}}
+        tasks:
+        - name: a
+          command: "true"
+        - name: b
+          depends_on: [a]
+          command: "exit 4"
+    """)
+    result = jobspec_do(spec, cwd=tmp_path, env={SECRET_ENV: "run-secret"})
+    assert result.returncode == 1, result.stderr
+    bodies = receiver.bodies()
+    assert ("a", "completed") in [(b["task"], b["state"]) for b in bodies]
+    failed = [b for b in bodies if b["task"] == "b" and b["state"] == "failed"]
+    assert failed and failed[0]["exit_code"] == 4 and failed[0]["spec"] == "hooked"
+    for headers, body in receiver.requests:
+        assert headers["x-hub-signature-256"] == callbacks.sign(b"run-secret", body)
+    assert list((tmp_path / ".jobspec-do" / "spec" / "outbox").glob("*.json")) == []
