@@ -52,13 +52,16 @@ def parse_duration(value: float | int | str) -> float:
 
 
 def load(path: str | Path, *, default_resources: Resource | None = None,
-         strict: bool = False) -> Spec:
-    """Read, validate and resolve a spec file; raise SpecError listing every problem."""
-    return resolve(read_document(path), default_resources=default_resources, strict=strict)
+         strict: bool = False, digests: bool = True) -> Spec:
+    """Read, validate and resolve a spec file; raise SpecError listing every problem.
+
+    ``digests=False`` skips the per-node content hashes (only a run needs them)."""
+    return resolve(read_document(path), default_resources=default_resources, strict=strict,
+                   digests=digests)
 
 
 def resolve(doc: Document, *, default_resources: Resource | None = None,
-            strict: bool = False) -> Spec:
+            strict: bool = False, digests: bool = True) -> Spec:
     """Validate ``doc`` against the schema, then resolve it into a Spec.
 
     A jobspec 0.0.x document is first translated into an equivalent version-1 one.
@@ -68,7 +71,7 @@ def resolve(doc: Document, *, default_resources: Resource | None = None,
     problems = _foreign_format(doc) or schema_problems(doc, strict)
     if problems and problems[0].message.startswith("this is "):
         raise SpecError(problems)
-    resolver = _Resolver(doc, default_resources)
+    resolver = _Resolver(doc, default_resources, digests)
     spec = None
     try:
         spec = resolver.run()
@@ -104,8 +107,9 @@ class _Raw:
 
 
 class _Resolver:
-    def __init__(self, doc: Document, default: Resource | None) -> None:
+    def __init__(self, doc: Document, default: Resource | None, digests: bool = True) -> None:
         self.doc = doc
+        self.digests = digests
         self.data: dict[str, Any] = doc.data
         self.default = request("default", default) if default is not None else None
         self.problems: list[Problem] = []
@@ -148,7 +152,7 @@ class _Resolver:
         order = self._order(top)
         if order is None:
             return None
-        for node in order:
+        for node in order if self.digests else ():
             object.__setattr__(node, "digest", _digest(node))
         name = self.data.get("name") or self.doc.path.stem
         digest = hashlib.sha256("".join(n.digest for n in order).encode()).hexdigest()

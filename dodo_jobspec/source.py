@@ -7,7 +7,10 @@ YAML nodes, which carry marks, and the failing path is looked up there.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import marshal
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,7 +47,10 @@ class Document:
 
 
 def read_document(path: str | Path) -> Document:
-    """Read and parse a spec file; raise SpecError (never a traceback) if that fails."""
+    """Read and parse a spec file; raise SpecError (never a traceback) if that fails.
+
+    Parsed data is cached by content (see ``_cached``): YAML parsing is most of the cost of
+    loading a large spec, and the same content is loaded again and again."""
     p = Path(path)
     name = str(p)
     try:
@@ -55,7 +61,49 @@ def read_document(path: str | Path) -> Document:
         raise SpecError([Problem("is a directory, not a spec file", (), None, name)]) from None
     except OSError as exc:
         raise SpecError([Problem(f"cannot read: {exc.strerror}", (), None, name)]) from None
-    return parse_document(raw, name)
+    return _cached(raw, name)
+
+
+def _cache_dir() -> Path | None:
+    if os.environ.get("JOBSPEC_DO_CACHE", "1") == "0":
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jobspec-do" / "parsed"
+
+
+def _cached(raw: bytes, name: str) -> Document:
+    """parse_document, remembered by the SHA-1 of the bytes (a marshal file per content).
+
+    Only well-formed mappings are cached; anything marshal cannot hold (YAML timestamps,
+    binary) is simply not cached. A cache that cannot be written is silently skipped."""
+    folder = _cache_dir()
+    if folder is None or len(raw) < 4096:  # small files parse faster than a cache lookup
+        return parse_document(raw, name)
+    path = folder / f"{hashlib.sha1(raw).hexdigest()}.marshal"
+    try:
+        with open(path, "rb") as fh:
+            text, data = marshal.load(fh)
+        return Document(Path(name), text, data)
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    doc = parse_document(raw, name)
+    try:
+        blob = marshal.dumps((doc.text, doc.data))
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+        _prune(folder)
+    except (OSError, ValueError):
+        pass
+    return doc
+
+
+def _prune(folder: Path, keep: int = 64) -> None:
+    """Keep the cache small: the most recently written ``keep`` entries."""
+    entries = sorted(folder.glob("*.marshal"), key=lambda p: p.stat().st_mtime)
+    for old in entries[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def parse_document(raw: bytes, name: str = "<spec>") -> Document:
