@@ -85,14 +85,31 @@ def print_logs(spec_path: Path, state_dir: Path | None, task: str, attempt: int 
     paths = sorted(st.dir.glob(f"stdout.{n}*")) + sorted(st.dir.glob(f"stderr.{n}*"))
     if not paths:
         raise JobspecError(f"no logs for attempt {n} of '{task}' in {st.dir}")
+    offsets: dict[Path, int] = {}
     for path in paths:
         print(f"==> {path} <==")
-        sys.stdout.write(path.read_text(errors="replace"))
-    while follow:  # like tail -f on the attempt's stdout, until the task is no longer running
-        time.sleep(0.5)
-        if st.read_job().state not in ("submitting", "queued", "running"):
+        data = path.read_bytes()
+        sys.stdout.write(data.decode(errors="replace"))
+        offsets[path] = len(data)
+    while follow:  # like tail -f, until the attempt is no longer queued or running
+        running = _live_attempt(st, n)
+        for path in sorted(st.dir.glob(f"std*.{n}*")):
+            with open(path, "rb") as fh:
+                fh.seek(offsets.get(path, 0))
+                new = fh.read()
+            if new:
+                offsets[path] = offsets.get(path, 0) + len(new)
+                sys.stdout.write(new.decode(errors="replace"))
+                sys.stdout.flush()
+        if not running:
             break
+        time.sleep(0.3)
     return EXIT_OK
+
+
+def _live_attempt(st: UnitState, attempt: int) -> bool:
+    rows = [r for r in st.history() if r["attempt"] == str(attempt)]
+    return bool(rows) and rows[-1]["state"] in ("submitting", "queued", "running", "attached")
 
 
 def cancel_all(req: Any) -> int:

@@ -160,3 +160,50 @@ def test_plan_leaves_no_trace(tmp_path: Path) -> None:
         r = jobspec_do("plan", tmp_path / "groups.yaml", "-t", transformer, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["groups.yaml"]
+
+
+def test_logs_follow_streams_until_the_task_ends(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: talk, command: "for i in 1 2 3; do echo line$i; sleep 0.4; done"}
+        """)
+    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
+                           stderr=subprocess.DEVNULL)
+    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "talk" / "status.csv"
+    deadline = time.monotonic() + 20
+    while not status.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = jobspec_do("logs", spec, "talk", "--follow", cwd=tmp_path, timeout=30)
+    run.wait(timeout=30)
+    lines = [x for x in r.stdout.splitlines() if not x.startswith("==>")]
+    assert r.returncode == 0 and lines == ["line1", "line2", "line3"]
+
+
+def test_live_display_on_a_terminal() -> None:
+    import io
+
+    from dodo_jobspec.engine.console import Console
+
+    out = io.StringIO()
+    console = Console(state=None, total=3, stream=out, live=True)  # type: ignore[arg-type]
+    console.emit("start", "a")
+    console.success("a", 0.5)
+    console.uptodate("b")
+    console.summary(True)
+    text = out.getvalue()
+    assert "\r\x1b[K[0/3] done 0  running 1  failed 0  waiting 2" in text
+    assert "[2/3] done 1  running 0  failed 0  waiting 1  up-to-date 1" in text
+    assert "\r\x1b[Kok: 1 ran, 1 up to date, 0 failed in " in text
+
+
+def test_quiet_output_is_empty_when_nothing_ran(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    (tmp_path / ".jobspec-do" / "spec" / "noop.manifest").unlink()  # force the full check
+    r = jobspec_do(spec, "-q", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
