@@ -450,17 +450,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def main_watch(argv: Sequence[str] | None = None) -> int:
     """`python -m dodo_jobspec.watch DIR ...`: the watch command without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="jobspec-do")
-    add_watch_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["watch", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args))
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    except JobspecError as exc:
-        print(f"jobspec-do: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    from .cli import main
+
+    return main(["watch", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
