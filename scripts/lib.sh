@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by scripts/slurm-cluster.sh and scripts/ssh-nodes.sh (sourced).
 
 now_ns() { date +%s%N; }
