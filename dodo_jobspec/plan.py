@@ -8,6 +8,7 @@ dependency of anything inside it becomes a dependency of the whole group.
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
     problems: list[Problem] = []
     result = []
     for pu in planned:
-        inputs = _inputs(pu.node, pu.cwd, made, problems, spec)
+        inputs = _inputs(pu.node, pu.cwd, made, problems, spec, set(pu.outputs))
         result.append(PlannedUnit(pu.node, pu.deps, pu.cwd, inputs, pu.outputs, pu.whole_group))
     if problems:
         raise SpecError(problems)
@@ -68,7 +69,8 @@ def _cwd(node: Unit, spec_dir: Path) -> Path:
 
 
 def _resolve(cwd: Path, path: str) -> Path:
-    return Path(path) if Path(path).is_absolute() else cwd / path
+    # os.path, then one Path: this runs for every input and output of a large spec.
+    return Path(path if path.startswith("/") else os.path.join(cwd, path))
 
 
 def _outputs(node: Unit) -> tuple[str, ...]:
@@ -77,8 +79,8 @@ def _outputs(node: Unit) -> tuple[str, ...]:
     return tuple(o for child in node.walk() if isinstance(child, Task) for o in child.outputs)
 
 
-def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spec: Spec
-            ) -> tuple[Path, ...]:
+def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spec: Spec,
+            own: set[Path]) -> tuple[Path, ...]:
     tasks = [node] if isinstance(node, Task) else [
         c for c in node.walk() if isinstance(c, Task)]
     out: list[Path] = []
@@ -94,7 +96,6 @@ def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spe
                     f"input '{pattern}' of task '{task.name}' does not exist and no task makes "
                     "it", (task.spec_path, "inputs"), "create the file, fix the path, or list "
                     "it under `outputs:` of the task that makes it", str(spec.path)))
-    own = set(_resolve(cwd, o) for o in _outputs(node))
     return tuple(dict.fromkeys(p for p in out if p not in own))
 
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -110,12 +111,28 @@ class UnitState:
         self.unit = unit
         self.spec_name = spec_name
         self.listeners = listeners if listeners is not None else []
-        self.dir = root / kind / folder_name(unit.name)
-        self.done = self.dir / "done.json"
-        self.job_file = self.dir / "job.json"
-        self.status_file = self.dir / "status.csv"
+        # Plain strings first: a 10,000-task plan builds these for every unit, and Path
+        # objects cost microseconds each; Paths are made on first use.
+        self.dir_str = f"{root}/{kind}/{folder_name(unit.name)}"
+        self.done_str = self.dir_str + "/done.json"
         self._lock = threading.Lock()  # replicas of one task record from several threads
         self._made = False
+
+    @cached_property
+    def dir(self) -> Path:
+        return Path(self.dir_str)
+
+    @cached_property
+    def done(self) -> Path:
+        return Path(self.done_str)
+
+    @cached_property
+    def job_file(self) -> Path:
+        return self.dir / "job.json"
+
+    @cached_property
+    def status_file(self) -> Path:
+        return self.dir / "status.csv"
 
     def ensure(self) -> None:
         if not self._made:

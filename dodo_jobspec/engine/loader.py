@@ -36,7 +36,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
     dicts: list[dict[str, Any]] = []
     for pu in plan:
         st = state.unit(pu.node)
-        deps = [str(state.unit(d).done) for d in pu.deps] + [str(p) for p in pu.inputs]
+        deps = [state.unit(d).done_str for d in pu.deps] + [str(p) for p in pu.inputs]
         node = pu.node
         if isinstance(node, Task):
             for i, step in enumerate(node.steps):
@@ -74,7 +74,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
             "name": node.key,
             "actions": [action],
             "file_dep": deps,
-            "targets": [str(st.done), *(str(p) for p in pu.outputs)],
+            "targets": [st.done_str, *(str(p) for p in pu.outputs)],
             "uptodate": [config_changed(identity)],
             "io": {"capture": False},
             "meta": {"unit": node.name},
