@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,8 @@ class StepRunner:
         step = self._task(pu).steps[index]
         source = self.path(pu, index)
         cls = plugins.load(plugins.STAGERS, self.config.stager)
-        settings = StagerSettings(nodes=self.config.nodes, **self.config.settings)
+        options = {"progress": sys.stderr.isatty(), **self.config.settings}
+        settings = StagerSettings(nodes=self.config.nodes, **options)
         # Same absolute path on every node, unless a remote_root says where the spec's folder
         # lives there: then the path as written (relative to the task's cwd) goes under it.
         relative = not Path(step.path).is_absolute() and settings.remote_root
