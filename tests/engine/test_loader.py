@@ -1,0 +1,36 @@
+"""The doit task list with O(1) membership behaves exactly like the plain list doit expects."""
+
+from __future__ import annotations
+
+from doit.control import TaskControl
+from doit.task import Task
+
+from dodo_jobspec.engine.loader import DepList
+
+
+def test_deplist_matches_a_list_through_doits_implicit_deps() -> None:
+    producers = [Task(f"p{i}", actions=[], targets=[f"/t/{i}"]) for i in range(50)]
+    consumer = Task("c", actions=[], file_dep=[f"/t/{i}" for i in range(50)] + ["/t/3"],
+                    task_dep=["p7"])
+    consumer.task_dep = DepList(consumer.task_dep)
+    TaskControl.set_implicit_deps({}, [*producers, consumer])
+    # doit keeps file_dep as a set, so only membership and uniqueness are defined.
+    assert consumer.task_dep[0] == "p7" and len(consumer.task_dep) == 50
+    assert sorted(consumer.task_dep) == sorted(f"p{i}" for i in range(50))
+    assert "p49" in consumer.task_dep and "nope" not in consumer.task_dep
+
+
+def test_deplist_membership_follows_every_mutation() -> None:
+    deps = DepList(["a"])
+    deps.extend(["b", "c"])
+    deps += ["d"]
+    deps.insert(0, "e")
+    deps.remove("b")
+    assert deps.pop() == "d"
+    deps[0] = "f"
+    del deps[1]
+    assert list(deps) == ["f", "c"]
+    assert all(x in deps for x in ("f", "c"))
+    assert not any(x in deps for x in ("a", "b", "d", "e"))
+    deps.clear()
+    assert "f" not in deps and list(deps) == []
