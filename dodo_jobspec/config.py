@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Problem, SpecError, suggest
+from .errors import SpecError, suggest
 
 KEYS = ("transformer", "state_dir", "jobs", "stager", "nodes", "ssh", "callback")
 SSH_KEYS = ("port", "user", "key_file", "known_hosts", "remote_root", "trust_unknown_hosts",
@@ -93,8 +93,3 @@ def load(spec: Path, explicit: Path | None = None) -> Config:
                   state_dir=(base / os.path.expanduser(state)) if state else None,
                   jobs=data.get("jobs"), stager=data.get("stager"),
                   nodes=tuple(str(n) for n in nodes), ssh=ssh, callback=data.get("callback"))
-
-
-def problem(message: str, path: Path) -> SpecError:
-    """A configuration error that is not tied to a line."""
-    return SpecError([Problem(message, (), None, str(path))])

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import EXIT_FAILED, EXIT_OK, JobspecError
 from .resolve import load
-from .state import StateDir, UnitState, default_state_dir
+from .state import StateDir, UnitState, default_state_dir, read_record
 
 # `status --json` format version; bump on any incompatible change (documented in the README).
 STATUS_FORMAT = 1
@@ -31,7 +31,7 @@ def unit_status(st: UnitState) -> dict[str, Any]:
     """One unit's status as plain data (the `status --json` entry)."""
     history = st.history()
     job = st.read_job()
-    attempt = job.attempt or max((int(r["attempt"]) for r in history), default=0)
+    attempt = job.attempt or st.last_attempt()
     last = history[-1] if history else None
     state = last["state"] if last else "never run"
     if st.done.exists() and state == "completed":
@@ -79,7 +79,7 @@ def print_logs(spec_path: Path, state_dir: Path | None, task: str, attempt: int 
     if not nodes:
         raise JobspecError(f"no task or group '{task}' in {spec_path}")
     st = state.unit(nodes[0])
-    n = attempt or max((int(r["attempt"]) for r in st.history()), default=0)
+    n = attempt or st.last_attempt()
     if not n:
         raise JobspecError(f"'{task}' has not run yet")
     paths = sorted(st.dir.glob(f"stdout.{n}*")) + sorted(st.dir.glob(f"stderr.{n}*"))
@@ -124,7 +124,7 @@ def cancel_all(req: Any) -> int:
     for node in state.spec.nodes.values():
         st = state.unit(node)
         for record_file in [st.job_file, *st.dir.glob("job.*.json")] if st.dir.exists() else []:
-            job = st.read_job() if record_file == st.job_file else _record(record_file)
+            job = read_record(record_file, lenient=record_file != st.job_file)
             if job.job_id and job.state in ("queued", "running", "submitting") \
                     and job.transformer == transformer.name:
                 live.append((st, job))
@@ -138,9 +138,3 @@ def cancel_all(req: Any) -> int:
         st.write_job(job) if job.attempt else None
         print(f"canceled {st.unit.name}: job {job.job_id}")
     return EXIT_OK
-
-
-def _record(path: Path) -> Any:
-    from .tasks.unit import _read
-
-    return _read(path)

@@ -102,6 +102,28 @@ class JobRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def read_record(path: Path, lenient: bool = False) -> JobRecord:
+    """A job record (job.json or a replica's job.N.json); empty if there is none.
+
+    An unreadable record is a StateError naming the file, unless ``lenient``: the runner then
+    treats it as absent and starts a new attempt."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return JobRecord()
+    except (OSError, ValueError) as exc:
+        if lenient:
+            return JobRecord()
+        raise StateError(f"{path} is unreadable ({exc}); remove it to start that task "
+                         "afresh") from exc
+    return JobRecord(**{k: v for k, v in data.items() if k in JobRecord.__dataclass_fields__})
+
+
+def write_record(path: Path, record: JobRecord) -> None:
+    """Write a job record atomically."""
+    atomic_write(path, json.dumps(asdict(record), indent=1, sort_keys=True))
+
+
 class UnitState:
     """The records of one task or group."""
 
@@ -148,18 +170,14 @@ class UnitState:
         return self.dir / f"stderr.{attempt}{suffix}"
 
     def read_job(self) -> JobRecord:
-        try:
-            data = json.loads(self.job_file.read_text())
-        except FileNotFoundError:
-            return JobRecord()
-        except (OSError, ValueError) as exc:
-            raise StateError(f"{self.job_file} is unreadable ({exc}); remove it to start that "
-                             "task afresh") from exc
-        known = {k: v for k, v in data.items() if k in JobRecord.__dataclass_fields__}
-        return JobRecord(**known)
+        return read_record(self.job_file)
 
     def write_job(self, record: JobRecord) -> None:
-        atomic_write(self.job_file, json.dumps(asdict(record), indent=1, sort_keys=True))
+        write_record(self.job_file, record)
+
+    def last_attempt(self) -> int:
+        """The highest attempt number in the history (0 if the unit never ran)."""
+        return max((int(row["attempt"]) for row in self.history()), default=0)
 
     def append_status(self, attempt: int, state: str, info: str = "",
                       job_id: str | None = None, exit_code: int | None = None) -> None:

@@ -26,9 +26,9 @@ from doit.tools import config_changed
 
 from ..errors import EXIT_FAILED, EXIT_OK, PluginError
 from ..plan import PlannedUnit
-from ..state import JobRecord
+from ..state import JobRecord, write_record
 from ..tasks.steps import StepRunner
-from ..tasks.unit import Outcome, RunOptions, UnitRunner, _write
+from ..tasks.unit import Outcome, RunOptions, UnitRunner
 from ..transformers.base import JobState, JobStatus
 from .backend import IncrementalSqliteDB
 from .loader import task_dicts
@@ -103,7 +103,7 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
         # cancel it at its next pass (kill-on-invalid-dep); say so now and leave no queue.
         runner.transformer.cancel([record.job_id])
         record.state = "blocked"  # not a failure of its own: retried once upstream is fixed
-        _write(st.job_file, record)
+        write_record(st.job_file, record)
         st.append_status(record.attempt, "blocked", f"job {record.job_id} cancelled: a "
                          "dependency failed", record.job_id)
         progress.blocked.append(name)
@@ -152,7 +152,7 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
         if job_id is None:
             return None  # the submission never reached the scheduler
         record.job_id = job_id
-        _write(st.job_file, record)
+        write_record(st.job_file, record)
         st.append_status(record.attempt, "queued", f"job {job_id} (found by token)", job_id)
     status = statuses.get(job_id) or runner.transformer.status([job_id]).get(
         job_id, JobStatus(JobState.LOST))
@@ -181,15 +181,15 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
 def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why: str = ""
             ) -> str | None:
     """Record the intent, submit (after ``after`` job ids), record the id."""
-    from ..tasks.unit import _last_attempt, _token, _write_spec
+    from ..tasks.unit import _token, _write_spec
 
     old = st.read_job()
-    attempt = max(old.attempt, _last_attempt(st)) + 1
+    attempt = max(old.attempt, st.last_attempt()) + 1
     record = JobRecord(attempt=attempt, token=_token(pu.node.name, attempt), state="submitting",
                        transformer=runner.transformer.name, signature=runner.signature(pu),
                        digest=pu.node.digest, started=time.time())
     st.ensure()
-    _write(st.job_file, record)
+    write_record(st.job_file, record)
     st.append_status(attempt, "submitting", runner.transformer.name)
     if old.digest != pu.node.digest:
         _write_spec(st, pu.node)
@@ -199,12 +199,12 @@ def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why:
     except PluginError as exc:
         record.state = "failed"
         record.info = f"could not submit: {exc}"
-        _write(st.job_file, record)
+        write_record(st.job_file, record)
         st.append_status(attempt, "failed", record.info)
         runner.emit("failed", pu.node.name, record.info)
         return None
     record.state = "queued"
-    _write(st.job_file, record)
+    write_record(st.job_file, record)
     st.append_status(attempt, "queued", f"job {record.job_id}", record.job_id)
     runner.emit("submitted", pu.node.name, f"job {record.job_id}"
                 + (f" (after {', '.join(after)})" if after else "")

@@ -70,7 +70,7 @@ class Console:
         """Report a failed unit with the tail of its stderr and where its logs are."""
         lines = [message]
         if unit_state is not None:
-            attempt = _last_attempt(unit_state)
+            attempt = unit_state.last_attempt()
             err = unit_state.stderr(attempt) if attempt else None
             if err is not None and err.exists():
                 tail = err.read_text(errors="replace").splitlines()[-TAIL_LINES:]
@@ -130,11 +130,6 @@ class Console:
                           f"  up-to-date {self.skipped}  {took:.0f}s")
         self.stream.flush()
         self._line_shown = True
-
-
-def _last_attempt(unit_state: Any) -> int:
-    rows = unit_state.history()
-    return max((int(r["attempt"]) for r in rows), default=0)
 
 
 class DoitReporter:

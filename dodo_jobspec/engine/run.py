@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from doit.doit_cmd import DoitMain
-from doit.task import dict_to_task
 
 from .. import callbacks, config, noop, plugins
 from ..errors import (
@@ -250,8 +249,3 @@ def _warn_oversized(prep: Prepared, console: Console) -> None:
         if req is not None and req.counts.cores > cores and not pu.node.is_group:
             console.emit("warning", pu.node.name, f"asks for {req.counts.cores} cores; this "
                          f"machine has {cores}: it runs alone")
-
-
-def load_doit_tasks(dicts: list[dict[str, Any]]) -> list[Any]:
-    """Task objects for our own up-to-date queries (plan, dry-run)."""
-    return [dict_to_task(dict(d)) for d in dicts]

@@ -109,7 +109,7 @@ def print_plan(prep: Any, as_json: bool = False) -> int:
     for pu in prep.plan:
         v = verdicts[pu.node.key]
         st = prep.state.unit(pu.node)
-        attempt = max((int(r["attempt"]) for r in st.history()), default=0) + 1
+        attempt = st.last_attempt() + 1
         ctx = runner._context(pu, st, attempt, "<token>", None, create=False)
         req, why = prep.transformer.choose(pu.node)
         rows.append({

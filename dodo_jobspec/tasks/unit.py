@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..model import Group, Spec, Task
 from ..plan import PlannedUnit
-from ..state import JobRecord, StateDir, UnitState
+from ..state import JobRecord, StateDir, UnitState, read_record, write_record
 from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 from .gate import SlotGate
 
@@ -100,7 +100,7 @@ class UnitRunner:
             return self._finish_group(pu, st)
         sig = self.signature(pu)
         record_file = st.job_file if replica is None else st.dir / f"job.{replica}.json"
-        record = _read(record_file)
+        record = read_record(record_file, lenient=True)
         if record.state == "completed" and record.signature == sig and _exist(pu.outputs) \
                 and pu.node.name not in self.options.force:
             self.emit("adopted", pu.node.name, f"attempt {record.attempt} already completed")
@@ -154,12 +154,12 @@ class UnitRunner:
         else:
             # Replicas keep their own attempt count; a task's attempts follow its history.
             attempt = old.attempt + 1 if replica is not None or old.attempt else (
-                _last_attempt(st) + 1)
+                st.last_attempt() + 1)
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
                                state="submitting", transformer=self.transformer.name,
                                signature=sig, digest=node.digest, started=time.time())
             if self.transformer.polled:  # a local process has no queue to be lost in
-                _write(record_file, record)
+                write_record(record_file, record)
                 st.append_status(attempt, "submitting", self.transformer.name)
             if (replica is None or replica == 0) and old.digest != node.digest:
                 _write_spec(st, node)
@@ -181,7 +181,7 @@ class UnitRunner:
                 record.job_id = self.transformer.submit(node, ctx)
                 record.state = "queued" if self.transformer.polled else "running"
                 if self.transformer.polled:  # a local process cannot be re-attached anyway
-                    _write(record_file, record)
+                    write_record(record_file, record)
                     st.append_status(record.attempt, "queued", f"job {record.job_id}",
                                      record.job_id)
                     self.emit("submitted", node.name, f"job {record.job_id}")
@@ -211,7 +211,7 @@ class UnitRunner:
         record.exit_code = status.exit_code
         record.finished = time.time()
         record.info = status.info
-        _write(record_file, record)
+        write_record(record_file, record)
         if pu.whole_group:
             self._record_children(pu, record)
         info = status.info or (f"exit {status.exit_code}" if status.exit_code else "")
@@ -241,7 +241,7 @@ class UnitRunner:
         """A replicated task is done when all its replicas are (and its outputs exist)."""
         st = self.state.unit(pu.node)
         missing = [str(p) for p in pu.outputs if not p.exists()]
-        attempt = _last_attempt(st)
+        attempt = st.last_attempt()
         record = JobRecord(attempt=attempt, state="completed" if not missing else "failed",
                            transformer=self.transformer.name, signature=self.signature(pu),
                            finished=time.time())
@@ -256,7 +256,7 @@ class UnitRunner:
 
     def _finish_group(self, pu: PlannedUnit, st: UnitState) -> Outcome:
         """A group run by the local transformer is done when its children are."""
-        attempt = _last_attempt(st) + 1
+        attempt = st.last_attempt() + 1
         record = JobRecord(attempt=attempt, state="completed", transformer=self.transformer.name,
                            signature=self.signature(pu), finished=time.time())
         _write_spec(st, pu.node)
@@ -319,33 +319,12 @@ def _token(name: str, attempt: int) -> str:
     return f"jsd-{hashlib.sha256(name.encode()).hexdigest()[:8]}-{attempt}-{secrets.token_hex(4)}"
 
 
-def _read(path: Path) -> JobRecord:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return JobRecord()
-    return JobRecord(**{k: v for k, v in data.items() if k in JobRecord.__dataclass_fields__})
-
-
-def _write(path: Path, record: JobRecord) -> None:
-    from dataclasses import asdict
-
-    from ..state import atomic_write
-
-    atomic_write(path, json.dumps(asdict(record), indent=1, sort_keys=True))
-
-
 def _write_spec(st: UnitState, node: Task | Group) -> None:
     from ..resolve import definition
     from ..state import atomic_write
 
     atomic_write(st.dir / "spec.json", json.dumps(definition(node), indent=2, sort_keys=True,
                                                   default=str))
-
-
-def _last_attempt(st: UnitState) -> int:
-    history = st.history()
-    return max((int(row["attempt"]) for row in history), default=0)
 
 
 def _exist(paths: tuple[Path, ...]) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..errors import PluginError, Problem
-from ..model import Group, Resource, ResourceRequest, Spec, Task, Unit
+from ..model import Resource, ResourceRequest, Spec, Task, Unit
 
 
 class JobState(StrEnum):
@@ -177,8 +177,3 @@ class SubmitError(PluginError):
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-def is_group(unit: Unit) -> bool:
-    """True for groups (kept here so transformer modules need not import the model)."""
-    return isinstance(unit, Group)
