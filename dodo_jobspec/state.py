@@ -5,21 +5,25 @@ Layout (default ``.jobspec-do/<spec file stem>/`` beside the spec)::
     lock                 held (flock) by the one run allowed at a time; holds its pid
     doit.sqlite3         doit's dependency database (committed per task)
     tasks/<name>/        one folder per task (groups under groups/<name>/)
-        spec.json        the resolved definition of the task
         status.csv       history: timestamp,attempt,state,info
-        job.json         the current attempt: number, token, job id, state, input signature
+        job.json         the current attempt: number, token, job id, state, input signature,
+                         and the resolved definition it ran
         stdout.N         output of attempt N (stderr.N likewise)
-        done.json        the completion record: doit's target, dependents' file_dep
+        done.json        the completion record: doit's target, dependents' file_dep; a hard
+                         link to the job.json of the last completed attempt
 
-Every file is written to a temporary name and renamed, so a kill -9 at any moment leaves either
-the old or the new content, never a torn file. status.csv is rewritten the same way.
+Every record is written to a temporary name and renamed, so a kill -9 at any moment leaves
+either the old or the new content, never a torn file; status.csv is only ever appended to.
+Each new file costs an inode, and on a busy disk creating one costs more than a trivial task's
+whole Python overhead: a task that runs leaves five (folder, status.csv, stdout, stderr,
+job.json; done.json shares job.json's).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
-import io
 import json
 import os
 import re
@@ -27,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from hashlib import sha256
 from pathlib import Path
@@ -44,18 +48,28 @@ def default_state_dir(spec_path: Path) -> Path:
     return spec_path.resolve().parent / ".jobspec-do" / spec_path.stem
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
+def atomic_write(path: Path | str, data: str | bytes) -> None:
     """Write ``data`` to ``path`` so a reader sees the old or the new content, never a mix.
 
     No fsync: the rename is atomic against a killed process (the page cache survives it), and
     a sync per record would cost more than the tasks of a large spec. A power cut may lose the
     last records; the engine's at-least-once design then re-runs those tasks.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as fh:
-        fh.write(data)
+    tmp = _tmp_name(path)
+    view = memoryview(data.encode() if isinstance(data, str) else data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
+
+
+def _tmp_name(path: Path | str) -> str:
+    """A hidden temporary name beside ``path``, unique to this process and thread."""
+    head, tail = os.path.split(os.fspath(path))
+    return os.path.join(head, f".{tail}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def folder_name(name: str) -> str:
@@ -100,15 +114,27 @@ class JobRecord:
     finished: float | None = None
     info: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    definition: dict[str, Any] = field(default_factory=dict)  # the resolved task it ran
 
 
-def read_record(path: Path, lenient: bool = False) -> JobRecord:
+_RECORD_FIELDS = tuple(JobRecord.__dataclass_fields__)
+
+
+def _csv_field(text: str) -> str:
+    """``text`` as the csv module's minimal quoting would write it."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def read_record(path: Path | str, lenient: bool = False) -> JobRecord:
     """A job record (job.json or a replica's job.N.json); empty if there is none.
 
     An unreadable record is a StateError naming the file, unless ``lenient``: the runner then
     treats it as absent and starts a new attempt."""
     try:
-        data = json.loads(path.read_text())
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read())
     except FileNotFoundError:
         return JobRecord()
     except (OSError, ValueError) as exc:
@@ -119,9 +145,35 @@ def read_record(path: Path, lenient: bool = False) -> JobRecord:
     return JobRecord(**{k: v for k, v in data.items() if k in JobRecord.__dataclass_fields__})
 
 
-def write_record(path: Path, record: JobRecord) -> None:
-    """Write a job record atomically."""
-    atomic_write(path, json.dumps(asdict(record), indent=1, sort_keys=True))
+def write_record(path: Path | str, record: JobRecord) -> None:
+    """Write a job record atomically.
+
+    Compact JSON: with ``indent`` the json module falls back to its pure-Python encoder, which
+    cost more per task than running a trivial task. `jobspec-do status --json` pretty-prints.
+    """
+    atomic_write(path, json.dumps({k: getattr(record, k) for k in _RECORD_FIELDS},
+                                  sort_keys=True, default=str))
+
+
+def link_replace(source: Path | str, dest: Path | str) -> None:
+    """Make ``dest`` a hard link to ``source``, atomically replacing whatever ``dest`` was.
+
+    A later rename over ``source`` gives it a new inode, so ``dest`` keeps this content. Where
+    hard links are refused (some network filesystems), the content is copied instead.
+    """
+    tmp = _tmp_name(dest)
+    try:
+        try:
+            os.link(source, tmp)
+        except FileExistsError:  # left by a killed process that had our pid and thread id
+            os.unlink(tmp)
+            os.link(source, tmp)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        atomic_write(dest, Path(source).read_bytes())
+        return
+    os.replace(tmp, dest)
 
 
 class UnitState:
@@ -137,6 +189,8 @@ class UnitState:
         # objects cost microseconds each; Paths are made on first use.
         self.dir_str = f"{root}/{kind}/{folder_name(unit.name)}"
         self.done_str = self.dir_str + "/done.json"
+        self.job_str = self.dir_str + "/job.json"
+        self.status_str = self.dir_str + "/status.csv"
         self._lock = threading.Lock()  # replicas of one task record from several threads
         self._made = False
 
@@ -150,34 +204,52 @@ class UnitState:
 
     @cached_property
     def job_file(self) -> Path:
-        return self.dir / "job.json"
+        return Path(self.job_str)
 
     @cached_property
     def status_file(self) -> Path:
-        return self.dir / "status.csv"
+        return Path(self.status_str)
 
     def ensure(self) -> None:
         if not self._made:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(self.dir_str)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                os.makedirs(self.dir_str, exist_ok=True)
             self._made = True
 
     def stdout(self, attempt: int, replica: int | None = None) -> Path:
         suffix = f".{replica}" if replica is not None else ""
-        return self.dir / f"stdout.{attempt}{suffix}"
+        return Path(f"{self.dir_str}/stdout.{attempt}{suffix}")
 
     def stderr(self, attempt: int, replica: int | None = None) -> Path:
         suffix = f".{replica}" if replica is not None else ""
-        return self.dir / f"stderr.{attempt}{suffix}"
+        return Path(f"{self.dir_str}/stderr.{attempt}{suffix}")
 
     def read_job(self) -> JobRecord:
-        return read_record(self.job_file)
+        return read_record(self.job_str)
 
     def write_job(self, record: JobRecord) -> None:
-        write_record(self.job_file, record)
+        write_record(self.job_str, record)
 
     def last_attempt(self) -> int:
-        """The highest attempt number in the history (0 if the unit never ran)."""
-        return max((int(row["attempt"]) for row in self.history()), default=0)
+        """The highest attempt number in the history (0 if the unit never ran).
+
+        Read as bytes, not through csv: the first two columns (time, attempt) never need
+        quoting, and every new attempt of every task asks this."""
+        try:
+            with open(self.status_str, "rb") as fh:
+                lines = fh.read().split(b"\n")
+        except FileNotFoundError:
+            return 0
+        best = 0
+        for line in lines[1:]:
+            parts = line.split(b",", 3)
+            if len(parts) > 3 and parts[1].isdigit():  # a line cut by a power loss is skipped
+                best = max(best, int(parts[1]))
+        return best
 
     def append_status(self, attempt: int, state: str, info: str = "",
                       job_id: str | None = None, exit_code: int | None = None) -> None:
@@ -188,16 +260,14 @@ class UnitState:
         temporary copy would cost two extra file operations per state change.
         """
         now = time.time()
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(
-            [f"{now:.3f}", attempt, state, info.replace("\n", " ")[:500]])
-        line = buf.getvalue().encode()
+        line = f"{now:.3f},{attempt},{state},{_csv_field(info.replace(chr(10), ' ')[:500])}\n"
+        data = line.encode()
         with self._lock:
-            fd = os.open(self.status_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.status_str, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 if os.fstat(fd).st_size == 0:
-                    line = b"timestamp,attempt,state,info\n" + line
-                os.write(fd, line)
+                    data = b"timestamp,attempt,state,info\n" + data
+                os.write(fd, data)
             finally:
                 os.close(fd)
         if self.listeners:
@@ -215,12 +285,11 @@ class UnitState:
             return []
         return [r for r in rows if r.get("state")]  # tolerate a last line cut by a power loss
 
-    def write_done(self, record: JobRecord) -> None:
-        """The completion record. Its content changes on every run, so dependents re-run."""
-        atomic_write(self.done, json.dumps({
-            "task": self.unit.name, "digest": self.unit.digest, "attempt": record.attempt,
-            "job_id": record.job_id, "finished": record.finished,
-            "signature": record.signature}, sort_keys=True))
+    def write_done(self) -> None:
+        """Mark the attempt in job.json as the completed one (it must say so by now).
+
+        Its content changes on every run (times, token), so dependents re-run."""
+        link_replace(self.job_file, self.done_str)
 
 
 class StateDir:

@@ -181,18 +181,18 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
 def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why: str = ""
             ) -> str | None:
     """Record the intent, submit (after ``after`` job ids), record the id."""
-    from ..tasks.unit import _token, _write_spec
+    from ..resolve import definition
+    from ..tasks.unit import _token
 
     old = st.read_job()
     attempt = max(old.attempt, st.last_attempt()) + 1
     record = JobRecord(attempt=attempt, token=_token(pu.node.name, attempt), state="submitting",
                        transformer=runner.transformer.name, signature=runner.signature(pu),
-                       digest=pu.node.digest, started=time.time())
+                       digest=pu.node.digest, started=time.time(),
+                       definition=definition(pu.node))
     st.ensure()
     write_record(st.job_file, record)
     st.append_status(attempt, "submitting", runner.transformer.name)
-    if old.digest != pu.node.digest:
-        _write_spec(st, pu.node)
     ctx = runner._context(pu, st, attempt, record.token, None, after)
     try:
         record.job_id = runner.transformer.submit(pu.node, ctx)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ..model import Group, Spec, Task
 from ..plan import PlannedUnit
-from ..state import JobRecord, StateDir, UnitState, read_record, write_record
+from ..resolve import definition
+from ..state import JobRecord, StateDir, UnitState, atomic_write, read_record, write_record
 from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 from .gate import SlotGate
 
@@ -99,7 +100,7 @@ class UnitRunner:
         if isinstance(pu.node, Group) and not pu.whole_group:
             return self._finish_group(pu, st)
         sig = self.signature(pu)
-        record_file = st.job_file if replica is None else st.dir / f"job.{replica}.json"
+        record_file = st.job_str if replica is None else f"{st.dir_str}/job.{replica}.json"
         record = read_record(record_file, lenient=True)
         if record.state == "completed" and record.signature == sig and _exist(pu.outputs) \
                 and pu.node.name not in self.options.force:
@@ -143,7 +144,7 @@ class UnitRunner:
         return job_id
 
     # -- running -----------------------------------------------------------------------------
-    def _attempt(self, pu: PlannedUnit, st: UnitState, record_file: Path, old: JobRecord,
+    def _attempt(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, old: JobRecord,
                  sig: str, replica: int | None, attach: str | None) -> Outcome:
         node = pu.node
         if attach is not None:
@@ -157,12 +158,11 @@ class UnitRunner:
                 st.last_attempt() + 1)
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
                                state="submitting", transformer=self.transformer.name,
-                               signature=sig, digest=node.digest, started=time.time())
+                               signature=sig, digest=node.digest, started=time.time(),
+                               definition=definition(node))
             if self.transformer.polled:  # a local process has no queue to be lost in
                 write_record(record_file, record)
                 st.append_status(attempt, "submitting", self.transformer.name)
-            if (replica is None or replica == 0) and old.digest != node.digest:
-                _write_spec(st, node)
         ctx = self._context(pu, st, record.attempt, record.token, replica)
         if self.gate is None:
             return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica)
@@ -171,7 +171,7 @@ class UnitRunner:
         with self.gate.hold(self.gate.capacity if big else 1):
             return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica)
 
-    def _submit_and_wait(self, pu: PlannedUnit, st: UnitState, record_file: Path,
+    def _submit_and_wait(self, pu: PlannedUnit, st: UnitState, record_file: Path | str,
                          record: JobRecord, ctx: UnitContext, attach: str | None,
                          replica: int | None) -> Outcome:
         node = pu.node
@@ -201,7 +201,7 @@ class UnitRunner:
             status = JobStatus(JobState.CANCELED, status.exit_code, "interrupted")
         return self._record(pu, st, record_file, record, status, replica)
 
-    def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path, record: JobRecord,
+    def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, record: JobRecord,
                 status: JobStatus, replica: int | None) -> Outcome:
         missing = [str(p) for p in pu.outputs if not p.exists()]
         if status.state == JobState.COMPLETED and missing and (replica is None):
@@ -226,10 +226,8 @@ class UnitRunner:
     def _done(self, pu: PlannedUnit, st: UnitState, record: JobRecord, replica: int | None
               ) -> None:
         if replica is None:
-            st.write_done(record)
+            st.write_done()
         else:
-            from ..state import atomic_write
-
             atomic_write(st.dir / f"done.r{replica}.json", json.dumps(
                 {"replica": replica, "attempt": record.attempt, "finished": record.finished}))
 
@@ -244,25 +242,26 @@ class UnitRunner:
         attempt = st.last_attempt()
         record = JobRecord(attempt=attempt, state="completed" if not missing else "failed",
                            transformer=self.transformer.name, signature=self.signature(pu),
-                           finished=time.time())
+                           digest=pu.node.digest, finished=time.time(),
+                           definition=definition(pu.node))
         if missing:
             msg = "replicas finished but did not make: " + ", ".join(missing)
             st.append_status(attempt, "failed", msg)
             return Outcome(False, msg)
         st.write_job(record)
         st.append_status(attempt, "completed", f"all {pu.node.replicas} replicas")  # type: ignore[union-attr]
-        st.write_done(record)
+        st.write_done()
         return Outcome(True)
 
     def _finish_group(self, pu: PlannedUnit, st: UnitState) -> Outcome:
         """A group run by the local transformer is done when its children are."""
         attempt = st.last_attempt() + 1
         record = JobRecord(attempt=attempt, state="completed", transformer=self.transformer.name,
-                           signature=self.signature(pu), finished=time.time())
-        _write_spec(st, pu.node)
+                           signature=self.signature(pu), digest=pu.node.digest,
+                           finished=time.time(), definition=definition(pu.node))
         st.write_job(record)
         st.append_status(attempt, "completed", "all children completed")
-        st.write_done(record)
+        st.write_done()
         return Outcome(True)
 
     def _record_children(self, pu: PlannedUnit, record: JobRecord) -> None:
@@ -317,14 +316,6 @@ class UnitRunner:
 
 def _token(name: str, attempt: int) -> str:
     return f"jsd-{hashlib.sha256(name.encode()).hexdigest()[:8]}-{attempt}-{secrets.token_hex(4)}"
-
-
-def _write_spec(st: UnitState, node: Task | Group) -> None:
-    from ..resolve import definition
-    from ..state import atomic_write
-
-    atomic_write(st.dir / "spec.json", json.dumps(definition(node), indent=2, sort_keys=True,
-                                                  default=str))
 
 
 def _exist(paths: tuple[Path, ...]) -> bool:

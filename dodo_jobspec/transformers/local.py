@@ -45,6 +45,7 @@ class LocalTransformer(Transformer):
         self._durations: dict[str, float | None] = {}
         self._dog: _Watchdog | None = None
         self._lock = threading.Lock()
+        self._env: dict[bytes, bytes] | None = None
 
     def argv(self, task: Task) -> list[str]:
         """The argv that runs ``task`` (a string command goes through /bin/sh -c)."""
@@ -73,11 +74,13 @@ class LocalTransformer(Transformer):
             raise SubmitError(f"the local transformer runs group '{unit.name}' as its children")
         if not ctx.cwd.is_dir():
             raise SubmitError(f"task '{unit.name}': cwd {ctx.cwd} does not exist")
-        env = {**os.environ, **unit.attributes.environment, **_replica_env(ctx)}
+        env = self._base_env().copy()
+        for key, value in (*unit.attributes.environment.items(), *_replica_env(ctx).items()):
+            env[os.fsencode(key)] = os.fsencode(value)
         try:
             with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
                 proc = subprocess.Popen(self.argv(unit), cwd=ctx.cwd, env=env, stdout=out,
-                                        stderr=err, stdin=subprocess.DEVNULL,
+                                        stderr=err, stdin=_devnull(),
                                         start_new_session=True)
         except OSError as exc:
             raise SubmitError(f"task '{unit.name}': cannot start "
@@ -112,6 +115,13 @@ class LocalTransformer(Transformer):
         if code < 0:
             return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
         return JobStatus(JobState.FAILED, code)
+
+    def _base_env(self) -> dict[bytes, bytes]:
+        """This process's environment, encoded once per run rather than once per task."""
+        with self._lock:
+            if self._env is None:
+                self._env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+            return self._env
 
     def _watchdog(self) -> _Watchdog:
         with self._lock:
@@ -188,17 +198,34 @@ class _Watchdog:
             self.proc.stdin.flush()
 
 
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor for every task's stdin (Popen would open and close one each)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
 def _replica_env(ctx: UnitContext) -> dict[str, str]:
     return {"JOBSPEC_REPLICA": str(ctx.replica), "JOBSPEC_ATTEMPT": str(ctx.attempt)}
 
 
 def _start_time(pid: int) -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
         return "0"
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return "0"
+    finally:
+        os.close(fd)
     # Field 22 (starttime) follows the parenthesised command name, which may contain spaces.
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(b")", 1)[1].split()
+    return fields[19].decode() if len(fields) > 19 else "0"
 
 
 def _alive(job_id: str) -> bool:

@@ -142,3 +142,35 @@ def test_backend_commits_each_success_when_deps_key_is_written(tmp_path: Path) -
     rows = sqlite3.connect(db).execute("select task_id, task_data from doit").fetchall()
     assert [r[0] for r in rows] == ["t"]
     assert "deps:" in json.loads(rows[0][1])
+
+
+def test_backend_commits_at_most_an_interval_late(tmp_path: Path, monkeypatch) -> None:
+    """Rows are committed in batches: a success waits at most COMMIT_INTERVAL, and the
+    rows of a batch are all there after the next commit or the final dump."""
+    import sqlite3
+
+    from doit.dependency import Dependency, JSONCodec, MD5Checker
+    from doit.task import Task
+
+    from dodo_jobspec.engine import backend
+
+    clock = [100.0]
+    monkeypatch.setattr(backend.time, "monotonic", lambda: clock[0])
+    db = tmp_path / "db.sqlite3"
+    dep = Dependency(backend.IncrementalSqliteDB, str(db), checker_cls=MD5Checker,
+                     codec_cls=JSONCodec)
+
+    def committed() -> list[str]:
+        return sorted(r[0] for r in sqlite3.connect(db).execute("select task_id from doit"))
+
+    dep.save_success(Task("a", actions=[]))
+    assert committed() == ["a"]  # the first success after a quiet spell: at once
+    clock[0] += backend.COMMIT_INTERVAL / 10
+    dep.save_success(Task("b", actions=[]))
+    assert committed() == ["a"]  # within the interval: batched
+    clock[0] += backend.COMMIT_INTERVAL
+    dep.save_success(Task("c", actions=[]))
+    assert committed() == ["a", "b", "c"]
+    dep.save_success(Task("d", actions=[]))
+    dep.close()
+    assert committed() == ["a", "b", "c", "d"]
