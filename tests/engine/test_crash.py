@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dodo_jobspec import noop
 from tests.helpers import counts, jobspec_do, write
 
 
@@ -174,3 +175,23 @@ def test_backend_commits_at_most_an_interval_late(tmp_path: Path, monkeypatch) -
     dep.save_success(Task("d", actions=[]))
     dep.close()
     assert committed() == ["a", "b", "c", "d"]
+
+
+def test_completions_doit_never_recorded_are_adopted_not_rerun(tmp_path: Path) -> None:
+    """doit rows are committed in batches, so a kill can lose the newest ones. The tasks
+    behind them must be adopted from their job records, not run again; and a changed task
+    must still run."""
+    spec = write(tmp_path, _spec(6))
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    state = tmp_path / ".jobspec-do" / "spec"
+    for name in os.listdir(state):
+        if name.startswith("doit.sqlite3"):
+            os.unlink(state / name)  # every doit row lost at once: the worst case
+    noop.forget(state)  # and no no-op shortcut: doit itself must decide
+    r = jobspec_do(spec, "-v", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert counts(tmp_path) == {f"t{i}": 1 for i in range(6)}
+    assert r.stderr.count("adopted") == 6
+    spec.write_text(spec.read_text().replace("echo x >> count.t5", "echo y >> count.t5"))
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path)["t5"] == 2 and counts(tmp_path)["t4"] == 1
