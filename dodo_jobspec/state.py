@@ -198,15 +198,16 @@ class UnitState:
     def dir(self) -> Path:
         return Path(self.dir_str)
 
-    @cached_property
+    # Not cached: a 100,000-task run would keep 300,000 Path objects for these alone.
+    @property
     def done(self) -> Path:
         return Path(self.done_str)
 
-    @cached_property
+    @property
     def job_file(self) -> Path:
         return Path(self.job_str)
 
-    @cached_property
+    @property
     def status_file(self) -> Path:
         return Path(self.status_str)
 
@@ -289,7 +290,7 @@ class UnitState:
         """Mark the attempt in job.json as the completed one (it must say so by now).
 
         Its content changes on every run (times, token), so dependents re-run."""
-        link_replace(self.job_file, self.done_str)
+        link_replace(self.job_str, self.done_str)
 
 
 class StateDir:

@@ -32,6 +32,9 @@ _TASK_VALUES = inspect.Signature([
     inspect.Parameter("values", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
 
+_NO_CAPTURE = {"capture": False}  # shared: doit copies it into each task's IOConfig
+
+
 class _ConfigChanged(config_changed):  # type: ignore[misc]
     """doit's config_changed, with its call signature precomputed."""
 
@@ -63,7 +66,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                     "file_dep": [*deps, *steps.sources(pu, i)],
                     "targets": [str(target)],
                     "uptodate": [_ConfigChanged(steps.fingerprint(pu, i))],
-                    "io": {"capture": False},
+                    "io": _NO_CAPTURE,
                     "meta": {"unit": node.name, "kind": step.name},
                 })
                 # What a step moves is also what the task reads: list it, so the task re-runs
@@ -79,7 +82,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                     "name": f"{node.key}:r{r}",
                     "actions": [_action(lambda pu=pu, r=r: runner.run_replica(pu, r))],
                     "file_dep": deps, "targets": [str(target)],
-                    "uptodate": [_ConfigChanged(identity)], "io": {"capture": False},
+                    "uptodate": [_ConfigChanged(identity)], "io": _NO_CAPTURE,
                     "meta": {"unit": node.name, "replica": r},
                 })
             deps = replica_done
@@ -92,10 +95,13 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
             "file_dep": deps,
             "targets": [st.done_str, *(str(p) for p in pu.outputs)],
             "uptodate": [_ConfigChanged(identity)],
-            "io": {"capture": False},
+            "io": _NO_CAPTURE,
             "meta": {"unit": node.name},
         })
     return dicts
+
+
+DEPLIST_MIN = 32  # below this many inputs the quadratic check costs nothing
 
 
 class DepList(list):  # type: ignore[type-arg]
@@ -171,6 +177,8 @@ class Loader(TaskLoader2):  # type: ignore[misc]
 
     def load_tasks(self, cmd: Any, pos_args: list[str]) -> list[Any]:
         tasks = [dict_to_task(d) for d in self.dicts]
+        self.dicts = []  # doit copied what it needs; a run's dicts are not needed again
         for task in tasks:
-            task.task_dep = DepList(task.task_dep)
+            if len(task.file_dep) > DEPLIST_MIN:  # a set per task costs memory at 100k tasks
+                task.task_dep = DepList(task.task_dep)
         return tasks

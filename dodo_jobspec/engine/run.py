@@ -173,8 +173,10 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     argv = ["run", "-n", str(max(1, jobs)), "-P", "thread"]
     if req.keep_going:
         argv.append("--continue")
+    files = [f for d in dicts for f in (*d.get("file_dep", ()), *d.get("targets", ()))]
     main = DoitMain(Loader(dicts, {}), config_filenames=(),
                     extra_config=extra_config(state, reporter))
+    del dicts  # the Loader lets go of them once doit has its tasks: memory at 100k tasks
     DoitMain.BIN_NAME = "jobspec-do"
     interrupted = False
     previous = _sigterm_as_interrupt()
@@ -189,7 +191,6 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
         poller.stop()
     ok = rc == 0 and not console.failures
     if ok and not interrupted:
-        files = [f for d in dicts for f in (*d.get("file_dep", ()), *d.get("targets", ()))]
         noop.record(state.root, _noop_key(req, prep), len(prep.plan), [str(f) for f in files])
     console.summary(ok, interrupted)
     if interrupted:

@@ -302,7 +302,8 @@ class UnitRunner:
         h = hashlib.sha256(f"{pu.node.digest}|{self.transformer.name}".encode())
         for dep in pu.deps:
             try:
-                h.update(self.state.unit(dep).done.read_bytes())
+                with open(self.state.unit(dep).done_str, "rb") as fh:
+                    h.update(fh.read())
             except FileNotFoundError:
                 h.update(b"-")
         for path in [*pu.inputs, *self.step_files(pu)]:

@@ -34,3 +34,16 @@ def test_deplist_membership_follows_every_mutation() -> None:
     assert not any(x in deps for x in ("a", "b", "d", "e"))
     deps.clear()
     assert "f" not in deps and list(deps) == []
+
+
+def test_loader_gives_only_wide_fan_ins_a_deplist() -> None:
+    """The quadratic check only bites tasks with many inputs; the rest keep doit's plain
+    list (a set per task would cost memory at 100,000 tasks)."""
+    from dodo_jobspec.engine.loader import DEPLIST_MIN, Loader
+
+    wide = {"name": "wide", "actions": [],
+            "file_dep": [f"/t/{i}" for i in range(DEPLIST_MIN + 1)]}
+    narrow = {"name": "narrow", "actions": [], "file_dep": ["/t/0"]}
+    tasks = {t.name: t for t in Loader([wide, narrow], {}).load_tasks(None, [])}
+    assert isinstance(tasks["wide"].task_dep, DepList)
+    assert type(tasks["narrow"].task_dep) is list
