@@ -78,7 +78,8 @@ def test_status_lines_read_back_with_csv_and_give_the_last_attempt(tmp_path: Pat
     st.append_status(1, "failed", 'exit 1, said "no"\nand more')
     st.append_status(2, "running", "pid 7")
     st.append_status(10, "completed")
-    rows = list(csv.DictReader(open(st.status_file, newline="")))
+    with open(st.status_file, newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert [(r["attempt"], r["state"], r["info"]) for r in rows] == [
         ("1", "failed", 'exit 1, said "no" and more'), ("2", "running", "pid 7"),
         ("10", "completed", "")]
