@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_OK
+from .source import paused_gc
 
 
 def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentParser], None]
@@ -128,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         units = _noop(args)
         if units is not None:
             return EXIT_OK
+    if args.dry_run:
+        return _dry_run(args)
     from .engine.run import run
 
     return run(_request(args))
@@ -151,12 +154,37 @@ def _noop(args: argparse.Namespace) -> int | None:
     return units
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    """`run --dry-run`: what `run` does with it (engine/run.py), with the no-op key `run`
+    would check (not with --force, which `run` never answers from the manifest).
+
+    `plan` and `--dry-run` build a large graph of objects that all live until they print:
+    automatic garbage collections would walk it again and again for nothing."""
+    from .engine.run import prepare
+    from .engine.why import print_dry_run
+
+    with paused_gc():
+        req = _request(args)
+        prep = prepare(req)
+        return print_dry_run(prep, noop_key=None if req.force else _noop_key(req, prep))
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """`jobspec-do plan SPEC`"""
     from .engine.run import prepare
     from .engine.why import print_plan
 
-    return print_plan(prepare(_request(args)), as_json=args.json)
+    with paused_gc():
+        req = _request(args)
+        prep = prepare(req)
+        return print_plan(prep, as_json=args.json, noop_key=_noop_key(req, prep))
+
+
+def _noop_key(req: Any, prep: Any) -> tuple[object, ...]:
+    """The key `run` records its no-op manifest under (engine/run.py's ``_noop_key``)."""
+    from . import config, noop
+
+    return noop.key(req.spec, prep.transformer.name, config.find(req.spec, req.config))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -7,13 +7,38 @@ no later stage re-interprets the YAML.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+_T = TypeVar("_T")
+
+
+class _once(Generic[_T]):  # lower case: used like functools.cached_property
+    """Like functools.cached_property (the value lands in the instance's ``__dict__``, so the
+    next read is a plain attribute), without its lock: the values here are pure functions of
+    a finished node, and computing one twice in two threads gives the same string."""
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _once[_T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _once[_T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 def _empty() -> Mapping[str, Any]:
@@ -159,16 +184,25 @@ class Node:
     parent: Group | None = field(default=None, compare=False)
     depends_on: tuple[Node, ...] = field(default=(), compare=False)
     after: tuple[Node, ...] = field(default=(), compare=False)  # depends_on + sibling order
-    digest: str = ""  # content hash of the resolved definition
 
     @property
     def is_group(self) -> bool:
         return isinstance(self, Group)
 
-    @property
+    @_once
     def key(self) -> str:
         """Unique id: a group and a task may share a name (the spec's own examples do)."""
         return f"{'group' if isinstance(self, Group) else 'task'}/{self.name}"
+
+    @_once
+    def digest(self) -> str:
+        """Content hash of the resolved definition (what a run compares to its records).
+
+        Computed when first read, once the resolver has finished the node: `validate`,
+        `graph` and a `plan` answered without doit never need it."""
+        blob = json.dumps(definition(self), sort_keys=True, separators=(",", ":"),  # type: ignore[arg-type]
+                          default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def ancestors(self) -> Iterator[Group]:
         """Enclosing groups, nearest first."""
@@ -232,7 +266,12 @@ class Spec:
     path: Path
     top: tuple[Unit, ...]  # top-level tasks and groups, in run order
     nodes: Mapping[str, Unit]  # every task and group by key, dependencies first
-    digest: str
+
+    @_once
+    def digest(self) -> str:
+        """The hash of every node's digest, in order."""
+        return hashlib.sha256("".join(n.digest for n in self.nodes.values()).encode()
+                              ).hexdigest()
 
     @property
     def tasks(self) -> list[Task]:
@@ -247,3 +286,25 @@ class Spec:
         if name in self.nodes:
             return [self.nodes[name]]
         return [n for k in (f"task/{name}", f"group/{name}") if (n := self.nodes.get(k))]
+
+
+def definition(node: Unit) -> dict[str, Any]:
+    """The resolved definition of a node as plain data (what its digest covers)."""
+    d: dict[str, Any] = {
+        "kind": "group" if isinstance(node, Group) else "task",
+        "name": node.name,
+        "resources": [{"name": r.name, "tree": r.tree.to_dict()} for r in node.resources],
+        "attributes": node.attributes.to_dict(),
+        "requires": node.requires.to_dict(),
+        "depends_on": sorted(n.name for n in node.depends_on),
+        "parent": node.parent.name if node.parent else None,
+    }
+    if isinstance(node, Task):
+        d.update(command=node.command if isinstance(node.command, str | None)
+                 else list(node.command), local=node.local, replicas=node.replicas,
+                 steps=[[s.name, s.path, s.content, s.executable] for s in node.steps],
+                 inputs=list(node.inputs),
+                 outputs=list(node.outputs))
+    else:
+        d["children"] = [c.digest for c in node.children]
+    return d

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import Problem, SpecError
 from .model import Group, Spec, Task, Unit
+from .source import paused_gc
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -36,28 +37,41 @@ class PlannedUnit:
 
 def build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
     """The units to run, dependencies first; SpecError if an input can never exist."""
+    with paused_gc():  # one PlannedUnit and a few Paths per unit, all kept
+        return _build(spec, submits_groups)
+
+
+def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
     spec_dir = spec.path.resolve().parent
     if submits_groups:
         units = [n for n in spec.nodes.values() if n.parent is None]
-        deps = {n.key: _top_level_deps(n) for n in units}
+        deps_of = _top_level_deps
     else:
         units = list(spec.nodes.values())
-        deps = {n.key: _local_deps(n) for n in units}
-    made: set[Path] = set()
-    planned = []
+        deps_of = _local_deps
+    # This runs for every unit of a large spec (`plan` and every run): one Path per output,
+    # made as cwd / output (parsing only the output), and one PlannedUnit per unit.
+    cwds: dict[str | None, Path] = {}
+    staged = []
+    reads = False
     for node in units:
-        cwd = _cwd(node, spec_dir)
+        cwd = cwds.get(node.attributes.cwd)
+        if cwd is None:
+            cwd = cwds[node.attributes.cwd] = _cwd(node, spec_dir)
         # A locally-run group is only the sum of its children: their outputs are theirs.
-        owns = isinstance(node, Task) or submits_groups
-        outputs = tuple(_resolve(cwd, o) for o in _outputs(node)) if owns else ()
-        made.update(outputs)
-        planned.append(PlannedUnit(node, deps[node.key], cwd, (), outputs,
-                                   submits_groups and isinstance(node, Group)))
+        owns = submits_groups or isinstance(node, Task)
+        outputs = tuple([cwd / o for o in _outputs(node)]) if owns else ()
+        has_inputs = _has_inputs(node)
+        reads = reads or has_inputs
+        staged.append((node, cwd, outputs, has_inputs))
+    # What some unit makes: an input no unit makes must exist already.
+    made = {p for _, _, outputs, _ in staged for p in outputs} if reads else set()
     problems: list[Problem] = []
     result = []
-    for pu in planned:
-        inputs = _inputs(pu.node, pu.cwd, made, problems, spec, set(pu.outputs))
-        result.append(PlannedUnit(pu.node, pu.deps, pu.cwd, inputs, pu.outputs, pu.whole_group))
+    for node, cwd, outputs, has_inputs in staged:
+        inputs = _inputs(node, cwd, made, problems, spec, outputs) if has_inputs else ()
+        result.append(PlannedUnit(node, deps_of(node), cwd, inputs, outputs,
+                                  submits_groups and isinstance(node, Group)))
     if problems:
         raise SpecError(problems)
     return result
@@ -69,8 +83,14 @@ def _cwd(node: Unit, spec_dir: Path) -> Path:
 
 
 def _resolve(cwd: Path, path: str) -> Path:
-    # os.path, then one Path: this runs for every input and output of a large spec.
+    # os.path, then one Path: this runs for every input of a large spec.
     return Path(path if path.startswith("/") else os.path.join(cwd, path))
+
+
+def _has_inputs(node: Unit) -> bool:
+    if isinstance(node, Task):
+        return bool(node.inputs)
+    return any(isinstance(c, Task) and c.inputs for c in node.walk())
 
 
 def _outputs(node: Unit) -> tuple[str, ...]:
@@ -80,7 +100,7 @@ def _outputs(node: Unit) -> tuple[str, ...]:
 
 
 def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spec: Spec,
-            own: set[Path]) -> tuple[Path, ...]:
+            outputs: tuple[Path, ...]) -> tuple[Path, ...]:
     tasks = [node] if isinstance(node, Task) else [
         c for c in node.walk() if isinstance(c, Task)]
     out: list[Path] = []
@@ -96,11 +116,14 @@ def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spe
                     f"input '{pattern}' of task '{task.name}' does not exist and no task makes "
                     "it", (task.spec_path, "inputs"), "create the file, fix the path, or list "
                     "it under `outputs:` of the task that makes it", str(spec.path)))
+    own = set(outputs)
     return tuple(dict.fromkeys(p for p in out if p not in own))
 
 
 def _local_deps(node: Unit) -> tuple[Unit, ...]:
     """A task waits for its `after` set and for what its enclosing groups wait for."""
+    if node.parent is None and isinstance(node, Task):  # the common case, without detours
+        return tuple(dict.fromkeys(node.after))  # type: ignore[arg-type]
     deps: list[Unit] = list(node.after)  # type: ignore[arg-type]
     for group in node.ancestors():
         deps.extend(d for d in group.after if not _inside(d, node))  # type: ignore[misc]

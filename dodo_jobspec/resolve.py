@@ -7,8 +7,6 @@ reports them all.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +14,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import legacy
 from .errors import Problem, SpecError, format_path, suggest
 from .model import (
     EMPTY,
@@ -31,8 +28,9 @@ from .model import (
     Task,
     Unit,
 )
+from .model import definition as definition  # re-exported: the records' spec.json
 from .resources import parse_resource, request, sum_requests
-from .source import Document, read_document
+from .source import Document, paused_gc, read_document
 from .validate import schema_problems
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -55,7 +53,8 @@ def load(path: str | Path, *, default_resources: Resource | None = None,
          strict: bool = False, digests: bool = True) -> Spec:
     """Read, validate and resolve a spec file; raise SpecError listing every problem.
 
-    ``digests=False`` skips the per-node content hashes (only a run needs them)."""
+    ``digests`` is accepted for older callers: every node's content hash is now computed
+    when first read (only a run reads them)."""
     return resolve(read_document(path), default_resources=default_resources, strict=strict,
                    digests=digests)
 
@@ -65,13 +64,25 @@ def resolve(doc: Document, *, default_resources: Resource | None = None,
     """Validate ``doc`` against the schema, then resolve it into a Spec.
 
     A jobspec 0.0.x document is first translated into an equivalent version-1 one.
+    ``digests`` is accepted for older callers (node digests are computed when first read).
     """
-    if legacy.is_legacy(doc.data):
-        doc = legacy.translate(doc)  # SpecError, located in the 0.0.x file, if it cannot be
+    with paused_gc():  # a large spec is a large graph of objects that all stay alive
+        return _resolve(doc, default_resources, strict)
+
+
+def _resolve(doc: Document, default_resources: Resource | None, strict: bool) -> Spec:
+    data = doc.data
+    # legacy.is_legacy needs a `task:` key and no `tasks:`; its module (and the stagers it
+    # uses) is imported only for such a document.
+    if isinstance(data, dict) and "task" in data and "tasks" not in data:
+        from . import legacy
+
+        if legacy.is_legacy(data):
+            doc = legacy.translate(doc)  # SpecError, located in the 0.0.x file, if it cannot be
     problems = _foreign_format(doc) or schema_problems(doc, strict)
     if problems and problems[0].message.startswith("this is "):
         raise SpecError(problems)
-    resolver = _Resolver(doc, default_resources, digests)
+    resolver = _Resolver(doc, default_resources)
     spec = None
     try:
         spec = resolver.run()
@@ -107,9 +118,8 @@ class _Raw:
 
 
 class _Resolver:
-    def __init__(self, doc: Document, default: Resource | None, digests: bool = True) -> None:
+    def __init__(self, doc: Document, default: Resource | None) -> None:
         self.doc = doc
-        self.digests = digests
         self.data: dict[str, Any] = doc.data
         self.default = request("default", default) if default is not None else None
         self.problems: list[Problem] = []
@@ -121,6 +131,7 @@ class _Resolver:
         self.names: dict[str, tuple[str | int, ...]] = {}
         self.raws: list[_Raw] = []
         self.building: list[str] = []
+        self.plain_attributes: dict[int, tuple[_Inherited, Attributes]] = {}
 
     def err(self, message: str, path: tuple[str | int, ...] | list[str | int],
             hint: str | None = None, *, at_key: bool = False) -> None:
@@ -152,11 +163,9 @@ class _Resolver:
         order = self._order(top)
         if order is None:
             return None
-        for node in order if self.digests else ():
-            object.__setattr__(node, "digest", _digest(node))
+        # Node digests are computed when first read (model.Node.digest), not here.
         name = self.data.get("name") or self.doc.path.stem
-        digest = hashlib.sha256("".join(n.digest for n in order).encode()).hexdigest()
-        return Spec(str(name), self.doc.path, tuple(top), {n.key: n for n in order}, digest)
+        return Spec(str(name), self.doc.path, tuple(top), {n.key: n for n in order})
 
     def _collect_groups(self, groups: list[Any], path: tuple[str | int, ...],
                         parent: str | None) -> None:
@@ -227,6 +236,7 @@ class _Resolver:
     def _children(self, tasks: list[Any], path: tuple[str | int, ...], inh: _Inherited,
                   parent: str | None) -> list[Unit]:
         out: list[Unit] = []
+        prefix = f"{parent}-" if parent else ""
         for i, t in enumerate(tasks):
             tpath = (*path, i)
             if "group" in t:
@@ -241,35 +251,48 @@ class _Resolver:
                 node = self._group(ref, raw, inh, t)
                 out.append(node)
             else:
-                prefix = f"{parent}-" if parent else ""
                 name = str(t["name"]) if "name" in t else self._default_name(prefix, i)
                 out.append(self._task(name, t, tpath, inh))
         return out
 
     def _task(self, name: str, t: dict[str, Any], path: tuple[str | int, ...],
               inh: _Inherited) -> Task:
-        own = self._resources(t.get("resources"), (*path, "resources"))
+        # This runs once per task: the common case (no resources, attributes, steps of its
+        # own) takes no detour; Attributes inherited unchanged are shared, not rebuilt.
+        get = t.get
+        value = get("resources")
+        own = self._resources(value, (*path, "resources")) if value is not None else ()
         res = own or inh.resources
         if not res and inh.depth == 0:
             res = self._missing_resources("task", name, path)
-        command = t.get("command")
-        if command is None and not t.get("steps"):
+        command = get("command")
+        steps_data = get("steps")
+        if command is None and not steps_data:
             self.err(f"task '{name}' has no command", path,
                      "add `command: [program, arg, ...]` (or a string run by /bin/sh -c)")
         if isinstance(command, list):
             command = tuple(_env_str(c) for c in command)
-        attrs = self._attrs(inh.attrs_raw, t.get("attributes"), own, path)
+        value = get("attributes")
+        if value is None and not own:
+            attributes = self._inherited_attributes(inh)
+        else:
+            attributes = _attributes(self._attrs(inh.attrs_raw, value, own, path))
+        steps: tuple[Step, ...] = ()
+        if steps_data:
+            steps = tuple(Step(s["name"], s.get("path", ""), format_path((*path, "steps", j)),
+                               s.get("content"), bool(s.get("executable", False)))
+                          for j, s in enumerate(steps_data))
+        inputs, outputs = get("inputs"), get("outputs")
         task = Task(
             name=name, spec_path=format_path(path), resources=res,
-            attributes=_attributes(attrs), requires=self._requires(inh.requires, t, path),
-            command=command, local=bool(t.get("local", False)),
-            replicas=int(t.get("replicas", 1)),
-            steps=tuple(Step(s["name"], s.get("path", ""), format_path((*path, "steps", j)),
-                             s.get("content"), bool(s.get("executable", False)))
-                        for j, s in enumerate(t.get("steps") or [])),
-            inputs=tuple(t.get("inputs") or ()), outputs=tuple(t.get("outputs") or ()),
+            attributes=attributes,
+            requires=inh.requires if "requires" not in t else self._requires(inh.requires, t,
+                                                                             path),
+            command=command, local=bool(get("local", False)),
+            replicas=int(get("replicas", 1)), steps=steps,
+            inputs=tuple(inputs) if inputs else (), outputs=tuple(outputs) if outputs else (),
         )
-        for j, s in enumerate(task.steps):
+        for j, s in enumerate(steps):
             if not s.path:
                 self.err(f"a {s.name} step needs a path", (*path, "steps", j),
                          f"write `- name: {s.name}` with `path: <file or directory>`")
@@ -277,9 +300,16 @@ class _Resolver:
                                         or ".." in Path(s.path).parts):
                 self.err("a write step needs `content` and a relative path inside the staging "
                          "directory", (*path, "steps", j), "write e.g. `path: job.sh`")
-        self.raws.append(_Raw(t, path, task, list(t.get("depends_on") or ()),
-                              (*path, "depends_on")))
+        deps = get("depends_on")
+        self.raws.append(_Raw(t, path, task, list(deps) if deps else [], (*path, "depends_on")))
         return task
+
+    def _inherited_attributes(self, inh: _Inherited) -> Attributes:
+        """``_attributes`` of what ``inh`` passes down, built once per enclosing level."""
+        hit = self.plain_attributes.get(id(inh))
+        if hit is None:  # the entry keeps ``inh`` alive, so its id is not reused meanwhile
+            hit = self.plain_attributes[id(inh)] = (inh, _attributes(dict(inh.attrs_raw)))
+        return hit[1]
 
     def _group(self, name: str, raw: _Raw, inh: _Inherited, ref: dict[str, Any] | None
                ) -> Group:
@@ -417,24 +447,31 @@ class _Resolver:
             assert node is not None
             deps: list[Node] = []
             seen: set[int] = set()
+            nested = node.parent is not None
             for j, dep in enumerate(raw.deps):
-                dpath = (*raw.deps_path, j)
                 found = by_name.get(dep, [])
+                if len(found) == 1 and not nested and found[0] is not node:
+                    if id(found[0]) not in seen:  # the common case: one top-level target
+                        seen.add(id(found[0]))
+                        deps.append(found[0])
+                    continue
                 if len(found) > 1:  # a task and a group share the name: prefer a sibling
                     found = [n for n in found if n.parent is node.parent] or found
                 target = found[0] if len(found) == 1 else None
                 if len(found) > 1:
-                    self.err(f"'{dep}' names both a task and a group", dpath,
+                    self.err(f"'{dep}' names both a task and a group", (*raw.deps_path, j),
                              "rename one of them so depends_on is unambiguous")
                 elif target is None:
                     near = suggest(dep, by_name)
-                    self.err(f"unknown task or group '{dep}' in depends_on", dpath,
+                    self.err(f"unknown task or group '{dep}' in depends_on", (*raw.deps_path, j),
                              f"did you mean '{near}'?" if near else _known(by_name))
                 elif target is node:
-                    self.err(f"'{dep}' depends on itself", dpath, "remove it from depends_on")
-                elif any(a is target for a in node.ancestors()):
+                    self.err(f"'{dep}' depends on itself", (*raw.deps_path, j),
+                             "remove it from depends_on")
+                elif nested and any(a is target for a in node.ancestors()):
                     self.err(f"'{node.name}' depends on its own group '{dep}', which cannot "
-                             "finish before it", dpath, "depend on a task inside the group")
+                             "finish before it", (*raw.deps_path, j),
+                             "depend on a task inside the group")
                 elif id(target) not in seen:
                     seen.add(id(target))
                     deps.append(target)
@@ -547,30 +584,3 @@ def _known(names: Mapping[str, Any]) -> str:
         return "none are defined"
     more = f", ... ({len(listed)} in all)" if len(listed) > 8 else ""
     return "known: " + ", ".join(listed[:8]) + more
-
-
-def definition(node: Unit) -> dict[str, Any]:
-    """The resolved definition of a node as plain data (what its digest covers)."""
-    d: dict[str, Any] = {
-        "kind": "group" if isinstance(node, Group) else "task",
-        "name": node.name,
-        "resources": [{"name": r.name, "tree": r.tree.to_dict()} for r in node.resources],
-        "attributes": node.attributes.to_dict(),
-        "requires": node.requires.to_dict(),
-        "depends_on": sorted(n.name for n in node.depends_on),
-        "parent": node.parent.name if node.parent else None,
-    }
-    if isinstance(node, Task):
-        d.update(command=node.command if isinstance(node.command, str | None)
-                 else list(node.command), local=node.local, replicas=node.replicas,
-                 steps=[[s.name, s.path, s.content, s.executable] for s in node.steps],
-                 inputs=list(node.inputs),
-                 outputs=list(node.outputs))
-    else:
-        d["children"] = [c.digest for c in node.children]
-    return d
-
-
-def _digest(node: Unit) -> str:
-    blob = json.dumps(definition(node), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()

@@ -3,22 +3,26 @@
 doit answers for each task from the files as they are now. A task downstream of one that will
 run looks up to date until the upstream has re-run, so "will run because X will" is
 propagated here along the same file_dep edges doit uses.
+
+Two states need no doit task objects at all, and they are the common ones of a large spec:
+nothing ever ran (no doit database) and nothing changed since a run that left every unit done
+(the no-op manifest `run` itself trusts, see noop.py). `plan` then costs about what describing
+the units costs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from doit.dependency import Dependency, JSONCodec, MD5Checker
-from doit.task import dict_to_task
-
+from .. import noop
 from ..errors import EXIT_OK
-from ..tasks.steps import StageConfig, StepRunner
-from ..tasks.unit import RunOptions, UnitRunner
-from .backend import IncrementalSqliteDB
-from .loader import task_dicts
+from ..model import Task
+from ..transformers.base import UnitContext
 
 _REASONS = {
     "has_no_dependencies": "it has no inputs",
@@ -42,8 +46,49 @@ class Verdict:
     reasons: tuple[str, ...]
 
 
-def analyse(prep: Any) -> list[Verdict]:
-    """A verdict for every doit task of ``prep`` (a Prepared), in run order."""
+def analyse(prep: Any, noop_key: tuple[object, ...] | None = None) -> list[Verdict]:
+    """A verdict for every doit task of ``prep`` (a Prepared), in run order.
+
+    Two states are answered without doit: nothing ever ran here (no doit database: every task
+    runs because "it never ran"), and ``noop_key`` given and the no-op manifest matches it
+    (exactly the check `run` makes before doing anything, see noop.py: every task is up to
+    date). Anything else goes through doit's own up-to-date check, task by task.
+    """
+    if noop_key is not None and noop.check(prep.state.root, noop_key) is not None:
+        return [Verdict(name, unit, False, ()) for name, unit in task_names(prep)]
+    if not os.path.exists(prep.state.db):
+        return [Verdict(name, unit, True, ("it never ran",)) for name, unit in task_names(prep)]
+    return _analyse_doit(prep)
+
+
+def task_names(prep: Any) -> list[tuple[str, str]]:
+    """(doit task name, unit name) of every doit task, in the order ``task_dicts`` makes them.
+
+    The same names as engine/loader.py's task_dicts (a test pins that), without building the
+    dicts: a step is ``<key>:step<i>-<step>``, a locally run replica ``<key>:r<i>``."""
+    local_replicas = not prep.transformer.submits_groups
+    out: list[tuple[str, str]] = []
+    for pu in prep.plan:
+        node = pu.node
+        key, name = node.key, node.name
+        if isinstance(node, Task):
+            out.extend((f"{key}:step{i}-{step.name}", name) for i, step in enumerate(node.steps))
+            if node.replicas > 1 and local_replicas:
+                out.extend((f"{key}:r{r}", name) for r in range(node.replicas))
+        out.append((key, name))
+    return out
+
+
+def _analyse_doit(prep: Any) -> list[Verdict]:
+    """doit's own check of every task, with "upstream will run" propagated."""
+    from doit.dependency import Dependency, JSONCodec, MD5Checker
+    from doit.task import dict_to_task
+
+    from ..tasks.steps import StageConfig, StepRunner
+    from ..tasks.unit import RunOptions, UnitRunner
+    from .backend import IncrementalSqliteDB
+    from .loader import task_dicts
+
     state = prep.state
     runner = UnitRunner(prep.spec, state, prep.transformer, RunOptions(), lambda *a: None)
     steps = StepRunner(state, StageConfig(), lambda *a: None)
@@ -91,49 +136,111 @@ def _reasons(status: Any) -> list[str]:
     return out
 
 
-def print_dry_run(prep: Any) -> int:
-    """`run --dry-run`: one line per unit that would run, with why."""
-    verdicts = analyse(prep)
+def print_dry_run(prep: Any, noop_key: tuple[object, ...] | None = None) -> int:
+    """`run --dry-run`: one line per unit that would run, with why.
+
+    ``noop_key``: see ``analyse`` (the caller passes it only when `run` would use it)."""
+    verdicts = analyse(prep, noop_key)
     todo = [v for v in verdicts if v.runs]
-    for v in todo:
-        print(f"would run {v.name}: " + "; ".join(v.reasons))
-    print(f"{len(todo)} of {len(verdicts)} would run; {len(verdicts) - len(todo)} up to date")
+    lines = [f"would run {v.name}: " + "; ".join(v.reasons) for v in todo]
+    lines.append(f"{len(todo)} of {len(verdicts)} would run; "
+                 f"{len(verdicts) - len(todo)} up to date")
+    _write(lines)
     return EXIT_OK
 
 
-def print_plan(prep: Any, as_json: bool = False) -> int:
+def print_plan(prep: Any, as_json: bool = False,
+               noop_key: tuple[object, ...] | None = None) -> int:
     """`jobspec-do plan`: per unit, whether it would run, why, where, and the exact commands."""
-    verdicts = {v.name: v for v in analyse(prep)}
-    runner = UnitRunner(prep.spec, prep.state, prep.transformer, RunOptions(), lambda *a: None)
-    rows = []
-    for pu in prep.plan:
-        v = verdicts[pu.node.key]
-        st = prep.state.unit(pu.node)
-        attempt = st.last_attempt() + 1
-        ctx = runner._context(pu, st, attempt, "<token>", None, create=False)
-        req, why = prep.transformer.choose(pu.node)
-        rows.append({
-            "unit": pu.node.key, "runs": v.runs, "reasons": list(v.reasons),
-            "resources": req.label if req else None, "resources_choice": why,
-            "after": [d.key for d in pu.deps],
-            "detail": prep.transformer.describe(pu.node, ctx)})
+    units = _described(prep, noop_key)
     if as_json:
+        rows = [{"unit": pu.node.key, "runs": v.runs, "reasons": list(v.reasons),
+                 "resources": req.label if req else None, "resources_choice": why,
+                 "after": [d.key for d in pu.deps], "detail": detail}
+                for pu, v, req, why, detail in units]
         print(json.dumps({"spec": str(prep.spec.path), "transformer": prep.transformer.name,
                           "units": rows}, indent=2))
         return EXIT_OK
-    print(f"plan for {prep.spec.path} on {prep.transformer.name}:")
-    for row in rows:
-        verdict = "RUN " if row["runs"] else "skip"
-        print(f"\n[{verdict}] {row['unit']}"
-              + (f"  (after {', '.join(row['after'])})" if row["after"] else ""))
-        if row["reasons"]:
-            print("  why: " + "; ".join(row["reasons"]))
-        elif not row["runs"]:
-            print("  why: up to date")
-        if row["resources"]:
-            print(f"  resources: {row['resources']} - {row['resources_choice']}")
-        for line in row["detail"].splitlines():
-            print("  " + line)
-    n = sum(r["runs"] for r in rows)
-    print(f"\n{n} of {len(rows)} units would run")
+    out = [f"plan for {prep.spec.path} on {prep.transformer.name}:"]
+    add = out.append
+    n = 0
+    for pu, v, req, why, detail in units:
+        n += v.runs
+        if pu.deps:
+            add(f"\n[{'RUN ' if v.runs else 'skip'}] {pu.node.key}  "
+                f"(after {', '.join([d.key for d in pu.deps])})")
+        else:
+            add(f"\n[{'RUN ' if v.runs else 'skip'}] {pu.node.key}")
+        if v.reasons:
+            add("  why: " + "; ".join(v.reasons))
+        elif not v.runs:
+            add("  why: up to date")
+        if req:
+            add(f"  resources: {req.label} - {why}")
+        out.extend(["  " + line for line in detail.splitlines()])
+    add(f"\n{n} of {len(units)} units would run")
+    _write(out)
     return EXIT_OK
+
+
+def _described(prep: Any, noop_key: tuple[object, ...] | None) -> list[tuple[Any, ...]]:
+    """(planned unit, verdict, chosen resources, why those, the transformer's description)."""
+    from ..tasks.unit import RunOptions, UnitRunner
+
+    verdicts = {v.name: v for v in analyse(prep, noop_key)}
+    attempts = last_attempts(prep)
+    runner = UnitRunner(prep.spec, prep.state, prep.transformer, RunOptions(), lambda *a: None)
+    unit, choose, describe = prep.state.unit, prep.transformer.choose, prep.transformer.describe
+    folders: dict[str, Path] = {}
+    out = []
+    for pu in prep.plan:
+        node = pu.node
+        st = unit(node)
+        attempt = attempts[node.key] + 1
+        if pu.whole_group:  # the context names every child's folder
+            ctx = runner._context(pu, st, attempt, "<token>", None, create=False)
+        else:
+            ctx = plan_context(prep.spec, pu, st, attempt, folders)
+        req, why = choose(node)
+        out.append((pu, verdicts[node.key], req, why, describe(node, ctx)))
+    return out
+
+
+def plan_context(spec: Any, pu: Any, st: Any, attempt: int, folders: dict[str, Path]
+                 ) -> UnitContext:
+    """What ``UnitRunner._context(pu, st, attempt, "<token>", None, create=False)`` gives for
+    a unit that is not a whole group (a test pins that they are equal), with fewer Paths:
+    ``UnitState.dir`` parses the whole folder name; here it is the parent folder's Path (one
+    per parent, kept in ``folders``) joined with one component, and the logs are named as
+    ``UnitState.stdout``/``stderr`` name them."""
+    parent, folder = os.path.split(st.dir_str)
+    base = folders.get(parent)
+    if base is None:
+        base = folders[parent] = Path(parent)
+    workdir = base / folder
+    return UnitContext(spec, workdir, attempt, "<token>", workdir / f"stdout.{attempt}",
+                       workdir / f"stderr.{attempt}", pu.cwd)
+
+
+def _write(lines: list[str]) -> None:
+    """Print ``lines`` as print() would, one write instead of one call per line."""
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def last_attempts(prep: Any) -> dict[str, int]:
+    """Each unit's highest recorded attempt (``UnitState.last_attempt``; 0 if it never ran),
+    by unit key. A unit folder that does not exist is known from one listing of its parent:
+    a clean state directory costs no file operation per unit."""
+    listings: dict[str, set[str]] = {}
+    out: dict[str, int] = {}
+    for pu in prep.plan:
+        st = prep.state.unit(pu.node)
+        parent, folder = os.path.split(st.dir_str)
+        names = listings.get(parent)
+        if names is None:
+            try:
+                names = listings[parent] = set(os.listdir(parent))
+            except OSError:
+                names = listings[parent] = set()
+        out[pu.node.key] = st.last_attempt() if folder in names else 0
+    return out
