@@ -14,11 +14,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from doit.doit_cmd import DoitMain
-
-from .. import callbacks, config, noop, plugins
+from .. import config, noop, plugins
 from ..errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -31,14 +29,13 @@ from ..model import Spec
 from ..plan import PlannedUnit, build
 from ..resolve import load
 from ..state import StateDir, default_state_dir, locked
-from ..tasks.gate import SlotGate
-from ..tasks.steps import StageConfig, StepRunner
-from ..tasks.unit import Inflight, RunOptions, UnitRunner
+from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
-from .backend import IncrementalSqliteDB
-from .console import Console, DoitReporter
-from .loader import Loader, task_dicts
-from .poller import Poller
+
+if TYPE_CHECKING:
+    from ..tasks.unit import Inflight
+    from .console import Console
+    from .poller import Poller
 
 BACKEND = "sqlite-inc"
 
@@ -74,6 +71,9 @@ class Prepared:
     transformer: Transformer
     plan: list[PlannedUnit]
     state: StateDir
+    # The no-op key of the spec and config files as they were loaded: a run records its
+    # manifest under this, so an edit made while it runs is never taken as up to date.
+    noop_key: tuple[object, ...] | None = None
 
 
 def prepare(req: RunRequest) -> Prepared:
@@ -83,6 +83,11 @@ def prepare(req: RunRequest) -> Prepared:
     transformer: Transformer = cls(TransformerOptions(
         jobs=req.jobs, no_wait=req.no_wait, resources_choice=req.resources_choice,
         state_dir=root))
+    try:
+        noop_key: tuple[object, ...] | None = noop.key(
+            req.spec, transformer.name, config.find(req.spec, req.config))
+    except OSError:
+        noop_key = None  # a missing spec: load says so, with the file name
     spec = load(req.spec, default_resources=cls.default_resources)
     problems = transformer.check(spec)
     if problems:
@@ -92,7 +97,7 @@ def prepare(req: RunRequest) -> Prepared:
         if not spec.find(name):
             raise SpecError([spec_problem(spec, f"--force {name}: no such task or group")])
     return Prepared(spec, transformer, build(spec, transformer.submits_groups),
-                    StateDir(root, spec))
+                    StateDir(root, spec), noop_key)
 
 
 def spec_problem(spec: Spec, message: str) -> Any:
@@ -120,6 +125,9 @@ def run(req: RunRequest) -> int:
         from .why import print_dry_run
 
         return print_dry_run(prep)
+    from .. import callbacks
+    from .console import Console
+
     try:
         lock = locked(prep.state.root, wait=req.wait_lock)
         lock.__enter__()
@@ -147,6 +155,16 @@ def run(req: RunRequest) -> int:
 
 
 def _run_locked(req: RunRequest, prep: Prepared) -> int:
+    # Imported here: `plan` and `--dry-run` load this module too, and need none of these.
+    from doit.doit_cmd import DoitMain
+
+    from ..tasks.gate import SlotGate
+    from ..tasks.steps import StepRunner
+    from ..tasks.unit import Inflight, RunOptions, UnitRunner
+    from .console import Console, DoitReporter
+    from .loader import Loader, task_dicts
+    from .poller import Poller
+
     state, transformer = prep.state, prep.transformer
     state.ensure()
     noop.forget(state.root)  # before anything runs: a killed run leaves no stale claim
@@ -190,16 +208,12 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
         signal.signal(signal.SIGTERM, previous)
         poller.stop()
     ok = rc == 0 and not console.failures
-    if ok and not interrupted:
-        noop.record(state.root, _noop_key(req, prep), len(prep.plan), [str(f) for f in files])
+    if ok and not interrupted and prep.noop_key is not None:
+        noop.record(state.root, prep.noop_key, len(prep.plan), [str(f) for f in files])
     console.summary(ok, interrupted)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if ok else EXIT_FAILED
-
-
-def _noop_key(req: RunRequest, prep: Prepared) -> tuple[object, ...]:
-    return noop.key(req.spec, prep.transformer.name, config.find(req.spec, req.config))
 
 
 def _sigterm_as_interrupt() -> Any:
@@ -226,6 +240,8 @@ def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller) -> 
 def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],
             force: tuple[str, ...]) -> None:
     """--force NAME: drop doit's record of those units so they run again."""
+    from .backend import IncrementalSqliteDB
+
     keys = {n.key for name in force for n in prep.spec.find(name)}
     db = IncrementalSqliteDB(str(state.db), _codec())
     for d in dicts:

@@ -207,3 +207,17 @@ def test_quiet_output_is_empty_when_nothing_ran(tmp_path: Path) -> None:
     (tmp_path / ".jobspec-do" / "spec" / "noop.manifest").unlink()  # force the full check
     r = jobspec_do(spec, "-q", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+
+
+def test_a_spec_edited_during_a_run_is_not_taken_as_up_to_date(tmp_path: Path) -> None:
+    """The no-op manifest is keyed by the spec as it was loaded, not as it is at the end."""
+    spec = write(tmp_path, """\
+        version: 1
+        tasks:
+        - name: t
+          command: "echo v1 >> count.t && sed -i s/v1/v2/ spec.yaml"
+        """)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert "echo v2" in spec.read_text()  # edited while it ran
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"t": 2}
