@@ -41,7 +41,7 @@ class LocalTransformer(Transformer):
 
     def __init__(self, options=None) -> None:  # type: ignore[no-untyped-def]
         super().__init__(options)
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs: dict[str, subprocess.Popen[bytes] | _Spawned] = {}
         self._durations: dict[str, float | None] = {}
         self._dog: _Watchdog | None = None
         self._lock = threading.Lock()
@@ -77,16 +77,15 @@ class LocalTransformer(Transformer):
         env = self._base_env().copy()
         for key, value in (*unit.attributes.environment.items(), *_replica_env(ctx).items()):
             env[os.fsencode(key)] = os.fsencode(value)
+        argv = self.argv(unit)
         try:
-            with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
-                proc = subprocess.Popen(self.argv(unit), cwd=ctx.cwd, env=env, stdout=out,
-                                        stderr=err, stdin=_devnull(),
-                                        start_new_session=True)
+            proc = _spawn(argv, ctx, env, os.getcwd())
         except OSError as exc:
             raise SubmitError(f"task '{unit.name}': cannot start "
-                              f"{self.argv(unit)[0]!r}: {exc.strerror}") from exc
-        job_id = f"{proc.pid}:{_start_time(proc.pid)}"
-        self._watchdog().send(proc.pid)  # the pid is the group id: start_new_session
+                              f"{argv[0]!r}: {exc.strerror}") from exc
+        started = _start_time(proc.pid)
+        job_id = f"{proc.pid}:{started}"
+        self._watchdog().send(proc.pid, started)  # the pid is the group id: a new session
         with self._lock:
             self._procs[job_id] = proc
             self._durations[job_id] = unit.attributes.duration
@@ -109,7 +108,6 @@ class LocalTransformer(Transformer):
             with self._lock:
                 self._procs.pop(job_id, None)
                 self._durations.pop(job_id, None)
-            self._watchdog().send(-proc.pid)
         if code == 0:
             return JobStatus(JobState.COMPLETED, 0)
         if code < 0:
@@ -160,18 +158,18 @@ class LocalTransformer(Transformer):
                 _kill_group(int(job_id.split(":")[0]), None)
 
 
-# Reads "+PGID"/"-PGID" lines; at end of input (jobspec-do exited or was killed, however) it
-# kills every process group still registered.
+# Reads "PGID STARTTIME" lines, one per task; at end of input (jobspec-do exited or was
+# killed, however) it kills every registered group whose leader is still that same process
+# (its start time tells a reused pid apart), zombie or alive.
 _WATCHDOG = """
 import os, signal, sys
-live = set()
-for line in sys.stdin:
-    n = int(line)
-    live.add(n) if n > 0 else live.discard(-n)
-for pgid in live:
+tasks = dict(line.split() for line in sys.stdin.buffer)
+for pgid, started in tasks.items():
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
+        with open(b"/proc/" + pgid + b"/stat", "rb") as fh:
+            if fh.read().rsplit(b")", 1)[1].split()[19] == started:
+                os.killpg(int(pgid), signal.SIGKILL)
+    except (OSError, IndexError, ValueError):
         pass
 """
 
@@ -182,7 +180,7 @@ class _Watchdog:
     A task that outlived a killed run would finish unrecorded and run again on --resume. A
     parent-death signal set in each child (preexec_fn) would do it too, but preexec_fn forces a
     full fork() of this process: 4 ms per task instead of 0.7 ms. One watchdog per run, fed
-    through a pipe only this process holds, costs two small writes per task.
+    through a pipe only this process holds, costs one small write per task.
     """
 
     def __init__(self) -> None:
@@ -191,11 +189,75 @@ class _Watchdog:
                                      start_new_session=True)
         self.lock = threading.Lock()
 
-    def send(self, n: int) -> None:
+    def send(self, pgid: int, started: str) -> None:
         assert self.proc.stdin is not None
-        with self.lock:
-            self.proc.stdin.write(f"{n}\n".encode())
-            self.proc.stdin.flush()
+        with self.lock:  # one write() per line: lines from two threads never interleave
+            os.write(self.proc.stdin.fileno(), f"{pgid} {started}\n".encode())
+
+
+def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
+           ) -> subprocess.Popen[bytes] | _Spawned:
+    """Start ``argv`` in its own session, stdin from /dev/null, stdout/stderr to the logs.
+
+    posix_spawn where it can do the job: it costs the parent a third of what Popen does, and
+    releases the GIL once instead of several times (each reacquisition can wait out another
+    thread's switch interval). It cannot change directory nor search PATH: a relative program
+    name or another working directory goes through Popen.
+    """
+    if argv[0].startswith("/") and os.fspath(ctx.cwd) == here:
+        create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        actions = [(os.POSIX_SPAWN_DUP2, _devnull(), 0),
+                   (os.POSIX_SPAWN_OPEN, 1, os.fspath(ctx.stdout), create, 0o644),
+                   (os.POSIX_SPAWN_OPEN, 2, os.fspath(ctx.stderr), create, 0o644)]
+        return _Spawned(os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True))
+    with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
+        return subprocess.Popen(argv, cwd=ctx.cwd, env=env, stdout=out, stderr=err,
+                                stdin=_devnull(), start_new_session=True)
+
+
+class _Spawned:
+    """The part of Popen's interface this transformer uses, for a posix_spawn'ed child."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._lock = threading.Lock()
+
+    def _reaped(self, status: int) -> int:
+        with self._lock:
+            if self.returncode is None:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by the thread blocked in wait()
+                return self.returncode
+            if pid == self.pid:
+                return self._reaped(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            while self.returncode is None:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                except ChildProcessError:  # reaped by poll() in another thread
+                    time.sleep(0.001)
+                    continue
+                self._reaped(status)
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while (code := self.poll()) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired([str(self.pid)], timeout)
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+        return code
 
 
 _DEVNULL: list[int] = []
@@ -237,7 +299,7 @@ def _alive(job_id: str) -> bool:
     return _start_time(pid) == started and started != "0"
 
 
-def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+def _kill_group(pid: int, proc: subprocess.Popen[bytes] | _Spawned | None) -> None:
     """SIGTERM the process group, then SIGKILL it if it is still there after the grace time."""
     try:
         os.killpg(pid, signal.SIGTERM)

@@ -149,3 +149,68 @@ def test_plan_notes_multi_node_requests(tmp_path: Path) -> None:
         """)
     r = jobspec_do("plan", spec, cwd=tmp_path)
     assert "asks for 2 nodes; runs as one local process" in r.stdout
+
+
+def _alive_with(marker: str) -> list[str]:
+    import subprocess
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+
+
+def test_kill_9_of_jobspec_do_takes_its_running_tasks_with_it(tmp_path: Path) -> None:
+    """The watchdog kills the task groups of a run that was SIGKILLed: a task left running
+    would finish unrecorded. Both ways of starting a task: posix_spawn (here) and Popen (in
+    another directory)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "sub").mkdir()
+    marker = f"jsd-orphan-{os.getpid()}"
+    spec = write(tmp_path, f"""
+        version: 1
+        tasks:
+        - {{name: a, command: "sleep 60 & sleep 61; echo {marker}-a"}}
+        - {{name: b, command: "sleep 62; echo {marker}-b", attributes: {{cwd: sub}}}}
+        """)
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "2"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while len(_alive_with("sleep 6[012]")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    mine = _alive_with("sleep 6[012]")
+    assert len(mine) >= 3, "the tasks did not start"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{p}") for p in mine) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [p for p in mine if os.path.exists(f"/proc/{p}")
+                 and open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+    assert survivors == [], "tasks outlived the killed run"
+
+
+def test_an_absolute_program_that_is_missing_is_reported(tmp_path: Path) -> None:
+    spec = write(tmp_path, "version: 1\ntasks: [{name: x, command: [/no/such/program]}]\n")
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 1 and "cannot start '/no/such/program'" in r.stderr
+
+
+def test_spawned_child_waits_polls_and_times_out() -> None:
+    """The Popen-like handle of a posix_spawn'ed child."""
+    import os
+    import subprocess
+
+    import pytest
+
+    from dodo_jobspec.transformers.local import _Spawned
+
+    quick = _Spawned(os.posix_spawn("/bin/sh", ["/bin/sh", "-c", "exit 7"], dict(os.environ)))
+    assert quick.wait() == 7 and quick.poll() == 7
+    slow = _Spawned(os.posix_spawn("/bin/sleep", ["/bin/sleep", "5"], dict(os.environ)))
+    assert slow.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        slow.wait(timeout=0.1)
+    os.kill(slow.pid, 9)
+    assert slow.wait(timeout=5) == -9
