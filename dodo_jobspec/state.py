@@ -211,15 +211,18 @@ class UnitState:
     def status_file(self) -> Path:
         return Path(self.status_str)
 
-    def ensure(self) -> None:
-        if not self._made:
-            try:
-                os.mkdir(self.dir_str)
-            except FileExistsError:
-                pass
-            except FileNotFoundError:
-                os.makedirs(self.dir_str, exist_ok=True)
-            self._made = True
+    def ensure(self) -> bool:
+        """Make the unit's folder; True if this call created it (so it holds no records)."""
+        if self._made:
+            return False
+        self._made = True
+        try:
+            os.mkdir(self.dir_str)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            os.makedirs(self.dir_str, exist_ok=True)
+        return True
 
     def stdout(self, attempt: int, replica: int | None = None) -> Path:
         suffix = f".{replica}" if replica is not None else ""

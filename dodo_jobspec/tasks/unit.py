@@ -96,12 +96,12 @@ class UnitRunner:
     def run(self, pu: PlannedUnit, replica: int | None = None) -> Outcome:
         """Bring ``pu`` (or one replica of it) to done, or say why it could not be."""
         st = self.state.unit(pu.node)
-        st.ensure()
+        fresh = st.ensure()  # a folder made just now holds no records: nothing to read
         if isinstance(pu.node, Group) and not pu.whole_group:
             return self._finish_group(pu, st)
         sig = self.signature(pu)
         record_file = st.job_str if replica is None else f"{st.dir_str}/job.{replica}.json"
-        record = read_record(record_file, lenient=True)
+        record = JobRecord() if fresh else read_record(record_file, lenient=True)
         if record.state == "completed" and record.signature == sig and _exist(pu.outputs) \
                 and pu.node.name not in self.options.force:
             self.emit("adopted", pu.node.name, f"attempt {record.attempt} already completed")
@@ -110,7 +110,7 @@ class UnitRunner:
         attach = self._attachable(pu, st, record, sig)
         if isinstance(attach, Outcome):
             return attach
-        return self._attempt(pu, st, record_file, record, sig, replica, attach)
+        return self._attempt(pu, st, record_file, record, sig, replica, attach, fresh)
 
     # -- deciding ----------------------------------------------------------------------------
     def _attachable(self, pu: PlannedUnit, st: UnitState, record: JobRecord, sig: str
@@ -145,7 +145,8 @@ class UnitRunner:
 
     # -- running -----------------------------------------------------------------------------
     def _attempt(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, old: JobRecord,
-                 sig: str, replica: int | None, attach: str | None) -> Outcome:
+                 sig: str, replica: int | None, attach: str | None,
+                 fresh: bool = False) -> Outcome:
         node = pu.node
         if attach is not None:
             record = old
@@ -154,7 +155,7 @@ class UnitRunner:
             st.append_status(record.attempt, "attached", f"job {attach}")
         else:
             # Replicas keep their own attempt count; a task's attempts follow its history.
-            attempt = old.attempt + 1 if replica is not None or old.attempt else (
+            attempt = old.attempt + 1 if replica is not None or old.attempt or fresh else (
                 st.last_attempt() + 1)
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
                                state="submitting", transformer=self.transformer.name,
