@@ -20,8 +20,9 @@ import marshal
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-FORMAT = 1
+FORMAT = 2  # 2: the manifest also holds each unit's last attempt number
 NAME = "noop.manifest"
 
 
@@ -39,11 +40,33 @@ def key(spec: Path, transformer: str, config_file: Path | None) -> tuple[object,
 
 def check(state_dir: Path, k: tuple[object, ...]) -> int | None:
     """The number of units if everything is still up to date, else None."""
+    found = match(state_dir, k)
+    return None if found is None else found[0]
+
+
+def _load(state_dir: Path) -> tuple[Any, ...] | None:
     try:
         with open(state_dir / NAME, "rb") as fh:
-            saved_key, units, paths, stats = marshal.load(fh)
+            saved = marshal.load(fh)
     except (OSError, ValueError, EOFError, TypeError):
         return None
+    return saved if isinstance(saved, tuple) and len(saved) == 5 else None
+
+
+def saved_attempts(state_dir: Path) -> dict[str, int] | None:
+    """Each unit's last attempt as the manifest recorded it, unchecked (None: no manifest).
+
+    A run reads this before it drops the manifest: units it does not run keep these."""
+    saved = _load(state_dir)
+    return None if saved is None else saved[4]
+
+
+def match(state_dir: Path, k: tuple[object, ...]) -> tuple[int, dict[str, int]] | None:
+    """(number of units, each unit's last attempt) if everything is still up to date."""
+    saved = _load(state_dir)
+    if saved is None:
+        return None
+    saved_key, units, paths, stats, attempts = saved
     if saved_key != k:
         return None
     stat = os.stat
@@ -54,11 +77,15 @@ def check(state_dir: Path, k: tuple[object, ...]) -> int | None:
                 return None
     except (OSError, ValueError):
         return None
-    return int(units)
+    return int(units), attempts
 
 
-def record(state_dir: Path, k: tuple[object, ...], units: int, files: list[str]) -> None:
-    """Write the manifest after a run that left every unit done."""
+def record(state_dir: Path, k: tuple[object, ...], units: int, files: list[str],
+           attempts: dict[str, int]) -> None:
+    """Write the manifest after a run that left every unit done.
+
+    ``attempts``: each unit's last attempt by unit key; `plan` prints the next one's log
+    paths, and would otherwise read every unit's history to know it."""
     paths = sorted(set(files))
     stats = []
     for path in paths:
@@ -66,7 +93,7 @@ def record(state_dir: Path, k: tuple[object, ...], units: int, files: list[str])
         stats.append((st.st_size, st.st_mtime_ns))
     tmp = state_dir / f".{NAME}.{os.getpid()}.tmp"
     with open(tmp, "wb") as fh:
-        marshal.dump((k, units, paths, stats), fh)
+        marshal.dump((k, units, paths, stats, attempts), fh)
     os.replace(tmp, state_dir / NAME)
 
 

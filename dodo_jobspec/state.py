@@ -193,6 +193,7 @@ class UnitState:
         self.status_str = self.dir_str + "/status.csv"
         self._lock = threading.Lock()  # replicas of one task record from several threads
         self._made = False
+        self.written = 0  # the highest attempt this process wrote a status line for
 
     @cached_property
     def dir(self) -> Path:
@@ -270,6 +271,7 @@ class UnitState:
         temporary copy would cost two extra file operations per state change.
         """
         now = time.time()
+        self.written = max(self.written, attempt)
         line = f"{now:.3f},{attempt},{state},{_csv_field(info.replace(chr(10), ' ')[:500])}\n"
         data = line.encode()
         with self._lock:

@@ -167,6 +167,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
 
     state, transformer = prep.state, prep.transformer
     state.ensure()
+    attempts_before = noop.saved_attempts(state.root)
     noop.forget(state.root)  # before anything runs: a killed run leaves no stale claim
     console = Console(state, len(prep.plan), quiet=req.quiet, verbose=req.verbose,
                       live=req.live)
@@ -209,11 +210,30 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
         poller.stop()
     ok = rc == 0 and not console.failures
     if ok and not interrupted and prep.noop_key is not None:
-        noop.record(state.root, prep.noop_key, len(prep.plan), [str(f) for f in files])
+        noop.record(state.root, prep.noop_key, len(prep.plan), [str(f) for f in files],
+                    last_attempts(prep, attempts_before))
     console.summary(ok, interrupted)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def last_attempts(prep: Prepared, previous: dict[str, int] | None) -> dict[str, int]:
+    """Each unit's last attempt after a run that left everything done (for the manifest).
+
+    Known without reading: what this run wrote (attempts only grow; a replicated task's
+    replicas count their own, so it is read), and what the previous manifest said for units
+    this run did not touch. The history is read only for the rest."""
+    out = {}
+    for pu in prep.plan:
+        node, st = pu.node, prep.state.unit(pu.node)
+        if previous is not None and node.key in previous:
+            out[node.key] = max(previous[node.key], st.written)
+        elif st.written and getattr(node, "replicas", 1) == 1:
+            out[node.key] = st.written
+        else:
+            out[node.key] = st.last_attempt()
+    return out
 
 
 def _sigterm_as_interrupt() -> Any:

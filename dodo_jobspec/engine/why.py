@@ -46,15 +46,19 @@ class Verdict:
     reasons: tuple[str, ...]
 
 
-def analyse(prep: Any, noop_key: tuple[object, ...] | None = None) -> list[Verdict]:
+def analyse(prep: Any, noop_key: tuple[object, ...] | None = None,
+            matched: tuple[int, dict[str, int]] | bool | None = False) -> list[Verdict]:
     """A verdict for every doit task of ``prep`` (a Prepared), in run order.
 
     Two states are answered without doit: nothing ever ran here (no doit database: every task
     runs because "it never ran"), and ``noop_key`` given and the no-op manifest matches it
     (exactly the check `run` makes before doing anything, see noop.py: every task is up to
     date). Anything else goes through doit's own up-to-date check, task by task.
+    ``matched``: what ``noop.match`` answered, when the caller already asked it.
     """
-    if noop_key is not None and noop.check(prep.state.root, noop_key) is not None:
+    if matched is False:  # not looked up by the caller
+        matched = None if noop_key is None else noop.match(prep.state.root, noop_key)
+    if matched:
         return [Verdict(name, unit, False, ()) for name, unit in task_names(prep)]
     if not os.path.exists(prep.state.db):
         return [Verdict(name, unit, True, ("it never ran",)) for name, unit in task_names(prep)]
@@ -187,8 +191,10 @@ def _described(prep: Any, noop_key: tuple[object, ...] | None) -> list[tuple[Any
     """(planned unit, verdict, chosen resources, why those, the transformer's description)."""
     from ..tasks.unit import RunOptions, UnitRunner
 
-    verdicts = {v.name: v for v in analyse(prep, noop_key)}
-    attempts = last_attempts(prep)
+    matched = None if noop_key is None else noop.match(prep.state.root, noop_key)
+    verdicts = {v.name: v for v in analyse(prep, noop_key, matched)}
+    # Up to date: the manifest knows every unit's last attempt; otherwise read the histories.
+    attempts = matched[1] if matched else last_attempts(prep)
     runner = UnitRunner(prep.spec, prep.state, prep.transformer, RunOptions(), lambda *a: None)
     unit, choose, describe = prep.state.unit, prep.transformer.choose, prep.transformer.describe
     folders: dict[str, Path] = {}

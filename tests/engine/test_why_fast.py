@@ -245,6 +245,34 @@ def test_last_attempts_match_the_records_after_real_runs(tmp_path: Path) -> None
     assert got == want and want == {"task/ok": 1, "task/flaky": 2, "task/never": 1}
 
 
+def test_the_manifests_attempts_are_the_records_after_real_runs(tmp_path: Path) -> None:
+    """The attempts a complete run leaves in the no-op manifest (what `plan` prints from when
+    everything is up to date) equal each unit's history: after a failure and a resume,
+    with replicas, groups and units the last run did not touch."""
+    spec = write(tmp_path, SHAPES.replace('command: "true", replicas: 3',
+                                          'command: "test -e again", replicas: 3'))
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 1
+    (tmp_path / "again").write_text("")
+    # The second run re-runs one task; the others keep the previous manifest's attempts.
+    for extra, work in (((), 2), (("--force", "work"), 3)):
+        assert jobspec_do(spec, "-k", *extra, cwd=tmp_path).returncode == 0
+        prep = _prep(spec)
+        matched = noop.match(prep.state.root, _key(prep))
+        assert matched is not None
+        want = {pu.key: prep.state.unit(pu.node).last_attempt() for pu in prep.plan}
+        assert matched[1] == want and want["task/work"] == work and want["task/first"] == 1
+
+
+def test_plan_from_the_manifest_prints_what_reading_the_records_prints(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(tmp_path, SHAPES)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    prep = _prep(spec)
+    fast = _plan(prep, capsys, noop_key=_key(prep))
+    noop.forget(prep.state.root)
+    assert fast == _plan(_prep(spec), capsys, noop_key=_key(prep)) and "stdout.2" in fast
+
+
 def test_a_clean_folder_reads_no_records(tmp_path: Path) -> None:
     prep = _prep(write(tmp_path, SHAPES))
     assert set(why.last_attempts(prep).values()) == {0}

@@ -151,6 +151,15 @@ def test_plan_notes_multi_node_requests(tmp_path: Path) -> None:
     assert "asks for 2 nodes; runs as one local process" in r.stdout
 
 
+def _running(pid: str) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _alive_with(marker: str) -> list[str]:
     import subprocess
     return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
@@ -186,8 +195,7 @@ def test_kill_9_of_jobspec_do_takes_its_running_tasks_with_it(tmp_path: Path) ->
     deadline = time.monotonic() + 5
     while any(os.path.exists(f"/proc/{p}") for p in mine) and time.monotonic() < deadline:
         time.sleep(0.05)
-    survivors = [p for p in mine if os.path.exists(f"/proc/{p}")
-                 and open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+    survivors = [p for p in mine if _running(p)]
     assert survivors == [], "tasks outlived the killed run"
 
 
