@@ -204,15 +204,40 @@ def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
     thread's switch interval). It cannot change directory nor search PATH: a relative program
     name or another working directory goes through Popen.
     """
+    _close_inherited()
     if argv[0].startswith("/") and os.fspath(ctx.cwd) == here:
         create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         actions = [(os.POSIX_SPAWN_DUP2, _devnull(), 0),
                    (os.POSIX_SPAWN_OPEN, 1, os.fspath(ctx.stdout), create, 0o644),
                    (os.POSIX_SPAWN_OPEN, 2, os.fspath(ctx.stderr), create, 0o644)]
-        return _Spawned(os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True))
+        # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
+        # Popen resets them (restore_signals); so must we, or `yes | head` misbehaves.
+        return _Spawned(os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                                       setsigdef=_RESTORED_SIGNALS))
     with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
         return subprocess.Popen(argv, cwd=ctx.cwd, env=env, stdout=out, stderr=err,
                                 stdin=_devnull(), start_new_session=True)
+
+
+_RESTORED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n))
+_SWEPT: list[bool] = []
+
+
+def _close_inherited() -> None:
+    """Make the descriptors this process inherited (fd 3 and up) close on exec, once.
+
+    Popen closes them in each child (close_fds); posix_spawn cannot. Descriptors Python opens
+    are close-on-exec already, so what is left is what our caller passed down (a cron job's
+    or a shell's), which a task must not hold open."""
+    if _SWEPT:
+        return
+    _SWEPT.append(True)
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
 
 
 class _Spawned:

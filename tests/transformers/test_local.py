@@ -222,3 +222,37 @@ def test_spawned_child_waits_polls_and_times_out() -> None:
         slow.wait(timeout=0.1)
     os.kill(slow.pid, 9)
     assert slow.wait(timeout=5) == -9
+
+
+def test_tasks_get_default_sigpipe_and_no_inherited_descriptors(tmp_path: Path) -> None:
+    """A task starts as from Popen: SIGPIPE and SIGXFSZ at their defaults (Python ignores
+    them, and an ignored signal survives exec), and no descriptor jobspec-do's caller left
+    open beyond stdin/stdout/stderr. Both ways of starting a task."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "sub").mkdir()
+    probe = "grep SigIgn /proc/self/status > ign.txt; ls /proc/self/fd > fds.txt"
+    spec = write(tmp_path, f"""
+        version: 1
+        tasks:
+        - {{name: here, command: "{probe}"}}
+        - {{name: there, command: "{probe}", attributes: {{cwd: sub}}}}
+        """)
+    read, write_end = os.pipe()
+    passed = 37  # well above what `ls` itself opens
+    os.dup2(write_end, passed)
+    try:
+        r = subprocess.run([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
+                           pass_fds=(passed,), capture_output=True, text=True, timeout=60)
+    finally:
+        for fd in (read, write_end, passed):
+            os.close(fd)
+    assert r.returncode == 0, r.stderr
+    for folder in (tmp_path, tmp_path / "sub"):
+        ignored = int((folder / "ign.txt").read_text().split()[1], 16)
+        assert not ignored & (1 << (13 - 1)), "SIGPIPE is ignored in the task"
+        assert not ignored & (1 << (25 - 1)), "SIGXFSZ is ignored in the task"
+        fds = {int(n) for n in (folder / "fds.txt").read_text().split()}
+        assert passed not in fds, fds
