@@ -166,7 +166,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     with paused_gc():
         req = _request(args)
         prep = prepare(req)
-        return print_dry_run(prep, noop_key=None if req.force else _noop_key(req, prep))
+        return print_dry_run(prep, noop_key=None if req.force else _noop_key(req, prep),
+                             force=req.force)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -47,7 +47,8 @@ class Verdict:
 
 
 def analyse(prep: Any, noop_key: tuple[object, ...] | None = None,
-            matched: tuple[int, dict[str, int]] | bool | None = False) -> list[Verdict]:
+            matched: tuple[int, dict[str, int]] | bool | None = False,
+            force: tuple[str, ...] = ()) -> list[Verdict]:
     """A verdict for every doit task of ``prep`` (a Prepared), in run order.
 
     Two states are answered without doit: nothing ever ran here (no doit database: every task
@@ -55,14 +56,15 @@ def analyse(prep: Any, noop_key: tuple[object, ...] | None = None,
     (exactly the check `run` makes before doing anything, see noop.py: every task is up to
     date). Anything else goes through doit's own up-to-date check, task by task.
     ``matched``: what ``noop.match`` answered, when the caller already asked it.
+    ``force``: the names given to --force; those units run whatever doit says, as in `run`.
     """
     if matched is False:  # not looked up by the caller
         matched = None if noop_key is None else noop.match(prep.state.root, noop_key)
-    if matched:
+    if matched and not force:
         return [Verdict(name, unit, False, ()) for name, unit in task_names(prep)]
     if not os.path.exists(prep.state.db):
         return [Verdict(name, unit, True, ("it never ran",)) for name, unit in task_names(prep)]
-    return _analyse_doit(prep)
+    return _analyse_doit(prep, {n.key for name in force for n in prep.spec.find(name)})
 
 
 def task_names(prep: Any) -> list[tuple[str, str]]:
@@ -83,8 +85,11 @@ def task_names(prep: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _analyse_doit(prep: Any) -> list[Verdict]:
-    """doit's own check of every task, with "upstream will run" propagated."""
+def _analyse_doit(prep: Any, forced: set[str] | None = None) -> list[Verdict]:
+    """doit's own check of every task, with "upstream will run" propagated.
+
+    ``forced``: unit keys whose doit records `run --force` would drop (engine/run.py)."""
+    forced = forced or set()
     from doit.dependency import Dependency, JSONCodec, MD5Checker
     from doit.task import dict_to_task
 
@@ -111,12 +116,15 @@ def _analyse_doit(prep: Any) -> list[Verdict]:
         for task in tasks:
             status = dep.get_status(task, by_name, get_log=True)
             reasons = _reasons(status)
+            is_forced = task.name.split(":", 1)[0] in forced
+            if is_forced:
+                reasons.insert(0, "forced (--force)")
             upstream = sorted({producer[f] for f in task.file_dep
                                if f in producer and runs.get(producer[f])})
             if upstream:
                 reasons.append("upstream will run: " + ", ".join(
                     by_name[u].meta["unit"] for u in upstream[:5]))
-            will = status.status != "up-to-date" or bool(upstream)
+            will = status.status != "up-to-date" or bool(upstream) or is_forced
             runs[task.name] = will
             out.append(Verdict(task.name, task.meta["unit"], will, tuple(reasons)))
     finally:
@@ -140,11 +148,12 @@ def _reasons(status: Any) -> list[str]:
     return out
 
 
-def print_dry_run(prep: Any, noop_key: tuple[object, ...] | None = None) -> int:
+def print_dry_run(prep: Any, noop_key: tuple[object, ...] | None = None,
+                  force: tuple[str, ...] = ()) -> int:
     """`run --dry-run`: one line per unit that would run, with why.
 
     ``noop_key``: see ``analyse`` (the caller passes it only when `run` would use it)."""
-    verdicts = analyse(prep, noop_key)
+    verdicts = analyse(prep, noop_key, force=force)
     todo = [v for v in verdicts if v.runs]
     lines = [f"would run {v.name}: " + "; ".join(v.reasons) for v in todo]
     lines.append(f"{len(todo)} of {len(verdicts)} would run; "

@@ -221,3 +221,15 @@ def test_a_spec_edited_during_a_run_is_not_taken_as_up_to_date(tmp_path: Path) -
     assert "echo v2" in spec.read_text()  # edited while it ran
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
     assert counts(tmp_path) == {"t": 2}
+
+
+def test_dry_run_with_force_shows_what_force_runs(tmp_path: Path) -> None:
+    spec = write(tmp_path, PIPELINE)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    dry = jobspec_do(spec, "--dry-run", "--force", "build", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "would run task/build: forced (--force)" in dry.stdout
+    assert "would run task/test: upstream will run: build" in dry.stdout
+    assert "2 of 4 would run" in dry.stdout and counts(tmp_path)["build"] == 1
+    assert jobspec_do(spec, "--force", "build", cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"build": 2, "docs": 1, "fetch": 1, "test": 2}

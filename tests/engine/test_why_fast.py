@@ -206,10 +206,11 @@ def test_up_to_date_through_the_command_line(tmp_path: Path) -> None:
     assert plan.stdout.count("  why: up to date") == 4 and "0 of 4 units would run" in plan.stdout
     assert "stdout.2" in plan.stdout  # the next attempt, read from the records
     assert jobspec_do(spec, "-n", cwd=tmp_path).stdout == "0 of 4 would run; 4 up to date\n"
-    # --force never takes the manifest's word (run does not either); the dry run still
-    # answers from doit's records, as it always has.
+    # --force never takes the manifest's word (run does not either), and the dry run shows
+    # the forced unit as run would run it.
     forced = jobspec_do(spec, "-n", "--force", "docs", cwd=tmp_path)
-    assert forced.returncode == 0 and "4 up to date" in forced.stdout
+    assert forced.returncode == 0 and forced.stdout == (
+        "would run task/docs: forced (--force)\n1 of 4 would run; 3 up to date\n")
 
 
 def test_a_config_file_change_defeats_the_manifest(tmp_path: Path) -> None:
