@@ -206,14 +206,23 @@ def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
     """
     _close_inherited()
     if argv[0].startswith("/") and os.fspath(ctx.cwd) == here:
-        create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        actions = [(os.POSIX_SPAWN_DUP2, _devnull(), 0),
-                   (os.POSIX_SPAWN_OPEN, 1, os.fspath(ctx.stdout), create, 0o644),
-                   (os.POSIX_SPAWN_OPEN, 2, os.fspath(ctx.stderr), create, 0o644)]
-        # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
-        # Popen resets them (restore_signals); so must we, or `yes | head` misbehaves.
-        return _Spawned(os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                                       setsigdef=_RESTORED_SIGNALS))
+        # The logs are opened here, not by the child: this thread holds the GIL until the
+        # child has exec'd, and creating a file on a busy disk can take half a millisecond.
+        create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        out = os.open(ctx.stdout, create, 0o644)
+        try:
+            err = os.open(ctx.stderr, create, 0o644)
+            try:
+                actions = [(os.POSIX_SPAWN_DUP2, _devnull(), 0), (os.POSIX_SPAWN_DUP2, out, 1),
+                           (os.POSIX_SPAWN_DUP2, err, 2)]
+                # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored
+                # across exec: Popen resets them (restore_signals), and so must we.
+                return _Spawned(os.posix_spawn(argv[0], argv, env, file_actions=actions,
+                                               setsid=True, setsigdef=_RESTORED_SIGNALS))
+            finally:
+                os.close(err)
+        finally:
+            os.close(out)
     with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
         return subprocess.Popen(argv, cwd=ctx.cwd, env=env, stdout=out, stderr=err,
                                 stdin=_devnull(), start_new_session=True)
