@@ -102,3 +102,29 @@ def test_a_run_leaves_five_files_per_task_and_done_is_the_completed_job(tmp_path
     assert jobspec_do(spec, cwd=tmp_path).returncode == 1
     assert json.loads((unit / "job.json").read_text())["state"] == "failed"
     assert json.loads((unit / "done.json").read_text())["attempt"] == 1
+
+
+def test_ensure_returns_only_once_the_folder_exists(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replicas ensure one folder from several threads: none may go on before it exists."""
+    import threading
+    import time
+
+    from dodo_jobspec import state
+
+    real_mkdir = os.mkdir
+
+    def slow_mkdir(path: str, *args: object) -> None:
+        time.sleep(0.3)
+        real_mkdir(path, *args)
+
+    spec = load_text(tmp_path, ONE.format(cmd="'true'"))
+    (tmp_path / "state" / "tasks").mkdir(parents=True)
+    st = StateDir(tmp_path / "state", spec).unit(spec.nodes["task/make"])
+    monkeypatch.setattr(state.os, "mkdir", slow_mkdir)
+    first = threading.Thread(target=st.ensure)
+    first.start()
+    time.sleep(0.1)  # the first thread is inside mkdir now
+    st.ensure()
+    assert os.path.isdir(st.dir_str)
+    first.join()
