@@ -189,20 +189,32 @@ class Node:
     def is_group(self) -> bool:
         return isinstance(self, Group)
 
-    @_once
+    def __post_init__(self) -> None:
+        # Both attributes exist from construction on, in this order: one added later turns
+        # the instance's key-sharing __dict__ into a full one (184 -> 832 bytes per node).
+        object.__setattr__(self, "_key",
+                           f"{'group' if isinstance(self, Group) else 'task'}/{self.name}")
+        object.__setattr__(self, "_digest", None)
+
+    @property
     def key(self) -> str:
         """Unique id: a group and a task may share a name (the spec's own examples do)."""
-        return f"{'group' if isinstance(self, Group) else 'task'}/{self.name}"
+        return self._key  # type: ignore[attr-defined,no-any-return]
 
-    @_once
+    @property
     def digest(self) -> str:
         """Content hash of the resolved definition (what a run compares to its records).
 
         Computed when first read, once the resolver has finished the node: `validate`,
-        `graph` and a `plan` answered without doit never need it."""
-        blob = json.dumps(definition(self), sort_keys=True, separators=(",", ":"),  # type: ignore[arg-type]
-                          default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        `graph` and a `plan` answered without doit never need it. Two threads computing it
+        at once compute the same string."""
+        value: str | None = self._digest  # type: ignore[attr-defined]
+        if value is None:
+            blob = json.dumps(definition(self), sort_keys=True,  # type: ignore[arg-type]
+                              separators=(",", ":"), default=str)
+            value = hashlib.sha256(blob.encode()).hexdigest()
+            object.__setattr__(self, "_digest", value)
+        return value
 
     def ancestors(self) -> Iterator[Group]:
         """Enclosing groups, nearest first."""

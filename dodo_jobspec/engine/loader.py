@@ -41,12 +41,22 @@ class _ConfigChanged(config_changed):  # type: ignore[misc]
     __signature__ = _TASK_VALUES
 
 
-def _action(run: Callable[[], Outcome]) -> Callable[[], bool | TaskFailed]:
-    def action() -> bool | TaskFailed:
-        outcome = run()
+class _Action:
+    """A doit action: ``fn(*args)``, its Outcome told in doit's terms.
+
+    An object with two slots rather than a closure over a lambda (with a __dict__ for its
+    __signature__): a 100,000-task run keeps one per task."""
+
+    __slots__ = ("args", "fn")
+    __signature__ = _NO_ARGS
+
+    def __init__(self, fn: Callable[..., Outcome], *args: Any) -> None:
+        self.fn = fn
+        self.args = args
+
+    def __call__(self) -> bool | TaskFailed:
+        outcome = self.fn(*self.args)
         return True if outcome.ok else TaskFailed(outcome.message or "failed")
-    action.__signature__ = _NO_ARGS  # type: ignore[attr-defined]
-    return action
 
 
 def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
@@ -62,7 +72,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                 target = steps.receipt(pu, i)
                 dicts.append({
                     "name": f"{node.key}:step{i}-{step.name}",
-                    "actions": [_action(lambda pu=pu, i=i: steps.run(pu, i))],
+                    "actions": [_Action(steps.run, pu, i)],
                     "file_dep": [*deps, *steps.sources(pu, i)],
                     "targets": [str(target)],
                     "uptodate": [_ConfigChanged(steps.fingerprint(pu, i))],
@@ -80,15 +90,15 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                 replica_done.append(str(target))
                 dicts.append({
                     "name": f"{node.key}:r{r}",
-                    "actions": [_action(lambda pu=pu, r=r: runner.run_replica(pu, r))],
+                    "actions": [_Action(runner.run_replica, pu, r)],
                     "file_dep": deps, "targets": [str(target)],
                     "uptodate": [_ConfigChanged(identity)], "io": _NO_CAPTURE,
                     "meta": {"unit": node.name, "replica": r},
                 })
             deps = replica_done
-            action = _action(lambda pu=pu: runner.finish_replicas(pu))
+            action = _Action(runner.finish_replicas, pu)
         else:
-            action = _action(lambda pu=pu: runner.run(pu))
+            action = _Action(runner.run, pu)
         dicts.append({
             "name": node.key,
             "actions": [action],
