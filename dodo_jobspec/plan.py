@@ -35,6 +35,16 @@ class PlannedUnit:
         return self.node.key
 
 
+def step_task(key: str, index: int, step: str) -> str:
+    """The doit task name of step ``index`` (named ``step``) of the unit ``key``."""
+    return f"{key}:step{index}-{step}"
+
+
+def replica_task(key: str, replica: int) -> str:
+    """The doit task name of one replica of the unit ``key``, when replicas run one by one."""
+    return f"{key}:r{replica}"
+
+
 def build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
     """The units to run, dependencies first; SpecError if an input can never exist."""
     with paused_gc():  # one PlannedUnit and a few Paths per unit, all kept

@@ -3,7 +3,7 @@
 Layout (default ``.jobspec-do/<spec file stem>/`` beside the spec)::
 
     lock                 held (flock) by the one run allowed at a time; holds its pid
-    doit.sqlite3         doit's dependency database (committed per task)
+    doit.sqlite3         doit's dependency database (committed at least every 0.25 s)
     tasks/<name>/        one folder per task (groups under groups/<name>/)
         status.csv       history: timestamp,attempt,state,info
         job.json         the current attempt: number, token, job id, state, input signature,
@@ -141,7 +141,7 @@ def read_record(path: Path | str, lenient: bool = False) -> JobRecord:
             return JobRecord()
         raise StateError(f"{path} is unreadable ({exc}); remove it to start that task "
                          "afresh") from exc
-    return JobRecord(**{k: v for k, v in data.items() if k in JobRecord.__dataclass_fields__})
+    return JobRecord(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
 
 
 def write_record(path: Path | str, record: JobRecord) -> None:
@@ -296,10 +296,10 @@ class UnitState:
         temporary copy would cost two extra file operations per state change.
         """
         now = time.time()
-        self.written = max(self.written, attempt)
         line = f"{now:.3f},{attempt},{state},{_csv_field(info.replace(chr(10), ' ')[:500])}\n"
         data = line.encode()
-        with self._lock:
+        with self._lock:  # replicas append from several threads; `written` is shared too
+            self.written = max(self.written, attempt)
             fd = os.open(self.status_str, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 if os.fstat(fd).st_size == 0:

@@ -18,7 +18,7 @@ from doit.task import dict_to_task
 from doit.tools import config_changed
 
 from ..model import Task
-from ..plan import PlannedUnit
+from ..plan import PlannedUnit, replica_task, step_task
 from ..state import StateDir
 from ..tasks.steps import StepRunner
 from ..tasks.unit import Outcome, UnitRunner
@@ -71,7 +71,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
             for i, step in enumerate(node.steps):
                 target = steps.receipt(pu, i)
                 dicts.append({
-                    "name": f"{node.key}:step{i}-{step.name}",
+                    "name": step_task(node.key, i, step.name),
                     "actions": [_Action(steps.run, pu, i)],
                     "file_dep": [*deps, *steps.sources(pu, i)],
                     "targets": [str(target)],
@@ -89,7 +89,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                 target = st.dir / f"done.r{r}.json"
                 replica_done.append(str(target))
                 dicts.append({
-                    "name": f"{node.key}:r{r}",
+                    "name": replica_task(node.key, r),
                     "actions": [_Action(runner.run_replica, pu, r)],
                     "file_dep": deps, "targets": [str(target)],
                     "uptodate": [_ConfigChanged(identity)], "io": _NO_CAPTURE,

@@ -22,6 +22,7 @@ from typing import Any
 from .. import noop
 from ..errors import EXIT_OK
 from ..model import Task
+from ..plan import replica_task, step_task
 from ..transformers.base import UnitContext
 
 _REASONS = {
@@ -70,17 +71,17 @@ def analyse(prep: Any, noop_key: tuple[object, ...] | None = None,
 def task_names(prep: Any) -> list[tuple[str, str]]:
     """(doit task name, unit name) of every doit task, in the order ``task_dicts`` makes them.
 
-    The same names as engine/loader.py's task_dicts (a test pins that), without building the
-    dicts: a step is ``<key>:step<i>-<step>``, a locally run replica ``<key>:r<i>``."""
+    The same names as engine/loader.py's task_dicts (both use plan.py's namers; a test pins
+    the order), without building the dicts."""
     local_replicas = not prep.transformer.submits_groups
     out: list[tuple[str, str]] = []
     for pu in prep.plan:
         node = pu.node
         key, name = node.key, node.name
         if isinstance(node, Task):
-            out.extend((f"{key}:step{i}-{step.name}", name) for i, step in enumerate(node.steps))
+            out.extend((step_task(key, i, step.name), name) for i, step in enumerate(node.steps))
             if node.replicas > 1 and local_replicas:
-                out.extend((f"{key}:r{r}", name) for r in range(node.replicas))
+                out.extend((replica_task(key, r), name) for r in range(node.replicas))
         out.append((key, name))
     return out
 
