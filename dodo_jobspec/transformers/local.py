@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..model import Resource, Task, Unit
+from . import spawn
 from .base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as Slurm's KillWait does
@@ -46,6 +47,7 @@ class LocalTransformer(Transformer):
         self._dog: _Watchdog | None = None
         self._lock = threading.Lock()
         self._env: dict[bytes, bytes] | None = None
+        self._cwd = ""
 
     def argv(self, task: Task) -> list[str]:
         """The argv that runs ``task`` (a string command goes through /bin/sh -c)."""
@@ -72,17 +74,20 @@ class LocalTransformer(Transformer):
     def submit(self, unit: Unit, ctx: UnitContext) -> str:
         if not isinstance(unit, Task):
             raise SubmitError(f"the local transformer runs group '{unit.name}' as its children")
-        if not ctx.cwd.is_dir():
+        here = self._cwd or os.getcwd()
+        self._cwd = here  # nothing in jobspec-do changes directory during a run
+        if os.fspath(ctx.cwd) != here and not ctx.cwd.is_dir():
             raise SubmitError(f"task '{unit.name}': cwd {ctx.cwd} does not exist")
         env = self._base_env().copy()
         for key, value in (*unit.attributes.environment.items(), *_replica_env(ctx).items()):
             env[os.fsencode(key)] = os.fsencode(value)
         argv = self.argv(unit)
         try:
-            proc = _spawn(argv, ctx, env, os.getcwd())
+            proc = _spawn(argv, ctx, env, here)
         except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename not in (None, argv[0]) else ""
             raise SubmitError(f"task '{unit.name}': cannot start "
-                              f"{argv[0]!r}: {exc.strerror}") from exc
+                              f"{argv[0]!r}: {exc.strerror}{where}") from exc
         started = _start_time(proc.pid)
         job_id = f"{proc.pid}:{started}"
         self._watchdog().send(proc.pid, started)  # the pid is the group id: a new session
@@ -199,12 +204,17 @@ def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
            ) -> subprocess.Popen[bytes] | _Spawned:
     """Start ``argv`` in its own session, stdin from /dev/null, stdout/stderr to the logs.
 
-    posix_spawn where it can do the job: it costs the parent a third of what Popen does, and
-    releases the GIL once instead of several times (each reacquisition can wait out another
-    thread's switch interval). It cannot change directory nor search PATH: a relative program
-    name or another working directory goes through Popen.
+    posix_spawn where it can do the job: it costs the parent a third of what Popen does.
+    Through ctypes (spawn.py) it also leaves the GIL to doit's other threads while the child
+    starts, and can enter another directory; ``os.posix_spawn`` is the fallback on other
+    libcs. Neither searches PATH as Popen does (in the task's environment): a relative
+    program name goes through Popen.
     """
     _close_inherited()
+    cwd = os.fspath(ctx.cwd)
+    if argv[0].startswith("/") and spawn.available() and (cwd == here or spawn.can_chdir()):
+        return _Spawned(spawn.spawn(argv[0], argv, env, _devnull(), os.fspath(ctx.stdout),
+                                    os.fspath(ctx.stderr), None if cwd == here else cwd))
     if argv[0].startswith("/") and os.fspath(ctx.cwd) == here:
         # The logs are opened here, not by the child: this thread holds the GIL until the
         # child has exec'd, and creating a file on a busy disk can take half a millisecond.

@@ -167,8 +167,8 @@ def _alive_with(marker: str) -> list[str]:
 
 def test_kill_9_of_jobspec_do_takes_its_running_tasks_with_it(tmp_path: Path) -> None:
     """The watchdog kills the task groups of a run that was SIGKILLed: a task left running
-    would finish unrecorded. Both ways of starting a task: posix_spawn (here) and Popen (in
-    another directory)."""
+    would finish unrecorded. Every way of starting a task: posix_spawn here and in another
+    directory, and Popen (a program found on PATH)."""
     import os
     import signal
     import subprocess
@@ -182,14 +182,15 @@ def test_kill_9_of_jobspec_do_takes_its_running_tasks_with_it(tmp_path: Path) ->
         tasks:
         - {{name: a, command: "sleep 60 & sleep 61; echo {marker}-a"}}
         - {{name: b, command: "sleep 62; echo {marker}-b", attributes: {{cwd: sub}}}}
+        - {{name: c, command: [sh, -c, "sleep 60; echo {marker}-c"]}}
         """)
-    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "3"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    while len(_alive_with("sleep 6[012]")) < 3 and time.monotonic() < deadline:
+    while len(_alive_with("sleep 6[012]")) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     mine = _alive_with("sleep 6[012]")
-    assert len(mine) >= 3, "the tasks did not start"
+    assert len(mine) >= 4, "the tasks did not start"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 5
@@ -227,18 +228,20 @@ def test_spawned_child_waits_polls_and_times_out() -> None:
 def test_tasks_get_default_sigpipe_and_no_inherited_descriptors(tmp_path: Path) -> None:
     """A task starts as from Popen: SIGPIPE and SIGXFSZ at their defaults (Python ignores
     them, and an ignored signal survives exec), and no descriptor jobspec-do's caller left
-    open beyond stdin/stdout/stderr. Both ways of starting a task."""
+    open beyond stdin/stdout/stderr. Every way of starting a task."""
     import os
     import subprocess
     import sys
 
-    (tmp_path / "sub").mkdir()
+    for sub in ("sub", "path"):
+        (tmp_path / sub).mkdir()
     probe = "grep SigIgn /proc/self/status > ign.txt; ls /proc/self/fd > fds.txt"
     spec = write(tmp_path, f"""
         version: 1
         tasks:
         - {{name: here, command: "{probe}"}}
         - {{name: there, command: "{probe}", attributes: {{cwd: sub}}}}
+        - {{name: onpath, command: [sh, -c, "{probe}"], attributes: {{cwd: path}}}}
         """)
     read, write_end = os.pipe()
     passed = 37  # well above what `ls` itself opens
@@ -250,7 +253,7 @@ def test_tasks_get_default_sigpipe_and_no_inherited_descriptors(tmp_path: Path) 
         for fd in (read, write_end, passed):
             os.close(fd)
     assert r.returncode == 0, r.stderr
-    for folder in (tmp_path, tmp_path / "sub"):
+    for folder in (tmp_path, tmp_path / "sub", tmp_path / "path"):
         ignored = int((folder / "ign.txt").read_text().split()[1], 16)
         assert not ignored & (1 << (13 - 1)), "SIGPIPE is ignored in the task"
         assert not ignored & (1 << (25 - 1)), "SIGXFSZ is ignored in the task"
