@@ -8,6 +8,7 @@ database and running jobs are cancelled and recorded as interrupted.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -189,7 +190,11 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     if req.force:
         _forget(state, prep, dicts, req.force)
     reporter = DoitReporter(console, names)
-    argv = ["run", "-n", str(max(1, jobs)), "-P", "thread"]
+    # With the slot gate, a slot is held only while a process runs; doit's extra threads write
+    # one task's records while the slots run the next tasks' processes.
+    jobs = max(1, jobs)
+    threads = jobs if gate is None else jobs + max(1, jobs // 2)  # more: GIL contention
+    argv = ["run", "-n", str(threads), "-P", "thread"]
     if req.keep_going:
         argv.append("--continue")
     files = [f for d in dicts for f in (*d.get("file_dep", ()), *d.get("targets", ()))]
@@ -208,6 +213,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         poller.stop()
+        gc.unfreeze()  # the loader froze this run's objects; `watch` runs again in-process
     ok = rc == 0 and not console.failures
     if ok and not interrupted and prep.noop_key is not None:
         noop.record(state.root, prep.noop_key, len(prep.plan), [str(f) for f in files],

@@ -14,16 +14,18 @@ looks at its own records and never starts work that is already done or still in 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model import Group, Spec, Task
+from ..model import Group, Spec, Task, Unit
 from ..plan import PlannedUnit
 from ..resolve import definition
 from ..state import JobRecord, StateDir, UnitState, atomic_write, read_record, write_record
@@ -165,42 +167,55 @@ class UnitRunner:
                 write_record(record_file, record)
                 st.append_status(attempt, "submitting", self.transformer.name)
         ctx = self._context(pu, st, record.attempt, record.token, replica)
-        if self.gate is None:
-            return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica)
-        req, _ = self.transformer.choose(node)
-        big = req is not None and req.counts.cores > self.machine_cores
-        with self.gate.hold(self.gate.capacity if big else 1):
-            return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica)
+        slot: AbstractContextManager[None] = contextlib.nullcontext()
+        if self.gate is not None:
+            req, _ = self.transformer.choose(node)
+            big = req is not None and req.counts.cores > self.machine_cores
+            slot = self.gate.hold(self.gate.capacity if big else 1)
+        return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica, slot)
 
     def _submit_and_wait(self, pu: PlannedUnit, st: UnitState, record_file: Path | str,
                          record: JobRecord, ctx: UnitContext, attach: str | None,
-                         replica: int | None) -> Outcome:
+                         replica: int | None,
+                         slot: AbstractContextManager[None] | None = None) -> Outcome:
+        """Submit (or re-attach), wait, record. ``slot`` is held from the submit until the job
+        has ended, not while its records are written: the run has more doit threads than
+        slots, so one task's bookkeeping overlaps the next task's process."""
         node = pu.node
         self.emit("start", node.name, f"attempt {record.attempt}")
         try:
-            if attach is None:
-                record.job_id = self.transformer.submit(node, ctx)
-                record.state = "queued" if self.transformer.polled else "running"
-                if self.transformer.polled:  # a local process cannot be re-attached anyway
-                    write_record(record_file, record)
-                    st.append_status(record.attempt, "queued", f"job {record.job_id}",
-                                     record.job_id)
-                    self.emit("submitted", node.name, f"job {record.job_id}")
-                else:
-                    st.append_status(record.attempt, "running", f"pid {record.job_id}")
-            if self.options.no_wait:
-                return Outcome(True, f"job {record.job_id} submitted")
-            assert record.job_id is not None
-            self.inflight.add(record.job_id, node.name)
-            try:
-                status = self.waiter(record.job_id)
-            finally:
-                self.inflight.discard(record.job_id)
+            with slot or contextlib.nullcontext():
+                status = self._launch(node, st, record_file, record, ctx, attach)
         except SubmitError as exc:
             status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
+        if status is None:
+            return Outcome(True, f"job {record.job_id} submitted")
         if self.inflight.interrupted.is_set() and status.state != JobState.COMPLETED:
             status = JobStatus(JobState.CANCELED, status.exit_code, "interrupted")
         return self._record(pu, st, record_file, record, status, replica)
+
+    def _launch(self, node: Unit, st: UnitState, record_file: Path | str, record: JobRecord,
+                ctx: UnitContext, attach: str | None) -> JobStatus | None:
+        """Submit (unless re-attaching to ``attach``) and wait for the job to end; None under
+        --no-wait, which submits and returns."""
+        if attach is None:
+            record.job_id = self.transformer.submit(node, ctx)
+            record.state = "queued" if self.transformer.polled else "running"
+            if self.transformer.polled:  # a local process cannot be re-attached anyway
+                write_record(record_file, record)
+                st.append_status(record.attempt, "queued", f"job {record.job_id}",
+                                 record.job_id)
+                self.emit("submitted", node.name, f"job {record.job_id}")
+            else:
+                st.append_status(record.attempt, "running", f"pid {record.job_id}")
+        if self.options.no_wait:
+            return None
+        assert record.job_id is not None
+        self.inflight.add(record.job_id, node.name)
+        try:
+            return self.waiter(record.job_id)
+        finally:
+            self.inflight.discard(record.job_id)
 
     def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, record: JobRecord,
                 status: JobStatus, replica: int | None) -> Outcome:
