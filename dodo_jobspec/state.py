@@ -207,7 +207,7 @@ class UnitState:
         self.dir_str = f"{root}/{kind}/{folder_name(unit.name)}"
         self.done_str = self.dir_str + "/done.json"
         self._lock = _LOCKS[hash(self.dir_str) % len(_LOCKS)]
-        self._made = False
+        self._made = 0  # 1: the folder exists; 2: this process created it (it held nothing)
         self.written = 0  # the highest attempt this process wrote a status line for
 
     @property
@@ -243,11 +243,11 @@ class UnitState:
         try:
             os.mkdir(self.dir_str)
         except FileExistsError:
-            self._made = True
+            self._made = 1
             return False
         except FileNotFoundError:
             os.makedirs(self.dir_str, exist_ok=True)
-        self._made = True
+        self._made = 2
         return True
 
     def stdout(self, attempt: int, replica: int | None = None) -> Path:
@@ -299,10 +299,11 @@ class UnitState:
         line = f"{now:.3f},{attempt},{state},{_csv_field(info.replace(chr(10), ' ')[:500])}\n"
         data = line.encode()
         with self._lock:  # replicas append from several threads; `written` is shared too
+            headed = self.written > 0  # this process appended before: the header is there
             self.written = max(self.written, attempt)
             fd = os.open(self.status_str, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                if os.fstat(fd).st_size == 0:
+                if not headed and os.fstat(fd).st_size == 0:
                     data = b"timestamp,attempt,state,info\n" + data
                 os.write(fd, data)
             finally:
@@ -326,6 +327,12 @@ class UnitState:
         """Mark the attempt in job.json as the completed one (it must say so by now).
 
         Its content changes on every run (times, token), so dependents re-run."""
+        if self._made == 2:  # a folder made by this run has no done.json to replace, usually
+            try:
+                os.link(self.job_str, self.done_str)
+                return
+            except OSError:
+                pass
         link_replace(self.job_str, self.done_str)
 
 

@@ -8,12 +8,16 @@ anything upstream re-ran (the upstream record's content changed).
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any
 
+from doit.action import BaseAction
 from doit.cmd_base import TaskLoader2
-from doit.exceptions import TaskFailed
+from doit.exceptions import TaskError, TaskFailed
 from doit.task import dict_to_task
 from doit.tools import config_changed
 
@@ -23,10 +27,8 @@ from ..state import StateDir
 from ..tasks.steps import StepRunner
 from ..tasks.unit import Outcome, UnitRunner
 
-# doit calls inspect.signature() on every action and every uptodate callable, on every run of
-# every task, to decide which magic arguments to pass; an explicit __signature__ answers that
-# at once (it was a tenth of a trivial task's Python time).
-_NO_ARGS = inspect.Signature()
+# doit calls inspect.signature() on every uptodate callable, on every run of every task, to
+# decide which magic arguments to pass; an explicit __signature__ answers that at once.
 _TASK_VALUES = inspect.Signature([
     inspect.Parameter("task", inspect.Parameter.POSITIONAL_OR_KEYWORD),
     inspect.Parameter("values", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
@@ -41,22 +43,48 @@ class _ConfigChanged(config_changed):  # type: ignore[misc]
     __signature__ = _TASK_VALUES
 
 
-class _Action:
-    """A doit action: ``fn(*args)``, its Outcome told in doit's terms.
+class _IdentityChanged(_ConfigChanged):
+    """``config_changed({"digest": ..., "transformer": ...})``, with the same digest computed
+    without building a sorted JSON encoder on every check (a tenth of a trivial task's Python
+    time): the saved values, and so existing databases, stay doit's."""
 
-    An object with two slots rather than a closure over a lambda (with a __dict__ for its
-    __signature__): a 100,000-task run keeps one per task."""
+    def _calc_digest(self) -> str:
+        text = (f'{{"digest": {json.dumps(self.config["digest"])}, '
+                f'"transformer": {json.dumps(self.config["transformer"])}}}')
+        return hashlib.md5(text.encode("utf-8")).hexdigest()
 
-    __slots__ = ("args", "fn")
-    __signature__ = _NO_ARGS
+
+class _Action(BaseAction):  # type: ignore[misc]
+    """A doit action that calls ``fn(*args)`` and tells its Outcome in doit's terms.
+
+    A BaseAction of our own, not a callable that doit wraps in a PythonAction: that one swaps
+    sys.stdout, asks inspect for the callable's magic arguments and fills a __dict__ on every
+    run of every task (a tenth of a trivial task's Python time), and a 100,000-task run keeps
+    one action per task. doit reads ``out``, ``err``, ``result`` and ``values`` after execute().
+    """
+
+    __slots__ = ("args", "err", "fn", "out", "task")
+    result = None
+    values: dict[str, Any] = {}  # read only: doit merges it into task.values
 
     def __init__(self, fn: Callable[..., Outcome], *args: Any) -> None:
         self.fn = fn
         self.args = args
+        self.task = None
+        self.out = self.err = None
 
-    def __call__(self) -> bool | TaskFailed:
-        outcome = self.fn(*self.args)
-        return True if outcome.ok else TaskFailed(outcome.message or "failed")
+    def execute(self, out: Any = None, err: Any = None) -> TaskFailed | TaskError | None:
+        try:
+            outcome = self.fn(*self.args)
+        except Exception as exc:  # as doit's PythonAction: the task errs, the run goes on
+            return TaskError("PythonAction Error", exc)
+        return None if outcome.ok else TaskFailed(outcome.message or "failed")
+
+    def __str__(self) -> str:
+        return f"Python: jobspec-do {getattr(self.fn, '__name__', 'action')}"
+
+    def __repr__(self) -> str:
+        return f"<jobspec-do action {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
 
 def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
@@ -92,7 +120,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                     "name": replica_task(node.key, r),
                     "actions": [_Action(runner.run_replica, pu, r)],
                     "file_dep": deps, "targets": [str(target)],
-                    "uptodate": [_ConfigChanged(identity)], "io": _NO_CAPTURE,
+                    "uptodate": [_IdentityChanged(identity)], "io": _NO_CAPTURE,
                     "meta": {"unit": node.name, "replica": r},
                 })
             deps = replica_done
@@ -104,7 +132,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
             "actions": [action],
             "file_dep": deps,
             "targets": [st.done_str, *(str(p) for p in pu.outputs)],
-            "uptodate": [_ConfigChanged(identity)],
+            "uptodate": [_IdentityChanged(identity)],
             "io": _NO_CAPTURE,
             "meta": {"unit": node.name},
         })
@@ -186,9 +214,19 @@ class Loader(TaskLoader2):  # type: ignore[misc]
         return self.config
 
     def load_tasks(self, cmd: Any, pos_args: list[str]) -> list[Any]:
-        tasks = [dict_to_task(d) for d in self.dicts]
-        self.dicts = []  # doit copied what it needs; a run's dicts are not needed again
-        for task in tasks:
-            if len(task.file_dep) > DEPLIST_MIN:  # a set per task costs memory at 100k tasks
-                task.task_dep = DepList(task.task_dep)
+        # The spec, the plan and doit's tasks live until the run ends: built with the
+        # collector paused (each collection would walk them all again) and then frozen, out
+        # of the sight of every collection during the run (a tenth of its CPU at 5,000 tasks).
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            tasks = [dict_to_task(d) for d in self.dicts]
+            self.dicts = []  # doit copied what it needs; a run's dicts are not needed again
+            for task in tasks:
+                if len(task.file_dep) > DEPLIST_MIN:  # a set per task: memory at 100k tasks
+                    task.task_dep = DepList(task.task_dep)
+            gc.freeze()
+        finally:
+            if was:
+                gc.enable()
         return tasks

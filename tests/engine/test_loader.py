@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from doit.control import TaskControl
 from doit.task import Task
 
@@ -47,3 +48,52 @@ def test_loader_gives_only_wide_fan_ins_a_deplist() -> None:
     tasks = {t.name: t for t in Loader([wide, narrow], {}).load_tasks(None, [])}
     assert isinstance(tasks["wide"].task_dep, DepList)
     assert type(tasks["narrow"].task_dep) is list
+
+
+@pytest.mark.parametrize("digest,transformer", [
+    ("ab" * 32, "local"), ("", "slurm"), ("x", 'we"ird\\näme ✓'), ("0", "")])
+def test_identity_check_saves_the_digest_doits_config_changed_saves(digest: str,
+                                                                    transformer: str) -> None:
+    """The cheaper identity check must store what doit's own would: databases written
+    before it (or by the `advance` path) keep matching, so nothing re-runs for it."""
+    from doit.tools import config_changed
+
+    from dodo_jobspec.engine.loader import _IdentityChanged
+
+    config = {"digest": digest, "transformer": transformer}
+    ours, doits = _IdentityChanged(dict(config)), config_changed(dict(config))
+    assert ours._calc_digest() == doits._calc_digest()
+    assert ours(None, {"_config_changed": doits._calc_digest()}) is True
+    assert ours(None, {"_config_changed": "something else"}) is False
+
+
+def test_action_tells_doit_success_failure_and_error() -> None:
+    from doit.exceptions import TaskError, TaskFailed
+
+    from dodo_jobspec.engine.loader import _Action
+    from dodo_jobspec.tasks.unit import Outcome
+
+    def boom() -> Outcome:
+        raise RuntimeError("kaput")
+
+    ok = _Action(lambda x: Outcome(x == 1), 1)
+    task = Task("t", actions=[ok])
+    assert task.actions == [ok] and ok.task is task  # doit keeps our action as it is
+    assert ok.execute() is None and ok.values == {} and ok.result is None
+    failed = _Action(lambda: Outcome(False, "exit 3")).execute()
+    assert isinstance(failed, TaskFailed) and failed.message == "exit 3"
+    error = _Action(boom).execute()
+    assert isinstance(error, TaskError) and "kaput" in error.get_msg()
+
+
+def test_loaded_tasks_are_frozen_out_of_the_collectors_sight() -> None:
+    import gc
+
+    from dodo_jobspec.engine.loader import Loader
+
+    gc.unfreeze()
+    try:
+        Loader([{"name": "a", "actions": []}], {}).load_tasks(None, [])
+        assert gc.get_freeze_count() > 0 and gc.isenabled()
+    finally:
+        gc.unfreeze()
