@@ -233,9 +233,17 @@ def plan_context(spec: Any, pu: Any, st: Any, attempt: int, folders: dict[str, P
     base = folders.get(parent)
     if base is None:
         base = folders[parent] = Path(parent)
-    workdir = base / folder
-    return UnitContext(spec, workdir, attempt, "<token>", workdir / f"stdout.{attempt}",
-                       workdir / f"stderr.{attempt}", pu.cwd)
+    workdir = _child(base, folder)
+    return UnitContext(spec, workdir, attempt, "<token>", _child(workdir, f"stdout.{attempt}"),
+                       _child(workdir, f"stderr.{attempt}"), pu.cwd)
+
+
+def _child(base: Path, name: str) -> Path:
+    """``base / name`` for a ``name`` of one component. pathlib's own shortcut for that (what
+    its directory walks use) skips parsing ``name`` again: a third of `plan`'s Path cost at
+    10,000 units. Python versions without it get ``/``."""
+    make = getattr(base, "_make_child_relpath", None)
+    return make(name) if make is not None else base / name  # type: ignore[no-any-return]
 
 
 def _write(lines: list[str]) -> None:
