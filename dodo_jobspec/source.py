@@ -181,9 +181,11 @@ def parse_document(raw: bytes, name: str = "<spec>") -> Document:
         raise SpecError([Problem("the file is empty", (),
                                  "a spec needs at least `version: 1` and some `tasks:`", name, 1)])
     yaml, loader = _yaml()
+    from . import yamldata  # imports PyYAML: only when there is something to parse
+
     try:
         with paused_gc():
-            data = yaml.load(text, Loader=loader)
+            data = yamldata.load(text, loader)
     except yaml.MarkedYAMLError as exc:
         raise SpecError([_yaml_problem(exc, name)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
