@@ -229,7 +229,7 @@ def plan_context(spec: Any, pu: Any, st: Any, attempt: int, folders: dict[str, P
     ``UnitState.dir`` parses the whole folder name; here it is the parent folder's Path (one
     per parent, kept in ``folders``) joined with one component, and the logs are named as
     ``UnitState.stdout``/``stderr`` name them."""
-    parent, folder = os.path.split(st.dir_str)
+    parent, _, folder = st.dir_str.rpartition("/")  # dir_str is "<root>/<kind>/<folder>"
     base = folders.get(parent)
     if base is None:
         base = folders[parent] = Path(parent)
@@ -259,7 +259,7 @@ def last_attempts(prep: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     for pu in prep.plan:
         st = prep.state.unit(pu.node)
-        parent, folder = os.path.split(st.dir_str)
+        parent, _, folder = st.dir_str.rpartition("/")  # dir_str is "<root>/<kind>/<folder>"
         names = listings.get(parent)
         if names is None:
             try:

@@ -58,7 +58,11 @@ class LocalTransformer(Transformer):
     def describe(self, unit: Unit, ctx: UnitContext) -> str:
         if not isinstance(unit, Task):
             return f"group {unit.name}: runs its {len(unit.children)} children in order"
-        lines = [f"run: {shlex.join(self.argv(unit))}", f"  cwd: {ctx.cwd}"]
+        if isinstance(unit.command, str):  # the common case: only the command needs quoting
+            run = "/bin/sh -c " + shlex.quote(unit.command)
+        else:
+            run = shlex.join(self.argv(unit))
+        lines = [f"run: {run}", f"  cwd: {ctx.cwd}"]
         for key, value in sorted(unit.attributes.environment.items()):
             lines.append(f"  env: {key}={value}")
         if unit.attributes.duration is not None:
