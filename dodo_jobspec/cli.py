@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import __version__
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobspecError, Problem, SpecError, format_path
@@ -190,5 +193,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def console() -> NoReturn:
+    """The `jobspec-do` console script: ``main()``, then exit without freeing the heap.
+
+    Python's own exit frees every object one by one: 0.35 s of a 10,000-task run, and more
+    than the rest of `plan` at 100,000. The kernel frees a process at once. What a normal
+    exit would do that matters still happens first: atexit handlers, flushed streams. Only
+    when no other thread is still running (the run stops its own): otherwise Python's exit,
+    which waits for them."""
+    code = main()
+    others = [t for t in threading.enumerate()
+              if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+    if others:
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError):  # a closed pipe: nothing more to say to it
+        code = code or EXIT_FAILED
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    console()

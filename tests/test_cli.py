@@ -101,3 +101,38 @@ def test_console_script_help_teaches() -> None:
     out = subprocess.run([sys.executable, "-m", "dodo_jobspec.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "exit codes:" in out and "--resume" in out
+
+
+_CONSOLE = """
+import atexit, sys, threading, time
+from dodo_jobspec import cli
+
+def fake_main():
+    sys.stdout.write("x" * 200_000 + "\\n")  # more than a pipe's buffer: must be flushed
+    if sys.argv[1] == "thread":
+        def late():
+            time.sleep(0.3)
+            open(sys.argv[2], "w").write("finished")
+        threading.Thread(target=late).start()
+    return 3
+
+atexit.register(lambda: sys.stderr.write("atexit ran\\n"))
+cli.main = fake_main
+cli.console()
+"""
+
+
+@pytest.mark.parametrize("case", ["plain", "thread"])
+def test_console_exit_flushes_runs_atexit_and_waits_for_threads(tmp_path: Path,
+                                                                case: str) -> None:
+    """The console script skips freeing the heap at exit, and nothing else a normal exit
+    does: buffered output, atexit handlers, the exit code, a thread still at work."""
+    marker = tmp_path / "thread.txt"
+    r = subprocess.run([sys.executable, "-c", _CONSOLE, case, str(marker)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3
+    assert r.stdout == "x" * 200_000 + "\n"
+    assert r.stderr == "atexit ran\n"
+    assert (case == "thread") == marker.exists()
+    if case == "thread":
+        assert marker.read_text() == "finished"
