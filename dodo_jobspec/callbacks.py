@@ -40,15 +40,13 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__
-from .errors import JobspecError, SpecError
+from .errors import JobspecError, Problem, SpecError
 from .model import Spec
 from .state import StateDir, StatusEvent, atomic_write
 
@@ -87,24 +85,20 @@ def sign(secret: bytes, body: bytes) -> str:
 def callback_url(spec: Spec, config_url: str | None) -> str | None:
     """The webhook URL for ``spec``: its ``attributes.callback``, else the configuration's.
 
-    The spec file is read again (it is small and cached by the OS) because the resolved model
-    keeps only the attributes the transformers use; the line of a bad value is reported.
-    """
-    from_spec, doc = None, None
-    try:
-        from .source import read_document
-
-        doc = read_document(spec.path)
-        attrs = doc.data.get("attributes")
-        if isinstance(attrs, dict):
-            from_spec = attrs.get("callback")
-    except SpecError:
-        pass  # the spec was loaded before; a file gone since then just has no attribute
-    if from_spec is not None and doc is not None:
+    A bad value in the spec is reported with its line (the file is read again for that)."""
+    from_spec = spec.callback
+    if from_spec is not None:
         if not _valid_url(from_spec):
-            raise SpecError([doc.problem(
-                f"callback must be an http:// or https:// URL, not {from_spec!r}",
-                ["attributes", "callback"], "for example https://example.org/hooks/jobspec")])
+            problem = (f"callback must be an http:// or https:// URL, not {from_spec!r}",
+                       ["attributes", "callback"], "for example https://example.org/hooks/jobspec")
+            try:
+                from .source import read_document
+
+                doc = read_document(spec.path)
+            except SpecError:  # gone since it was loaded: say it without the line
+                raise SpecError([Problem(problem[0], tuple(problem[1]), problem[2],
+                                         str(spec.path))]) from None
+            raise SpecError([doc.problem(*problem)])
         return str(from_spec)
     if config_url is None or config_url == "":
         return None
@@ -146,12 +140,18 @@ def event_body(event: StatusEvent, event_id: str) -> bytes:
     }, separators=(",", ":")).encode()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """urllib turns a redirected POST into a bodiless GET: report the redirect instead."""
+def _opener() -> Any:
+    """A urllib opener that reports a redirect rather than following it: urllib turns a
+    redirected POST into a bodiless GET. (urllib is imported only when a webhook is set: it
+    is a tenth of a run's start-up.)"""
+    import urllib.request
 
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> None:
-        return None
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                             newurl: str) -> None:
+            return None
+
+    return urllib.request.build_opener(NoRedirect)
 
 
 class Webhook:
@@ -169,7 +169,7 @@ class Webhook:
         self.delivered = 0  # counters, for tests and summaries
         self.rejected = 0
         self._where = _redact(url)
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = _opener()
         self._cond = threading.Condition()
         self._pending: list[str] = []  # heap of event file names: names sort in event order
         self._known: set[str] = set()
@@ -366,6 +366,9 @@ class Webhook:
                    "User-Agent": f"jobspec-do/{__version__}"}
         if self.secret:
             headers[SIGNATURE_HEADER] = sign(self.secret, body)
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self.timeout) as reply:

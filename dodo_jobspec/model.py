@@ -278,6 +278,8 @@ class Spec:
     path: Path
     top: tuple[Unit, ...]  # top-level tasks and groups, in run order
     nodes: Mapping[str, Unit]  # every task and group by key, dependencies first
+    # The top-level `attributes.callback` as written (checked when a run attaches a webhook).
+    callback: Any = None
 
     @_once
     def digest(self) -> str:

@@ -165,7 +165,9 @@ class _Resolver:
             return None
         # Node digests are computed when first read (model.Node.digest), not here.
         name = self.data.get("name") or self.doc.path.stem
-        return Spec(str(name), self.doc.path, tuple(top), {n.key: n for n in order})
+        attributes = self.doc.data.get("attributes")
+        callback = attributes.get("callback") if isinstance(attributes, dict) else None
+        return Spec(str(name), self.doc.path, tuple(top), {n.key: n for n in order}, callback)
 
     def _collect_groups(self, groups: list[Any], path: tuple[str | int, ...],
                         parent: str | None) -> None:

@@ -32,7 +32,8 @@ from .helpers import jobspec_do, load_text, write
 class Receiver:
     """A webhook receiver: records every request; replies ``codes`` in turn (then the last)."""
 
-    def __init__(self, port: int = 0, codes: tuple[int, ...] = (200,), delay: float = 0) -> None:
+    def __init__(self, port: int = 0, codes: tuple[int, ...] = (200,), delay: float = 0,
+                 location: str | None = None) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.codes = list(codes)
         self.delay = delay
@@ -47,6 +48,8 @@ class Receiver:
                     time.sleep(receiver.delay)
                 code = receiver.codes.pop(0) if len(receiver.codes) > 1 else receiver.codes[0]
                 self.send_response(code)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
@@ -343,3 +346,29 @@ def test_a_real_run_posts_every_state_change(receiver: Receiver, tmp_path: Path)
     for headers, body in receiver.requests:
         assert headers["x-hub-signature-256"] == callbacks.sign(b"run-secret", body)
     assert list((tmp_path / ".jobspec-do" / "spec" / "outbox").glob("*.json")) == []
+
+
+def test_the_spec_url_comes_from_the_loaded_spec_not_a_second_read(tmp_path: Path) -> None:
+    """A run does not read (at 100,000 tasks: parse) its spec file again for one attribute."""
+    spec = load_text(tmp_path, """
+        version: 1
+        attributes: {callback: "https://spec.example/hook"}
+        tasks: [{name: one, command: "true"}]
+    """)
+    spec.path.unlink()
+    assert callback_url(spec, None) == "https://spec.example/hook"
+
+
+def test_a_redirect_is_reported_not_followed(tmp_path: Path) -> None:
+    """urllib would follow a redirected POST as a bodiless GET: the log names the new URL."""
+    moving = Receiver(codes=(307,), location="http://127.0.0.1:9/elsewhere")
+    try:
+        hook = Webhook(moving.url, None, tmp_path / "outbox", retries=0, backoff=0.01)
+        hook(event())
+        hook.flush(10)
+        hook.close()
+        assert len(moving.requests) == 1
+        log = (tmp_path / "callbacks.log").read_text()
+        assert "redirect to http://127.0.0.1:9/elsewhere" in log
+    finally:
+        moving.stop()
