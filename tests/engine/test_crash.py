@@ -177,6 +177,30 @@ def test_backend_commits_at_most_an_interval_late(tmp_path: Path, monkeypatch) -
     assert committed() == ["a", "b", "c", "d"]
 
 
+def test_backend_forgets_a_pending_row_that_doit_removes(tmp_path: Path, monkeypatch) -> None:
+    """A success still waiting for its batch, then removed (the task failed later in the
+    run, or --force), must not come back when the batch is written."""
+    import sqlite3
+
+    from doit.dependency import Dependency, JSONCodec, MD5Checker
+    from doit.task import Task
+
+    from dodo_jobspec.engine import backend
+
+    clock = [100.0]
+    monkeypatch.setattr(backend.time, "monotonic", lambda: clock[0])
+    db = tmp_path / "db.sqlite3"
+    dep = Dependency(backend.IncrementalSqliteDB, str(db), checker_cls=MD5Checker,
+                     codec_cls=JSONCodec)
+    dep.save_success(Task("a", actions=[]))  # written at once: the first after a quiet spell
+    dep.save_success(Task("b", actions=[]))  # pending
+    dep.remove_success(Task("b", actions=[]))
+    dep.save_success(Task("c", actions=[]))  # pending
+    dep.close()
+    rows = sorted(r[0] for r in sqlite3.connect(db).execute("select task_id from doit"))
+    assert rows == ["a", "c"]
+
+
 def test_completions_doit_never_recorded_are_adopted_not_rerun(tmp_path: Path) -> None:
     """doit rows are committed in batches, so a kill can lose the newest ones. The tasks
     behind them must be adopted from their job records, not run again; and a changed task
