@@ -54,6 +54,11 @@ class IncrementalSqliteDB(SqliteDB):  # type: ignore[misc]
         if self._pending:
             self._conn.executemany("insert or replace into doit values (?,?)",
                                    list(self._pending.items()))
+            # doit keeps every task's data in memory for the whole run, and reads a task's
+            # own data again only to check it before it runs; written, it can be read back
+            # from the table if ever needed (40-60 MB at 100,000 tasks).
+            for task_id in self._pending:
+                self._cache.pop(task_id, None)
             self._pending.clear()
         self._conn.commit()
 

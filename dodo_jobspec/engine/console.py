@@ -155,12 +155,13 @@ class DoitReporter:
         self.t0[task.name] = time.monotonic()
 
     def add_success(self, task: Any) -> None:
+        start = self.t0.pop(task.name, None)
         if task.name in self.names:
-            start = self.t0.get(task.name)
             self.console.success(self._unit(task)[0],
                                  time.monotonic() - start if start else None)
 
     def add_failure(self, task: Any, fail: Any) -> None:
+        self.t0.pop(task.name, None)
         name, st = self._unit(task)
         kind = fail.get_name() if hasattr(fail, "get_name") else "failure"
         if kind == "UnmetDependency":

@@ -201,6 +201,33 @@ def test_backend_forgets_a_pending_row_that_doit_removes(tmp_path: Path, monkeyp
     assert rows == ["a", "c"]
 
 
+def test_backend_lets_go_of_written_rows_and_reads_them_back(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """Memory at 100,000 tasks: once a row is in the table, doit's in-memory copy goes; a
+    later read of that task (doit checks a task's own data before running it) comes back
+    from the table, whole."""
+    from doit.dependency import Dependency, JSONCodec, MD5Checker
+    from doit.task import Task
+
+    from dodo_jobspec.engine import backend
+
+    clock = [100.0]
+    monkeypatch.setattr(backend.time, "monotonic", lambda: clock[0])
+    (tmp_path / "in.txt").write_text("x")
+    dep = Dependency(backend.IncrementalSqliteDB, str(tmp_path / "db.sqlite3"),
+                     checker_cls=MD5Checker, codec_cls=JSONCodec)
+    task = Task("a", actions=[], file_dep=[str(tmp_path / "in.txt")])
+    task.values = {"k": "v"}
+    dep.save_success(task)  # the first after a quiet spell: written at once
+    assert "a" not in dep.backend._cache
+    assert dep.get_values("a") == {"k": "v"}
+    assert dep.backend.get("a", "deps:") == [str(tmp_path / "in.txt")]
+    later = Task("b", actions=[])
+    dep.save_success(later)  # pending: still in memory until its batch is written
+    assert "b" in dep.backend._cache
+    dep.close()
+
+
 def test_completions_doit_never_recorded_are_adopted_not_rerun(tmp_path: Path) -> None:
     """doit rows are committed in batches, so a kill can lose the newest ones. The tasks
     behind them must be adopted from their job records, not run again; and a changed task
