@@ -1,12 +1,13 @@
 """YAML text -> plain Python data, as ``yaml.load(text, Loader=CSafeLoader)`` returns it.
 
-libyaml parses and composes the node tree in C; PyYAML's SafeConstructor then builds the
-Python objects in Python through a generic, generator-based machinery: at 100,000 tasks that
-was 1.4 s of a 2.4 s load. A spec is maps, lists and scalars, which a direct walk of the
-node tree builds in a seventh of that time. Anything else the safe loader knows (merge
-keys, explicit tags such as ``!!set`` or ``!!binary``, complex keys) makes the walk step
-aside and PyYAML's constructor build the whole document, so the result is always exactly
-what ``yaml.load`` gives; errors are PyYAML's too.
+libyaml parses in C; PyYAML then composes a node tree (two Mark objects per node) and its
+SafeConstructor builds the Python objects through a generic, generator-based machinery: at
+100,000 tasks that was 2.4 s. A spec is maps, lists and scalars, which are built here
+straight from libyaml's events (1.0 s). Whatever else the safe loader knows (merge keys,
+explicit tags such as ``!!set``, complex keys, anything malformed) sends the document the
+long way: composed, walked, and handed to PyYAML's constructor if the walk meets something
+it does not build either. So the result is always exactly what ``yaml.load`` gives, and
+errors are PyYAML's own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 _STR = "tag:yaml.org,2002:str"
@@ -29,6 +39,11 @@ class _Unusual(Exception):
 
 def load(text: str, loader: type) -> Any:
     """The data of the single YAML document in ``text``, as ``yaml.load`` would give it."""
+    if not loader.yaml_path_resolvers:
+        try:
+            return _from_events(text, loader)
+        except (_Unusual, yaml.YAMLError):
+            pass  # the long way builds it, or raises PyYAML's own error
     node = yaml.compose(text, Loader=_quick(loader))
     if node is None:
         return None
@@ -41,6 +56,107 @@ def load(text: str, loader: type) -> Any:
             return constructor.construct_document(node)
         finally:
             constructor.dispose()
+
+
+_NO_KEY = object()
+
+
+def _from_events(text: str, loader: type) -> Any:
+    """Build the document from the parser's events; _Unusual if it is not plain data."""
+    parser = loader(text)
+    try:
+        return _EventBuilder(parser, loader).document()
+    finally:
+        parser.dispose()
+
+
+class _EventBuilder:
+    """Containers on a stack; each scalar, alias or container goes into the one on top."""
+
+    def __init__(self, parser: Any, loader: type) -> None:
+        self.get = parser.get_event
+        self.implicit: dict[Any, list[tuple[str, Any]]] = loader.yaml_implicit_resolvers
+        ctor = SafeConstructor()
+        self.scalars = {f"tag:yaml.org,2002:{name}": getattr(ctor, f"construct_yaml_{name}")
+                        for name in ("int", "float", "bool", "null", "timestamp")}
+        self.anchors: dict[str, Any] = {}
+
+    def document(self) -> Any:
+        get = self.get
+        get()  # StreamStartEvent
+        if get().__class__ is StreamEndEvent:
+            return None  # no document at all
+        stack: list[list[Any]] = []  # [container, key waiting for its value or _NO_KEY]
+        while True:
+            event = get()
+            kind = event.__class__
+            if kind is ScalarEvent:
+                value = self.scalar(event)
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                container: Any = {} if kind is MappingStartEvent else []
+                self.anchor(event, container)
+                if stack:
+                    self.place(stack[-1], container)
+                stack.append([container, _NO_KEY])
+                continue
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                done = stack.pop()
+                if stack:
+                    continue
+                return self.end(done[0])
+            elif kind is AliasEvent:
+                if event.anchor not in self.anchors:
+                    raise _Unusual  # PyYAML's error comes from the long way
+                value = self.anchors[event.anchor]
+            else:
+                raise _Unusual
+            if not stack:
+                return self.end(value)
+            self.place(stack[-1], value)
+
+    def scalar(self, event: ScalarEvent) -> Any:
+        if event.tag is not None and event.tag != "!":
+            raise _Unusual  # an explicit tag
+        value = event.value
+        if event.implicit[0]:  # plain: resolved as PyYAML's Resolver.resolve does
+            implicit = self.implicit
+            for tag, regexp in (*implicit.get(value[0] if value else "", ()),
+                                *implicit.get(None, ())):
+                if regexp.match(value):
+                    make = self.scalars.get(tag)
+                    if make is None:
+                        raise _Unusual  # e.g. a merge key
+                    value = make(ScalarNode(tag, value))
+                    break
+        self.anchor(event, value)
+        return value
+
+    def anchor(self, event: Any, value: Any) -> None:
+        if event.tag is not None and event.tag != "!":
+            raise _Unusual
+        if event.anchor is not None:
+            if event.anchor in self.anchors:
+                raise _Unusual  # a duplicate anchor: PyYAML decides
+            self.anchors[event.anchor] = value
+
+    @staticmethod
+    def place(top: list[Any], value: Any) -> None:
+        container, key = top
+        if container.__class__ is list:
+            container.append(value)
+        elif key is _NO_KEY:
+            if value.__class__ is dict or value.__class__ is list:
+                raise _Unusual  # a complex key
+            top[1] = value
+        else:
+            container[key] = value
+            top[1] = _NO_KEY
+
+    def end(self, value: Any) -> Any:
+        self.get()  # DocumentEndEvent
+        if self.get().__class__ is not StreamEndEvent:
+            raise _Unusual  # a second document: PyYAML's error
+        return value
 
 
 @cache

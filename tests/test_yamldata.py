@@ -53,6 +53,9 @@ number_key:
   null: nothing
 dup: first
 dup: second
+bang: ! 12
+anchored: &n 5
+again: *n
 """
 
 UNUSUAL = {
@@ -116,3 +119,23 @@ def test_errors_are_pyyamls(text: str) -> None:
 
 def test_an_empty_document_is_none() -> None:
     assert yamldata.load("# nothing\n", LOADER) is None
+
+
+def test_plain_data_is_built_from_events_and_the_rest_the_long_way(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path must really carry plain specs (a regression there is silent: the long
+    way gives the same data, slower), and must step aside for what it does not build."""
+    composed: list[str] = []
+    real = yaml.compose
+
+    def counting(text: str, Loader: type) -> Any:
+        composed.append(text)
+        return real(text, Loader=Loader)
+
+    monkeypatch.setattr(yamldata.yaml, "compose", counting)
+    assert yamldata.load(SCALARS, LOADER)["again"] == 5
+    for path in _files()[:5]:
+        yamldata.load(path.read_text(), LOADER)
+    assert composed == []
+    yamldata.load(UNUSUAL["merge"], LOADER)
+    assert composed == [UNUSUAL["merge"]]
