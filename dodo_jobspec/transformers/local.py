@@ -244,6 +244,7 @@ def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
 
 _RESTORED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n))
 _SWEPT: list[bool] = []
+_SWEEP_LOCK = threading.Lock()
 
 
 def _close_inherited() -> None:
@@ -254,13 +255,18 @@ def _close_inherited() -> None:
     or a shell's), which a task must not hold open."""
     if _SWEPT:
         return
-    _SWEPT.append(True)
-    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
-        fd = int(name)
-        if fd > 2:
-            with contextlib.suppress(OSError):
-                if os.get_inheritable(fd):
-                    os.set_inheritable(fd, False)
+    # Done is said only once the sweep is over: a second thread starting a task meanwhile
+    # waits here instead of spawning a child that inherits what is not swept yet.
+    with _SWEEP_LOCK:
+        if _SWEPT:
+            return
+        for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+            fd = int(name)
+            if fd > 2:
+                with contextlib.suppress(OSError):
+                    if os.get_inheritable(fd):
+                        os.set_inheritable(fd, False)
+        _SWEPT.append(True)
 
 
 class _Spawned:

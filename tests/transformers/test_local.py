@@ -259,3 +259,44 @@ def test_tasks_get_default_sigpipe_and_no_inherited_descriptors(tmp_path: Path) 
         assert not ignored & (1 << (25 - 1)), "SIGXFSZ is ignored in the task"
         fds = {int(n) for n in (folder / "fds.txt").read_text().split()}
         assert passed not in fds, fds
+
+
+def test_a_second_thread_waits_for_the_descriptor_sweep_to_finish(monkeypatch) -> None:
+    """Two threads start their first tasks at once: the one that finds the sweep of
+    inherited descriptors under way must wait for it, or its child inherits them (this
+    was a flaky CI failure once doit had three threads)."""
+    import os
+    import threading
+
+    from dodo_jobspec.transformers import local
+
+    read, write_end = os.pipe()
+    inherited = os.dup(write_end)
+    os.set_inheritable(inherited, True)
+    monkeypatch.setattr(local, "_SWEPT", [])
+    inside, release = threading.Event(), threading.Event()
+    real = os.set_inheritable
+
+    def slow(fd: int, value: bool) -> None:
+        if fd == inherited:
+            inside.set()
+            release.wait(10)
+        real(fd, value)
+
+    monkeypatch.setattr(local.os, "set_inheritable", slow)
+    first = threading.Thread(target=local._close_inherited)
+    first.start()
+    try:
+        assert inside.wait(10), "the sweep never reached the descriptor"
+        second = threading.Thread(target=local._close_inherited)
+        second.start()
+        second.join(0.3)
+        assert second.is_alive(), "the second caller went on while the sweep was under way"
+        release.set()
+        second.join(10)
+        assert not os.get_inheritable(inherited)
+    finally:
+        release.set()
+        first.join(10)
+        for fd in (read, write_end, inherited):
+            os.close(fd)
