@@ -9,6 +9,7 @@ database and running jobs are cancelled and recorded as interrupted.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 import threading
@@ -194,6 +195,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     # one task's records while the slots run the next tasks' processes.
     jobs = max(1, jobs)
     threads = jobs if gate is None else jobs + max(1, jobs // 2)  # more: GIL contention
+    if jobs == 1 or one_at_a_time(dicts):
+        threads = 0  # doit's sequential runner: no thread handoff per task (-14% on a chain)
     argv = ["run", "-n", str(threads), "-P", "thread"]
     if req.keep_going:
         argv.append("--continue")
@@ -222,6 +225,16 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def one_at_a_time(dicts: list[dict[str, Any]]) -> bool:
+    """True if no two of these doit tasks (in dependency order) can ever run at once: each
+    one depends directly on the one before it, so the order is total (a pipeline)."""
+    for before, after in itertools.pairwise(dicts):
+        made = set(before.get("targets", ()))
+        if not any(dep in made for dep in after.get("file_dep", ())):
+            return False
+    return True
 
 
 def last_attempts(prep: Prepared, previous: dict[str, int] | None) -> dict[str, int]:

@@ -188,6 +188,13 @@ class UnitRunner:
                 status = self._launch(node, st, record_file, record, ctx, attach)
         except SubmitError as exc:
             status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
+        except KeyboardInterrupt:
+            # doit's sequential runner runs this in the main thread, where Ctrl-C and SIGTERM
+            # land: record what the threaded runner's workers record, then let it go on.
+            if record.job_id is not None:
+                self._record(pu, st, record_file, record,
+                             JobStatus(JobState.CANCELED, None, "interrupted"), replica)
+            raise
         if status is None:
             return Outcome(True, f"job {record.job_id} submitted")
         if self.inflight.interrupted.is_set() and status.state != JobState.COMPLETED:
@@ -214,6 +221,10 @@ class UnitRunner:
         self.inflight.add(record.job_id, node.name)
         try:
             return self.waiter(record.job_id)
+        except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
+            self.inflight.interrupted.set()
+            self.transformer.cancel([record.job_id])
+            raise
         finally:
             self.inflight.discard(record.job_id)
 

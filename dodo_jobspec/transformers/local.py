@@ -113,6 +113,9 @@ class LocalTransformer(Transformer):
             _kill_group(proc.pid, proc)
             return JobStatus(JobState.TIMEOUT, None, f"timed out: stopped after its duration "
                              f"of {duration:g}s")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting in the main thread
+            _kill_group(proc.pid, proc)
+            raise
         finally:
             with self._lock:
                 self._procs.pop(job_id, None)

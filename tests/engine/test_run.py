@@ -1,0 +1,127 @@
+"""engine/run.py: which doit runner a run gets, and what Ctrl-C does on the sequential one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dodo_jobspec.engine.loader import task_dicts
+from dodo_jobspec.engine.run import one_at_a_time
+from dodo_jobspec.plan import build
+from dodo_jobspec.state import StateDir
+from dodo_jobspec.tasks.steps import StageConfig, StepRunner
+from dodo_jobspec.tasks.unit import RunOptions, UnitRunner
+from dodo_jobspec.transformers.local import LocalTransformer
+from tests.helpers import load_text, write
+
+SHAPES = {
+    "a chain": ("""
+        version: 1
+        tasks:
+        - {name: a, command: "true"}
+        - {name: b, command: "true", depends_on: [a]}
+        - {name: c, command: "true", depends_on: [b]}
+        """, True),
+    "one task": ("version: 1\ntasks: [{name: a, command: 'true'}]\n", True),
+    "a fan": ("""
+        version: 1
+        tasks:
+        - {name: a, command: "true"}
+        - {name: b, command: "true"}
+        - {name: c, command: "true", depends_on: [a, b]}
+        """, False),
+    "a diamond": ("""
+        version: 1
+        tasks:
+        - {name: a, command: "true"}
+        - {name: b, command: "true", depends_on: [a]}
+        - {name: c, command: "true", depends_on: [a]}
+        - {name: d, command: "true", depends_on: [b, c]}
+        """, False),
+    "replicas": ("version: 1\ntasks: [{name: a, command: 'true', replicas: 2}]\n", False),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_only_a_pipeline_is_one_at_a_time(tmp_path: Path, shape: str) -> None:
+    text, expected = SHAPES[shape]
+    spec = load_text(tmp_path, text)
+    state = StateDir(tmp_path / "state", spec)
+    transformer = LocalTransformer()
+    steps = StepRunner(state, StageConfig(), lambda *event: None)
+    runner = UnitRunner(spec, state, transformer, RunOptions(), lambda *event: None)
+    dicts = task_dicts(build(spec, False), runner, steps, state, local_replicas=True)
+    assert one_at_a_time(dicts) is expected
+
+
+@pytest.mark.parametrize("shape,jobs,runner", [
+    ("a chain", "2", "Runner"), ("a fan", "2", "MThreadRunner"), ("a fan", "1", "Runner")])
+def test_a_pipeline_or_one_job_runs_on_doits_sequential_runner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str, jobs: str,
+        runner: str) -> None:
+    """Handing each task to a thread and back costs a pipeline ~15 % of its time for
+    nothing: only one of its tasks can run at a time."""
+    from doit.runner import Runner
+
+    from dodo_jobspec.cli import main
+
+    used: list[str] = []
+    real = Runner.run_all
+
+    def spy(self, task_dispatcher):  # type: ignore[no-untyped-def]
+        used.append(type(self).__name__)
+        return real(self, task_dispatcher)
+
+    monkeypatch.setattr(Runner, "run_all", spy)
+    monkeypatch.chdir(tmp_path)
+    spec = write(tmp_path, SHAPES[shape][0])
+    assert main([str(spec), "-q", "-j", jobs]) == 0
+    assert used == [runner]
+
+
+def test_ctrl_c_on_the_sequential_runner_stops_and_records_the_task(tmp_path: Path) -> None:
+    """On the sequential runner the task's wait is in the main thread, where SIGINT lands:
+    the task's process group is stopped, the attempt is recorded as interrupted, and the run
+    exits 130 at once."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: long, command: "sleep 60 & sleep 61; echo never"}
+        """)
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "1"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "long" / "status.csv"
+    deadline = time.monotonic() + 20
+    while "running" not in (status.read_text() if status.exists() else ""):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 4, "the interrupt waited for a kill grace period"
+    job = json.loads((tmp_path / ".jobspec-do" / "spec" / "tasks" / "long" / "job.json")
+                     .read_text())
+    assert job["state"] == "interrupted"
+    pgid = int(status.read_text().split("pid ")[1].split(":")[0])
+    deadline = time.monotonic() + 5
+    while _group_alive(pgid):  # killed, then reaped by init once orphaned
+        assert time.monotonic() < deadline, "the task's process group survived"
+        time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
