@@ -95,9 +95,12 @@ def test_ctrl_c_on_the_sequential_runner_stops_and_records_the_task(tmp_path: Pa
         tasks:
         - {name: long, command: "sleep 60 & sleep 61; echo never"}
         """)
+    # SIGINT at its default in the child: a test run started in the background (`cmd &` in
+    # a script) inherits it ignored, and Python then never raises KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "1"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "long" / "status.csv"
     deadline = time.monotonic() + 20
     while "running" not in (status.read_text() if status.exists() else ""):
