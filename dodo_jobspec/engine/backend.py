@@ -34,7 +34,21 @@ class IncrementalSqliteDB(SqliteDB):  # type: ignore[misc]
         # WAL + NORMAL: a commit is durable against a process kill (not a power cut) and cheap.
         conn.execute("pragma journal_mode=WAL")
         conn.execute("pragma synchronous=NORMAL")
+        # A first run's table is empty: doit's query for each task's row (and the GIL handed
+        # away for it, in doit's dispatching thread) can only find what this run wrote.
+        self._empty = conn.execute("select 1 from doit limit 1").fetchone() is None
+        self._written: set[str] = set()
         return conn
+
+    def _get_task_data(self, task_id: str) -> dict[str, Any]:
+        if self._empty and task_id not in self._written:
+            return {}
+        return super()._get_task_data(task_id)  # type: ignore[no-any-return]
+
+    def in_(self, task_id: str) -> bool:
+        if self._empty and task_id not in self._written and task_id not in self._cache:
+            return False
+        return super().in_(task_id)  # type: ignore[no-any-return]
 
     def set(self, task_id: str, dependency: str, value: Any) -> None:
         super().set(task_id, dependency, value)
@@ -59,6 +73,8 @@ class IncrementalSqliteDB(SqliteDB):  # type: ignore[misc]
             # from the table if ever needed (40-60 MB at 100,000 tasks).
             for task_id in self._pending:
                 self._cache.pop(task_id, None)
+                if self._empty:
+                    self._written.add(task_id)
             self._pending.clear()
         self._conn.commit()
 

@@ -228,6 +228,38 @@ def test_backend_lets_go_of_written_rows_and_reads_them_back(tmp_path: Path,
     dep.close()
 
 
+def test_backend_asks_an_empty_table_nothing(tmp_path: Path) -> None:
+    """A first run's table is empty: doit's per-task query for a row can only find rows
+    this run wrote. A table with rows is asked as doit asks it."""
+    from doit.dependency import Dependency, JSONCodec, MD5Checker
+    from doit.task import Task
+
+    from dodo_jobspec.engine import backend
+
+    db = str(tmp_path / "db.sqlite3")
+    dep = Dependency(backend.IncrementalSqliteDB, db, checker_cls=MD5Checker,
+                     codec_cls=JSONCodec)
+    asked: list[str] = []
+    dep.backend._conn.set_trace_callback(asked.append)
+    assert not dep.backend.in_("t1")
+    assert dep.backend.get("t1", "checker:") is None
+    assert not [q for q in asked if "select" in q.lower()]
+    dep.save_success(Task("t1", actions=[]))  # written at once, then dropped from memory
+    assert dep.backend.get("t1", "checker:") == "MD5Checker"  # read back from the table
+    assert dep.backend.in_("t1")
+    assert [q for q in asked if "select task_data" in q]
+    dep.close()
+
+    again = Dependency(backend.IncrementalSqliteDB, db, checker_cls=MD5Checker,
+                       codec_cls=JSONCodec)
+    asked.clear()
+    again.backend._conn.set_trace_callback(asked.append)
+    assert again.backend.get("t1", "checker:") == "MD5Checker"
+    assert again.backend.get("t2", "checker:") is None
+    assert len([q for q in asked if "select task_data" in q]) == 2
+    again.close()
+
+
 def test_completions_doit_never_recorded_are_adopted_not_rerun(tmp_path: Path) -> None:
     """doit rows are committed in batches, so a kill can lose the newest ones. The tasks
     behind them must be adopted from their job records, not run again; and a changed task
