@@ -142,9 +142,6 @@ class DoitReporter:
         self.names = names  # doit task name -> (unit name, UnitState or None)
         self.t0: dict[str, float] = {}
 
-    def _unit(self, task: Any) -> tuple[str, Any]:
-        return self.names.get(task.name, (task.name, None))
-
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         pass
 
@@ -155,14 +152,15 @@ class DoitReporter:
         self.t0[task.name] = time.monotonic()
 
     def add_success(self, task: Any) -> None:
+        # Each task is reported once: its entries go (memory at 100,000 tasks).
         start = self.t0.pop(task.name, None)
-        if task.name in self.names:
-            self.console.success(self._unit(task)[0],
-                                 time.monotonic() - start if start else None)
+        entry = self.names.pop(task.name, None)
+        if entry is not None:
+            self.console.success(entry[0], time.monotonic() - start if start else None)
 
     def add_failure(self, task: Any, fail: Any) -> None:
         self.t0.pop(task.name, None)
-        name, st = self._unit(task)
+        name, st = self.names.pop(task.name, None) or (task.name, None)
         kind = fail.get_name() if hasattr(fail, "get_name") else "failure"
         if kind == "UnmetDependency":
             self.console.emit("blocked", name, "a task it depends on failed")
@@ -171,8 +169,9 @@ class DoitReporter:
         self.console.failure(name, msg.strip().splitlines()[0] if msg.strip() else kind, st)
 
     def skip_uptodate(self, task: Any) -> None:
-        if task.name in self.names:
-            self.console.uptodate(self._unit(task)[0])
+        entry = self.names.pop(task.name, None)
+        if entry is not None:
+            self.console.uptodate(entry[0])
 
     def skip_ignore(self, task: Any) -> None:
         pass

@@ -187,6 +187,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     unit_state = {pu.key: state.unit(pu.node) for pu in prep.plan}
     names = {d["name"]: (d["meta"]["unit"], unit_state[d["name"].split(":", 1)[0]])
              for d in dicts}
+    del unit_state
     _warn_oversized(prep, console)
     if req.force:
         _forget(state, prep, dicts, req.force)

@@ -61,7 +61,9 @@ def test_identity_check_saves_the_digest_doits_config_changed_saves(digest: str,
     from dodo_jobspec.engine.loader import _IdentityChanged
 
     config = {"digest": digest, "transformer": transformer}
-    ours, doits = _IdentityChanged(dict(config)), config_changed(dict(config))
+    ours, doits = _IdentityChanged(digest, transformer), config_changed(dict(config))
+    assert not ours.__dict__  # slots only: memory per task
+    assert repr(ours) == repr(config_changed(dict(config)))
     assert ours._calc_digest() == doits._calc_digest()
     assert ours(None, {"_config_changed": doits._calc_digest()}) is True
     assert ours(None, {"_config_changed": "something else"}) is False
