@@ -156,7 +156,8 @@ def _noop(args: argparse.Namespace) -> int | None:
 
 def _dry_run(args: argparse.Namespace) -> int:
     """`run --dry-run`: what `run` does with it (engine/run.py), with the no-op key `run`
-    would check (not with --force, which `run` never answers from the manifest).
+    would check, taken before the spec was loaded (not with --force, which `run` never
+    answers from the manifest).
 
     `plan` and `--dry-run` build a large graph of objects that all live until they print:
     automatic garbage collections would walk it again and again for nothing."""
@@ -166,7 +167,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     with paused_gc():
         req = _request(args)
         prep = prepare(req)
-        return print_dry_run(prep, noop_key=None if req.force else _noop_key(req, prep),
+        return print_dry_run(prep, noop_key=None if req.force else prep.noop_key,
                              force=req.force)
 
 
@@ -178,14 +179,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with paused_gc():
         req = _request(args)
         prep = prepare(req)
-        return print_plan(prep, as_json=args.json, noop_key=_noop_key(req, prep))
-
-
-def _noop_key(req: Any, prep: Any) -> tuple[object, ...]:
-    """The key `run` records its no-op manifest under (engine/run.py's ``_noop_key``)."""
-    from . import config, noop
-
-    return noop.key(req.spec, prep.transformer.name, config.find(req.spec, req.config))
+        return print_plan(prep, as_json=args.json, noop_key=prep.noop_key)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
