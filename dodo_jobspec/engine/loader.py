@@ -25,7 +25,7 @@ from ..model import Task
 from ..plan import PlannedUnit, replica_task, step_task
 from ..state import StateDir
 from ..tasks.steps import StepRunner
-from ..tasks.unit import Attempt, Outcome, UnitRunner
+from ..tasks.unit import Outcome, UnitRunner
 
 # doit calls inspect.signature() on every uptodate callable, on every run of every task, to
 # decide which magic arguments to pass; an explicit __signature__ answers that at once.
@@ -97,22 +97,6 @@ class _Action(BaseAction):  # type: ignore[misc]
         return f"<jobspec-do action {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
 
-class _UnitAction(_Action):
-    """A unit's action: run in one call by doit's runners, or a step at a time by the event
-    runner (engine/events.py), which waits on many units' jobs at once."""
-
-    __slots__ = ()
-
-    def __init__(self, runner: UnitRunner, pu: PlannedUnit, replica: int | None = None) -> None:
-        super().__init__(runner.run, pu, replica)
-
-    def begin(self) -> Attempt:
-        return self.fn.__self__.begin(*self.args)  # type: ignore[no-any-return]
-
-    def slots(self) -> int:
-        return self.fn.__self__.slots(self.args[0])  # type: ignore[no-any-return]
-
-
 def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                state: StateDir, local_replicas: bool) -> list[dict[str, Any]]:
     """One doit task per unit (plus one per replica and per step), dependencies first."""
@@ -144,7 +128,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                 replica_done.append(str(target))
                 dicts.append({
                     "name": replica_task(node.key, r),
-                    "actions": [_UnitAction(runner, pu, r)],
+                    "actions": [_Action(runner.run_replica, pu, r)],
                     "file_dep": deps, "targets": [str(target)],
                     "uptodate": [_IdentityChanged(*identity)], "io": _NO_CAPTURE,
                     "meta": {"unit": node.name, "replica": r},
@@ -152,7 +136,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
             deps = replica_done
             action = _Action(runner.finish_replicas, pu)
         else:
-            action = _UnitAction(runner, pu)
+            action = _Action(runner.run, pu)
         dicts.append({
             "name": node.key,
             "actions": [action],

@@ -158,10 +158,11 @@ def run(req: RunRequest) -> int:
 
 def _run_locked(req: RunRequest, prep: Prepared) -> int:
     # Imported here: `plan` and `--dry-run` load this module too, and need none of these.
+    from doit.doit_cmd import DoitMain
+
     from ..tasks.gate import SlotGate
     from ..tasks.steps import StepRunner
     from ..tasks.unit import Inflight, RunOptions, UnitRunner
-    from . import events
     from .console import Console, DoitReporter
     from .loader import Loader, task_dicts
     from .poller import Poller
@@ -197,18 +198,14 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     threads = jobs if gate is None else jobs + max(1, jobs // 2)  # more: GIL contention
     if jobs == 1 or one_at_a_time(dicts):
         threads = 0  # doit's sequential runner: no thread handoff per task (-14% on a chain)
-    par_type = "thread"
-    if gate is not None and threads and not req.no_wait and events.available():
-        par_type, threads = events.PAR_TYPE, jobs  # one thread waits on every process
-        runner.gate = None  # the event runner counts the slots itself
-    argv = ["run", "-n", str(threads), "-P", par_type]
+    argv = ["run", "-n", str(threads), "-P", "thread"]
     if req.keep_going:
         argv.append("--continue")
     files = [f for d in dicts for f in (*d.get("file_dep", ()), *d.get("targets", ()))]
-    main = events.doit_main(Loader(dicts, {}), extra_config(state, reporter), capacity=jobs,
-                            transformer=transformer,  # type: ignore[arg-type]
-                            interrupted=inflight.interrupted)
+    main = DoitMain(Loader(dicts, {}), config_filenames=(),
+                    extra_config=extra_config(state, reporter))
     del dicts  # the Loader lets go of them once doit has its tasks: memory at 100k tasks
+    DoitMain.BIN_NAME = "jobspec-do"
     interrupted = False
     previous = _sigterm_as_interrupt()
     try:

@@ -20,7 +20,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +33,6 @@ from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, U
 from .gate import SlotGate
 
 EventSink = Callable[[str, str, str], None]  # (event, unit name, detail)
-# A unit's run, one step at a time: yields job ids, is sent their final statuses (UnitRunner.begin).
-Attempt = Generator[str, "JobStatus", "Outcome"]
 
 
 @dataclass(frozen=True)
@@ -99,25 +97,6 @@ class UnitRunner:
     # -- the entry point -----------------------------------------------------------------------
     def run(self, pu: PlannedUnit, replica: int | None = None) -> Outcome:
         """Bring ``pu`` (or one replica of it) to done, or say why it could not be."""
-        steps = self.begin(pu, replica)
-        try:
-            job_id = next(steps)
-            while True:
-                try:
-                    status = self._wait(job_id, pu.node.name)
-                except KeyboardInterrupt as exc:  # recorded by the attempt, then raised again
-                    job_id = steps.throw(exc)
-                else:
-                    job_id = steps.send(status)
-        except StopIteration as end:
-            return end.value  # type: ignore[no-any-return]
-
-    def begin(self, pu: PlannedUnit, replica: int | None = None) -> Attempt:
-        """``run`` one step at a time: the generator yields the id of each job it waits for
-        and is sent that job's final status; it returns the Outcome. Whoever drives it holds
-        the job's slots (``slots``) from the yield until the status is sent, and may throw
-        KeyboardInterrupt in at the yield, after cancelling the job, to have it recorded as
-        interrupted."""
         st = self.state.unit(pu.node)
         fresh = st.ensure()  # a folder made just now holds no records: nothing to read
         if isinstance(pu.node, Group) and not pu.whole_group:
@@ -133,25 +112,7 @@ class UnitRunner:
         attach = self._attachable(pu, st, record, sig)
         if isinstance(attach, Outcome):
             return attach
-        return (yield from self._attempt(pu, st, record_file, record, sig, replica, attach,
-                                         fresh))
-
-    def slots(self, pu: PlannedUnit) -> int:
-        """How many local slots ``pu`` takes: one, or all of them if it asks for more cores
-        than the machine has (it then runs alone)."""
-        req, _ = self.transformer.choose(pu.node)
-        return 1 if req is None or req.counts.cores <= self.machine_cores else 1 << 30
-
-    def _wait(self, job_id: str, name: str) -> JobStatus:
-        self.inflight.add(job_id, name)
-        try:
-            return self.waiter(job_id)
-        except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
-            self.inflight.interrupted.set()
-            self.transformer.cancel([job_id])
-            raise
-        finally:
-            self.inflight.discard(job_id)
+        return self._attempt(pu, st, record_file, record, sig, replica, attach, fresh)
 
     # -- deciding ----------------------------------------------------------------------------
     def _attachable(self, pu: PlannedUnit, st: UnitState, record: JobRecord, sig: str
@@ -187,7 +148,7 @@ class UnitRunner:
     # -- running -----------------------------------------------------------------------------
     def _attempt(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, old: JobRecord,
                  sig: str, replica: int | None, attach: str | None,
-                 fresh: bool = False) -> Attempt:
+                 fresh: bool = False) -> Outcome:
         node = pu.node
         if attach is not None:
             record = old
@@ -208,14 +169,15 @@ class UnitRunner:
         ctx = self._context(pu, st, record.attempt, record.token, replica)
         slot: AbstractContextManager[None] = contextlib.nullcontext()
         if self.gate is not None:
-            slot = self.gate.hold(self.slots(pu))
-        return (yield from self._submit_and_wait(pu, st, record_file, record, ctx, attach,
-                                                 replica, slot))
+            req, _ = self.transformer.choose(node)
+            big = req is not None and req.counts.cores > self.machine_cores
+            slot = self.gate.hold(self.gate.capacity if big else 1)
+        return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica, slot)
 
     def _submit_and_wait(self, pu: PlannedUnit, st: UnitState, record_file: Path | str,
                          record: JobRecord, ctx: UnitContext, attach: str | None,
                          replica: int | None,
-                         slot: AbstractContextManager[None] | None = None) -> Attempt:
+                         slot: AbstractContextManager[None] | None = None) -> Outcome:
         """Submit (or re-attach), wait, record. ``slot`` is held from the submit until the job
         has ended, not while its records are written: the run has more doit threads than
         slots, so one task's bookkeeping overlaps the next task's process."""
@@ -223,12 +185,12 @@ class UnitRunner:
         self.emit("start", node.name, f"attempt {record.attempt}")
         try:
             with slot or contextlib.nullcontext():
-                status = yield from self._launch(node, st, record_file, record, ctx, attach)
+                status = self._launch(node, st, record_file, record, ctx, attach)
         except SubmitError as exc:
             status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
         except KeyboardInterrupt:
-            # Thrown in at the yield by whoever waits in the main thread, where Ctrl-C and
-            # SIGTERM land: record what the threaded runner's workers record, then go on.
+            # doit's sequential runner runs this in the main thread, where Ctrl-C and SIGTERM
+            # land: record what the threaded runner's workers record, then let it go on.
             if record.job_id is not None:
                 self._record(pu, st, record_file, record,
                              JobStatus(JobState.CANCELED, None, "interrupted"), replica)
@@ -240,8 +202,7 @@ class UnitRunner:
         return self._record(pu, st, record_file, record, status, replica)
 
     def _launch(self, node: Unit, st: UnitState, record_file: Path | str, record: JobRecord,
-                ctx: UnitContext, attach: str | None
-                ) -> Generator[str, JobStatus, JobStatus | None]:
+                ctx: UnitContext, attach: str | None) -> JobStatus | None:
         """Submit (unless re-attaching to ``attach``) and wait for the job to end; None under
         --no-wait, which submits and returns."""
         if attach is None:
@@ -257,7 +218,15 @@ class UnitRunner:
         if self.options.no_wait:
             return None
         assert record.job_id is not None
-        return (yield record.job_id)
+        self.inflight.add(record.job_id, node.name)
+        try:
+            return self.waiter(record.job_id)
+        except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
+            self.inflight.interrupted.set()
+            self.transformer.cancel([record.job_id])
+            raise
+        finally:
+            self.inflight.discard(record.job_id)
 
     def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, record: JobRecord,
                 status: JobStatus, replica: int | None) -> Outcome:
@@ -288,6 +257,10 @@ class UnitRunner:
         else:
             atomic_write(st.dir / f"done.r{replica}.json", json.dumps(
                 {"replica": replica, "attempt": record.attempt, "finished": record.finished}))
+
+    def run_replica(self, pu: PlannedUnit, replica: int) -> Outcome:
+        """One replica of a task the local transformer runs replica by replica."""
+        return self.run(pu, replica)
 
     def finish_replicas(self, pu: PlannedUnit) -> Outcome:
         """A replicated task is done when all its replicas are (and its outputs exist)."""

@@ -111,37 +111,20 @@ class LocalTransformer(Transformer):
             code = proc.wait(timeout=duration)
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid, proc)
-            return _timed_out(duration)
+            return JobStatus(JobState.TIMEOUT, None, f"timed out: stopped after its duration "
+                             f"of {duration:g}s")
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting in the main thread
             _kill_group(proc.pid, proc)
             raise
         finally:
-            self._forget(job_id)
-        return _exit_status(code)
-
-    # -- waiting on many jobs at once (engine/events.py) ---------------------------------------
-    def watch(self, job_id: str) -> tuple[int, float | None]:
-        """A descriptor that turns readable when the job's process has ended (the caller
-        closes it), and the job's time limit in seconds. OSError where pidfds are missing."""
-        with self._lock:
-            proc = self._procs[job_id]
-            duration = self._durations.get(job_id)
-        return os.pidfd_open(proc.pid), duration
-
-    def expire(self, job_id: str) -> JobStatus:
-        """The job's time limit has passed: stop its process group; it timed out."""
-        with self._lock:
-            proc = self._procs.get(job_id)
-            duration = self._durations.get(job_id)
-        if proc is not None:
-            _kill_group(proc.pid, proc)
-        self._forget(job_id)
-        return _timed_out(duration)
-
-    def _forget(self, job_id: str) -> None:
-        with self._lock:
-            self._procs.pop(job_id, None)
-            self._durations.pop(job_id, None)
+            with self._lock:
+                self._procs.pop(job_id, None)
+                self._durations.pop(job_id, None)
+        if code == 0:
+            return JobStatus(JobState.COMPLETED, 0)
+        if code < 0:
+            return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
+        return JobStatus(JobState.FAILED, code)
 
     def _base_env(self) -> dict[bytes, bytes]:
         """This process's environment, encoded once per run rather than once per task."""
@@ -342,19 +325,6 @@ def _devnull() -> int:
     if not _DEVNULL:
         _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
     return _DEVNULL[0]
-
-
-def _exit_status(code: int) -> JobStatus:
-    if code == 0:
-        return JobStatus(JobState.COMPLETED, 0)
-    if code < 0:
-        return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
-    return JobStatus(JobState.FAILED, code)
-
-
-def _timed_out(duration: float | None) -> JobStatus:
-    return JobStatus(JobState.TIMEOUT, None, f"timed out: stopped after its duration of "
-                     f"{duration or 0:g}s")
 
 
 def _replica_env(ctx: UnitContext) -> dict[str, str]:
