@@ -1,10 +1,18 @@
-"""How long `posix_spawn` blocks its caller, by heap shape and by overlap with the previous child.
+"""How long `posix_spawn` blocks its caller, by what the caller and the machine are doing.
 
-The full local run's floor on these machines is this number, not doit: posix_spawn (glibc's
-CLONE_VM|CLONE_VFORK) returns once the child has exec'd. In a Python process holding many
-small objects (jobspec-do holds its spec, plan and doit's tasks) while the previous child is
-still running, it blocks 0.4-0.6 ms instead of ~0.13 ms. One large buffer does not do it; so
-far nothing we tried does away with it (a launcher thread, pinning the child to our CPU).
+posix_spawn (glibc: CLONE_VM|CLONE_VFORK) returns once the child has exec'd and the caller is
+running again, so the call lasts as long as the child, then the caller, wait for a CPU: it is
+scheduling, not copying. On these 2-core machines, with the previous child still running, the
+call blocks ~0.13 ms from a caller that was idle and ~0.55 ms from one that has just been busy,
+whatever its heap holds: a heap built a second earlier does not do it, half a second of CPU
+without any objects does. A caller that was idle stays quick even while another process spins
+on one of the two CPUs. Which kernel heuristic reads the caller's past is not pinned down:
+a probe reading which CPU each child ran on found the call slow on either.
+
+jobspec-do is a busy caller: during a run it works on every task's bookkeeping. Inside it the
+call is slow for a second reason of the same kind: ctypes releases the GIL while the child
+starts, so doit's other threads run and take the CPUs. `benchmarks/run_probe.py` measures the
+call inside a full run, either way.
 
     python benchmarks/spawn_latency.py            # one row per case, medians in ms
 """
@@ -18,15 +26,21 @@ import subprocess
 import sys
 import time
 
+BURN = "t = time.perf_counter()\nwhile time.perf_counter() - t < 0.5:\n    pass"
+OBJECTS = "keep = [str(i) * 3 for i in range(1_000_000)]"
 CASES = {
-    "empty heap": "",
-    "1M small objects": "keep = [str(i) * 3 for i in range(1_000_000)]",
-    "one 100 MB buffer": "keep = b'x' * 100_000_000",
+    "idle before": "",
+    "busy 0.5 s before (no objects)": BURN,
+    "1M small objects built just before": OBJECTS,
+    "1M small objects, then 1 s asleep": OBJECTS + "\ntime.sleep(1)",
+    "one 100 MB buffer built just before": "keep = b'x' * 100_000_000",
+    "idle before, another process busy": "",
 }
+HOG_CASES = {"idle before, another process busy"}
 
 PROBE = """
 import os, sys, time
-{heap}
+{before}
 argv = ["/bin/sh", "-c", "echo 1 > /dev/null"]
 overlap, n = int(sys.argv[1]), int(sys.argv[2])
 times, pids = [], []
@@ -42,10 +56,17 @@ print(" ".join(str(x) for x in times))
 """
 
 
-def measure(heap: str, overlap: int, n: int) -> float:
-    """Median seconds one posix_spawn call blocks, in a fresh process built with ``heap``."""
-    out = subprocess.run([sys.executable, "-c", PROBE.format(heap=heap), str(overlap), str(n)],
-                         capture_output=True, text=True, check=True).stdout
+def measure(before: str, overlap: int, n: int, hog: bool = False) -> float:
+    """Median seconds one posix_spawn call blocks, in a fresh process that first runs
+    ``before``; with ``hog``, while another process spins on a CPU."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hog else None
+    try:
+        out = subprocess.run([sys.executable, "-c", PROBE.format(before=before), str(overlap),
+                              str(n)], capture_output=True, text=True, check=True).stdout
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
     return statistics.median(float(x) for x in out.split())
 
 
@@ -53,10 +74,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=400, help="spawns per case (default 400)")
     args = parser.parse_args()
-    print("| heap | alone (ms) | previous child still running (ms) |")
+    print("| the caller, before the loop | alone (ms) | previous child still running (ms) |")
     print("|---|---|---|")
-    for name, heap in CASES.items():
-        alone, overlapped = (measure(heap, k, args.n) * 1e3 for k in (0, 1))
+    for name, before in CASES.items():
+        alone, overlapped = (measure(before, k, args.n, name in HOG_CASES) * 1e3 for k in (0, 1))
         print(f"| {name} | {alone:.3f} | {overlapped:.3f} |")
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python "
           f"{sys.version.split()[0]}, kernel {os.uname().release}")

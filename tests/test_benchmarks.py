@@ -1,0 +1,45 @@
+"""The probes in benchmarks/ still run against the package as it is (they patch its internals).
+
+Tiny sizes and no timing assertions: what they measure is for benchmarks/README.md, not a test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _table(stdout: str) -> list[list[str]]:
+    """The data rows of the first Markdown table in ``stdout``, split into cells."""
+    rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row] for row in rows[1:]]
+
+
+def test_run_probe_times_a_real_run(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "run_probe.py"), "--n", "20",
+                          "--rounds", "1", "--busy-us", "0,5000", "--spawns", "ctypes,os",
+                          "--workdir", str(tmp_path / "probe")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = _table(out.stdout)
+    assert [r[0] for r in rows] == ["busy 0 µs, ctypes", "busy 5000 µs, ctypes", "busy 0 µs, os",
+                                    "busy 5000 µs, os"]
+    for row in rows:
+        wall, start, _wait, cpu, _children, _switches = row[1:]
+        # The starts went through the patched spawn (a median exists), and the run cost CPU.
+        assert float(wall) > 0 and float(start) > 0 and float(cpu) > 0, row
+    # 5 ms of Python per task is 0.1 s more CPU: enough for the ratio to be printed.
+    assert "wall seconds per added CPU-second (busy 5000 µs)" in out.stdout
+    assert not (tmp_path / "probe").exists()  # its workload is removed afterwards
+
+
+def test_spawn_latency_prints_every_case() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "spawn_latency.py"), "--n", "20"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = _table(out.stdout)
+    assert len(rows) == 6
+    assert all(float(alone) > 0 and float(overlapped) > 0 for _, alone, overlapped in rows)
