@@ -7,6 +7,7 @@ while a run is in progress and from any machine that sees the files.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from .errors import EXIT_FAILED, EXIT_OK, JobspecError
 from .resolve import load
-from .state import StateDir, UnitState, default_state_dir, read_record
+from .state import JobRecord, StateDir, UnitState, default_state_dir, read_record
 
 # `status --json` format version; bump on any incompatible change (documented in the README).
 STATUS_FORMAT = 1
@@ -27,15 +28,31 @@ def _open(spec_path: Path, state_dir: Path | None) -> StateDir:
     return StateDir(state_dir or default_state_dir(spec_path), spec)
 
 
-def unit_status(st: UnitState) -> dict[str, Any]:
-    """One unit's status as plain data (the `status --json` entry)."""
+# States a run records while it owns a job; after a kill -9 of that run they stay on disk.
+_IN_FLIGHT = ("submitting", "queued", "running")
+
+
+def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]:
+    """One unit's status as plain data (the `status --json` entry).
+
+    A process that a run started on this machine dies with the run (its watchdog kills it),
+    so when the run is gone without recording the end (killed with -9), the unit is ``lost``,
+    not the ``running`` on disk. ``run_active`` says whether a run holds the state directory
+    (None: look it up). Slurm and Flux jobs outlive their run and keep their recorded state."""
     history = st.history()
     job = st.read_job()
     attempt = job.attempt or st.last_attempt()
     last = history[-1] if history else None
     state = last["state"] if last else "never run"
+    info = last["info"] if last else ""
     if st.done.exists() and state == "completed":
         state = "completed"
+    if last and state in _IN_FLIGHT and _owned_by_run(job, last):
+        if run_active is None:
+            run_active = lock_holder_alive(Path(st.dir_str).parents[1])
+        if not run_active and not _local_process_alive(info):
+            state, info = "lost", ("its run ended without recording how (killed?) and took "
+                                   "the process with it: `jobspec-do --resume` runs it again")
     duration = None
     if job.started and job.finished and job.finished >= job.started:
         duration = round(job.finished - job.started, 3)
@@ -44,28 +61,63 @@ def unit_status(st: UnitState) -> dict[str, Any]:
         "state": state, "attempts": attempt, "job_id": job.job_id,
         "exit_code": job.exit_code, "duration": duration,
         "updated": float(last["timestamp"]) if last else None,
-        "info": last["info"] if last else "",
+        "info": info,
         "stdout": str(st.stdout(attempt)) if attempt else None,
         "stderr": str(st.stderr(attempt)) if attempt else None,
     }
 
 
+def _owned_by_run(job: JobRecord, last: dict[str, str]) -> bool:
+    """Whether the in-flight attempt in ``last`` was a process of the run itself: a local
+    one, or any whose transformer keeps no queue (those write job.json only at the end, so
+    job.json holds an older attempt or nothing). A queued job's record is written first."""
+    if str(job.attempt) != last.get("attempt"):
+        return True
+    return job.transformer == "local"
+
+
+def _local_process_alive(info: str) -> bool:
+    """Whether the process named in a local "running" line (``pid PID:STARTTIME``) is alive:
+    the watchdog may not have killed it yet."""
+    from .transformers.local import process_alive
+
+    return info.startswith("pid ") and process_alive(info[4:].split(";")[0].strip())
+
+
+def lock_holder_alive(root: Path) -> bool:
+    """Whether the process named in ``root``'s lock file is alive: a run may be using the state
+    directory. Read, never locked: taking the lock even briefly could turn away a run that
+    starts at that moment (a cron entry, say). A pid reused since errs on "alive"."""
+    try:
+        pid = int((root / "lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False) -> int:
     """`jobspec-do status`: exit 0 when every unit completed, 1 otherwise."""
     state = _open(spec_path, state_dir)
-    rows = [unit_status(state.unit(n)) for n in state.spec.nodes.values()]
+    active = lock_holder_alive(state.root)
+    rows = [unit_status(state.unit(n), active) for n in state.spec.nodes.values()]
     all_done = all(r["state"] == "completed" for r in rows)
     if as_json:
         print(json.dumps({"format": STATUS_FORMAT, "spec": str(spec_path),
                           "state_dir": str(state.root), "complete": all_done, "units": rows},
                          indent=2))
     else:
-        width = max((len(r["name"]) for r in rows), default=4)
+        names = [r["name"] + ("/" if r["kind"] == "group" else "") for r in rows]
+        width = max([len("TASK"), *map(len, names)])
         print(f"{'TASK':<{width}}  {'STATE':<11} {'TRIES':>5} {'EXIT':>4} {'SECS':>8}  JOB")
-        for r in rows:
+        for name, r in zip(names, rows, strict=True):
             exit_code = "" if r["exit_code"] is None else str(r["exit_code"])
             secs = "" if r["duration"] is None else f"{r['duration']:.1f}"
-            name = r["name"] + ("/" if r["kind"] == "group" else "")
             print(f"{name:<{width}}  {r['state']:<11} {r['attempts']:>5} {exit_code:>4} "
                   f"{secs:>8}  {r['job_id'] or ''}")
     return EXIT_OK if all_done else EXIT_FAILED

@@ -347,6 +347,12 @@ def _start_time(pid: int) -> str:
     return fields[19].decode() if len(fields) > 19 else "0"
 
 
+def process_alive(job_id: str) -> bool:
+    """Whether the process of a local job id (``pid:starttime``) still exists, zombie or not
+    (a reused pid has another start time)."""
+    return _alive(job_id)
+
+
 def _alive(job_id: str) -> bool:
     pid_text, _, started = job_id.partition(":")
     try:

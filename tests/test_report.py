@@ -1,0 +1,101 @@
+"""`jobspec-do status`: what it says of each unit, in a table and as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dodo_jobspec.report import unit_status
+from dodo_jobspec.state import JobRecord, StateDir, write_record
+from tests.helpers import jobspec_do, load_text, write
+
+
+def test_the_table_lines_up_under_its_header_for_short_names(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: "true"}
+        - {name: bb, command: "false", depends_on: [a]}
+        """)
+    jobspec_do(spec, cwd=tmp_path)
+    out = jobspec_do("status", spec, cwd=tmp_path)
+    assert out.returncode == 1  # bb failed
+    header, *rows = out.stdout.splitlines()
+    column = header.index("STATE")
+    assert header.startswith("TASK  ")
+    assert [row[column:].split()[0] for row in rows] == ["completed", "failed"]
+    assert [row.split()[0] for row in rows] == ["a", "bb"]
+
+
+def _state(spec: Path, cwd: Path) -> dict[str, str]:
+    report = json.loads(jobspec_do("status", spec, "--json", cwd=cwd).stdout)
+    return {u["name"]: (u["state"], u["info"]) for u in report["units"]}
+
+
+def test_a_local_task_of_a_run_killed_with_9_is_lost_not_running(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: slow, command: "test -f go || sleep 30"}
+        """)
+    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "job.json"
+    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "status.csv"
+    deadline = time.monotonic() + 20
+    while not (status.exists() and "running" in status.read_text()):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    assert _state(spec, tmp_path)["slow"][0] == "running"  # while its run is alive
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert json.loads(job.read_text() if job.exists() else "{}").get("state") != "completed"
+    deadline = time.monotonic() + 10
+    while (state := _state(spec, tmp_path)["slow"])[0] != "lost":
+        # The run's watchdog kills the process group once the run is gone.
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    assert "--resume" in state[1]
+    assert jobspec_do("status", spec, cwd=tmp_path).returncode == 1
+    (tmp_path / "go").touch()
+    assert jobspec_do(spec, "--resume", cwd=tmp_path).returncode == 0
+    assert _state(spec, tmp_path)["slow"][0] == "completed"
+
+
+def test_a_queued_scheduler_job_keeps_its_state_when_no_run_is_alive(tmp_path: Path) -> None:
+    # A Slurm or Flux job outlives the run that submitted it (--no-wait, cron, a kill):
+    # its recorded state stands; only the scheduler can say more.
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: sim, command: "true"}
+        """)
+    st = StateDir(tmp_path / "state", spec).unit(spec.find("sim")[0])
+    st.ensure()
+    write_record(st.job_str, JobRecord(attempt=1, state="queued", transformer="slurm",
+                                       job_id="4711"))
+    st.append_status(1, "queued", "job 4711", "4711")
+    row = unit_status(st, run_active=False)
+    assert (row["state"], row["info"]) == ("queued", "job 4711")
+
+
+def test_a_local_task_is_running_while_its_run_holds_the_lock(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: sim, command: "true"}
+        """)
+    st = StateDir(tmp_path / "state", spec).unit(spec.find("sim")[0])
+    st.ensure()
+    st.append_status(1, "running", "pid 1:0")  # no job.json yet: a local run writes it last
+    assert unit_status(st, run_active=True)["state"] == "running"
+    assert unit_status(st, run_active=False)["state"] == "lost"
+    (tmp_path / "state" / "lock").write_text(f"{os.getpid()}\n")  # a live process holds it
+    assert unit_status(st)["state"] == "running"
+    (tmp_path / "state" / "lock").write_text("999999999\n")  # no such process
+    assert unit_status(st)["state"] == "lost"
