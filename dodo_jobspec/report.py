@@ -41,25 +41,31 @@ def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]
     (None: look it up). Slurm and Flux jobs outlive their run and keep their recorded state."""
     history = st.history()
     job = st.read_job()
-    attempt = job.attempt or st.last_attempt()
     last = history[-1] if history else None
     state = last["state"] if last else "never run"
     info = last["info"] if last else ""
     if st.done.exists() and state == "completed":
         state = "completed"
+    newer = int(last["attempt"]) if last and last["attempt"].isdigit() else 0
+    if newer > job.attempt:
+        # An attempt whose job.json is not written yet (a local run writes it at the end):
+        # nothing of the older attempt's record describes it.
+        attempt, job_id, exit_code, duration = newer, _local_job_id(info), None, None
+    else:
+        attempt = job.attempt or st.last_attempt()
+        job_id, exit_code, duration = job.job_id, job.exit_code, None
+        if job.started and job.finished and job.finished >= job.started:
+            duration = round(job.finished - job.started, 3)
     if last and state in _IN_FLIGHT and _owned_by_run(job, last):
         if run_active is None:
             run_active = lock_holder_alive(Path(st.dir_str).parents[1])
         if not run_active and not _local_process_alive(info):
             state, info = "lost", ("its run ended without recording how (killed?) and took "
                                    "the process with it: `jobspec-do --resume` runs it again")
-    duration = None
-    if job.started and job.finished and job.finished >= job.started:
-        duration = round(job.finished - job.started, 3)
     return {
         "name": st.unit.name, "kind": "group" if st.unit.is_group else "task",
-        "state": state, "attempts": attempt, "job_id": job.job_id,
-        "exit_code": job.exit_code, "duration": duration,
+        "state": state, "attempts": attempt, "job_id": job_id,
+        "exit_code": exit_code, "duration": duration,
         "updated": float(last["timestamp"]) if last else None,
         "info": info,
         "stdout": str(st.stdout(attempt)) if attempt else None,
@@ -76,12 +82,20 @@ def _owned_by_run(job: JobRecord, last: dict[str, str]) -> bool:
     return job.transformer == "local"
 
 
+def _local_job_id(info: str) -> str | None:
+    """The job id in a local "running" line's info (``pid PID:STARTTIME``), if it is one."""
+    if not info.startswith("pid "):
+        return None
+    return info[4:].split(";")[0].strip() or None
+
+
 def _local_process_alive(info: str) -> bool:
-    """Whether the process named in a local "running" line (``pid PID:STARTTIME``) is alive:
-    the watchdog may not have killed it yet."""
+    """Whether the process named in a local "running" line is alive: the watchdog may not
+    have killed it yet."""
     from .transformers.local import process_alive
 
-    return info.startswith("pid ") and process_alive(info[4:].split(";")[0].strip())
+    job_id = _local_job_id(info)
+    return job_id is not None and process_alive(job_id)
 
 
 def lock_holder_alive(root: Path) -> bool:

@@ -99,3 +99,32 @@ def test_a_local_task_is_running_while_its_run_holds_the_lock(tmp_path: Path) ->
     assert unit_status(st)["state"] == "running"
     (tmp_path / "state" / "lock").write_text("999999999\n")  # no such process
     assert unit_status(st)["state"] == "lost"
+
+
+def test_an_attempt_in_flight_is_reported_not_the_record_of_the_one_before(
+        tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: t, command: "test -f go || exit 3; echo second; sleep 30"}
+        """)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 1  # attempt 1 fails with exit 3
+    (tmp_path / "go").touch()
+    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "t" / "status.csv"
+        deadline = time.monotonic() + 20
+        while ",2,running," not in status.read_text():  # one write() per line: whole
+            assert time.monotonic() < deadline, status.read_text()
+            time.sleep(0.05)
+        unit = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["units"][0]
+        assert (unit["state"], unit["attempts"], unit["exit_code"], unit["duration"]) == (
+            "running", 2, None, None)
+        pid = int(unit["job_id"].split(":")[0])  # the running process, not attempt 1's
+        assert (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
+                == [b"/bin/sh", b"-c"])
+        assert unit["stdout"].endswith("stdout.2")
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout=30)
