@@ -81,7 +81,10 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     _state_args(p)
     p.set_defaults(func=cmd_clean)
 
-    p = sub.add_parser("cancel", help="cancel every queued or running job of SPEC")
+    p = sub.add_parser("cancel", help="cancel every queued or running job of SPEC",
+                       description="Cancel every queued or running job of SPEC on its "
+                       "scheduler. On the local default the jobs are processes of the run "
+                       "itself: cancel stops that run as Ctrl-C would, and waits for it.")
     p.add_argument("spec", type=Path, metavar="SPEC")
     transformer_arg(p)
     _state_args(p)

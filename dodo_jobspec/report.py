@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from .errors import EXIT_FAILED, EXIT_OK, JobspecError
 from .resolve import load
-from .state import JobRecord, StateDir, UnitState, default_state_dir, read_record
+from .state import JobRecord, StateDir, UnitState, default_state_dir, lock_holder, read_record
 
 # `status --json` format version; bump on any incompatible change (documented in the README).
 STATUS_FORMAT = 1
@@ -99,9 +100,13 @@ def _local_process_alive(info: str) -> bool:
 
 
 def lock_holder_alive(root: Path) -> bool:
-    """Whether the process named in ``root``'s lock file is alive: a run may be using the state
-    directory. Read, never locked: taking the lock even briefly could turn away a run that
-    starts at that moment (a cron entry, say). A pid reused since errs on "alive"."""
+    """Whether a run holds ``root`` now (a run may be using the state directory). Where the
+    kernel's lock table cannot be read, whether the pid in the lock file is alive (a pid
+    reused since errs on "alive")."""
+    try:
+        return lock_holder(root) is not None
+    except OSError:
+        pass
     try:
         pid = int((root / "lock").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -186,6 +191,8 @@ def cancel_all(req: Any) -> int:
     state = _open(req.spec, req.state_dir)
     cls = plugins.load(plugins.TRANSFORMERS, req.transformer)
     transformer = cls(TransformerOptions(state_dir=state.root))
+    if not transformer.polled:
+        return _stop_run(state.root)
     live = []
     for node in state.spec.nodes.values():
         st = state.unit(node)
@@ -203,4 +210,35 @@ def cancel_all(req: Any) -> int:
         job.state = "canceled"
         st.write_job(job) if job.attempt else None
         print(f"canceled {st.unit.name}: job {job.job_id}")
+    return EXIT_OK
+
+
+STOP_WAIT = 30.0  # seconds: the run stops each task (SIGTERM, then SIGKILL 5 s later), records
+
+
+def _stop_run(root: Path) -> int:
+    """Cancel for a transformer without a queue: its jobs are processes of the run itself, so
+    stop that run as Ctrl-C would (it stops its tasks and records them as interrupted), and
+    wait for it to let go of the state directory."""
+    try:
+        pid = lock_holder(root)
+    except OSError as exc:
+        raise JobspecError(f"cannot tell which run holds {root} ({exc}); stop it with Ctrl-C "
+                           "or kill -TERM <pid in its lock file>") from exc
+    if pid is None:
+        print("nothing queued or running")
+        return EXIT_OK
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended in between
+        print("nothing queued or running")
+        return EXIT_OK
+    deadline = time.monotonic() + STOP_WAIT
+    while lock_holder(root) == pid:
+        if time.monotonic() > deadline:
+            print(f"asked the run (pid {pid}) to stop; it still holds {root} after "
+                  f"{STOP_WAIT:g}s", file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.05)
+    print(f"stopped the run (pid {pid}): its running tasks are recorded as interrupted")
     return EXIT_OK

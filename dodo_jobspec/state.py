@@ -357,6 +357,27 @@ class StateDir:
         self.root.mkdir(parents=True, exist_ok=True)
 
 
+def lock_holder(root: Path) -> int | None:
+    """The pid of the run holding ``root``'s lock now, or None when no run holds it.
+
+    Read from /proc/locks, never by taking the lock: even a moment's hold could turn away a run
+    starting then (a cron entry, say). The pid written in the lock file is not enough: it
+    stays after its run ends, and the pid may belong to another process since. OSError where
+    /proc/locks cannot be read (not Linux)."""
+    try:
+        st = os.stat(root / "lock")
+    except FileNotFoundError:
+        return None
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as fh:
+        for line in fh:
+            # "1: FLOCK  ADVISORY  WRITE 4699 fe:00:2170964 0 EOF"; a waiter's line has "->"
+            parts = line.split()
+            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == key:
+                return int(parts[4])
+    return None
+
+
 @contextmanager
 def locked(root: Path, wait: bool = False) -> Iterator[None]:
     """Hold the state directory's lock; LockedError if another run holds it.

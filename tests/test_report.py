@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from dodo_jobspec.report import unit_status
-from dodo_jobspec.state import JobRecord, StateDir, write_record
+from dodo_jobspec.state import JobRecord, StateDir, lock_holder, write_record
 from tests.helpers import jobspec_do, load_text, write
 
 
@@ -95,10 +96,14 @@ def test_a_local_task_is_running_while_its_run_holds_the_lock(tmp_path: Path) ->
     st.append_status(1, "running", "pid 1:0")  # no job.json yet: a local run writes it last
     assert unit_status(st, run_active=True)["state"] == "running"
     assert unit_status(st, run_active=False)["state"] == "lost"
-    (tmp_path / "state" / "lock").write_text(f"{os.getpid()}\n")  # a live process holds it
-    assert unit_status(st)["state"] == "running"
-    (tmp_path / "state" / "lock").write_text("999999999\n")  # no such process
+    lock = tmp_path / "state" / "lock"
+    lock.write_text(f"{os.getpid()}\n")  # the pid of a live process, but no lock taken
     assert unit_status(st)["state"] == "lost"
+    with open(lock) as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # as a run holds it
+        assert lock_holder(tmp_path / "state") == os.getpid()
+        assert unit_status(st)["state"] == "running"
+    assert lock_holder(tmp_path / "state") is None
 
 
 def test_an_attempt_in_flight_is_reported_not_the_record_of_the_one_before(
@@ -128,3 +133,29 @@ def test_an_attempt_in_flight_is_reported_not_the_record_of_the_one_before(
     finally:
         run.send_signal(signal.SIGINT)
         run.wait(timeout=30)
+
+
+def test_cancel_stops_a_local_run_in_progress_and_it_records_that(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: slow, command: "sleep 30"}
+        - {name: after, command: "true", depends_on: [slow]}
+        """)
+    assert jobspec_do("cancel", spec, cwd=tmp_path).stdout.strip() == "nothing queued or running"
+    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "status.csv"
+    deadline = time.monotonic() + 20
+    while not (status.exists() and ",running," in status.read_text()):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    cancel = jobspec_do("cancel", spec, cwd=tmp_path, timeout=60)
+    assert cancel.returncode == 0, cancel.stderr
+    assert f"stopped the run (pid {run.pid})" in cancel.stdout
+    assert run.wait(timeout=5) == 130  # interrupted, as with Ctrl-C
+    units = {u["name"]: u for u in
+             json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["units"]}
+    assert (units["slow"]["state"], units["after"]["state"]) == ("interrupted", "never run")
+    pid = int(units["slow"]["job_id"].split(":")[0])
+    assert not Path(f"/proc/{pid}").exists()  # the task's process went with it
