@@ -10,9 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from dodo_jobspec.report import unit_status
-from dodo_jobspec.state import JobRecord, StateDir, lock_holder, write_record
+from dodo_jobspec.state import JobRecord, StateDir, UnitState, lock_holder, write_record
 from tests.helpers import jobspec_do, load_text, write
 
 
@@ -33,9 +34,38 @@ def test_the_table_lines_up_under_its_header_for_short_names(tmp_path: Path) -> 
     assert [row.split()[0] for row in rows] == ["a", "bb"]
 
 
-def _state(spec: Path, cwd: Path) -> dict[str, str]:
+def _units(spec: Path, cwd: Path) -> dict[str, dict[str, Any]]:
+    """`status --json`'s units by name."""
     report = json.loads(jobspec_do("status", spec, "--json", cwd=cwd).stdout)
-    return {u["name"]: (u["state"], u["info"]) for u in report["units"]}
+    return {u["name"]: u for u in report["units"]}
+
+
+def _state(spec: Path, cwd: Path) -> dict[str, tuple[str, str]]:
+    return {name: (u["state"], u["info"]) for name, u in _units(spec, cwd).items()}
+
+
+def _run_until_running(spec: Path, cwd: Path, task: str, attempt: int = 1
+                       ) -> subprocess.Popen[bytes]:
+    """Start a run of ``spec`` in the background; return once ``task``'s attempt runs."""
+    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=cwd,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = cwd / ".jobspec-do" / spec.stem / "tasks" / task / "status.csv"
+    deadline = time.monotonic() + 20
+    while not (status.exists() and f",{attempt},running," in status.read_text()):
+        assert time.monotonic() < deadline, f"{task} never started attempt {attempt}"
+        time.sleep(0.05)  # one write() per status line: a line seen is whole
+    return run
+
+
+def _one_task(tmp_path: Path) -> UnitState:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: sim, command: "true"}
+        """)
+    st = StateDir(tmp_path / "state", spec).unit(spec.find("sim")[0])
+    st.ensure()
+    return st
 
 
 def test_a_local_task_of_a_run_killed_with_9_is_lost_not_running(tmp_path: Path) -> None:
@@ -44,14 +74,8 @@ def test_a_local_task_of_a_run_killed_with_9_is_lost_not_running(tmp_path: Path)
         tasks:
         - {name: slow, command: "test -f go || sleep 30"}
         """)
-    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = _run_until_running(spec, tmp_path, "slow")
     job = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "job.json"
-    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "status.csv"
-    deadline = time.monotonic() + 20
-    while not (status.exists() and "running" in status.read_text()):
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
     assert _state(spec, tmp_path)["slow"][0] == "running"  # while its run is alive
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
@@ -71,13 +95,7 @@ def test_a_local_task_of_a_run_killed_with_9_is_lost_not_running(tmp_path: Path)
 def test_a_queued_scheduler_job_keeps_its_state_when_no_run_is_alive(tmp_path: Path) -> None:
     # A Slurm or Flux job outlives the run that submitted it (--no-wait, cron, a kill):
     # its recorded state stands; only the scheduler can say more.
-    spec = load_text(tmp_path, """
-        version: 1
-        tasks:
-        - {name: sim, command: "true"}
-        """)
-    st = StateDir(tmp_path / "state", spec).unit(spec.find("sim")[0])
-    st.ensure()
+    st = _one_task(tmp_path)
     write_record(st.job_str, JobRecord(attempt=1, state="queued", transformer="slurm",
                                        job_id="4711"))
     st.append_status(1, "queued", "job 4711", "4711")
@@ -86,13 +104,7 @@ def test_a_queued_scheduler_job_keeps_its_state_when_no_run_is_alive(tmp_path: P
 
 
 def test_a_local_task_is_running_while_its_run_holds_the_lock(tmp_path: Path) -> None:
-    spec = load_text(tmp_path, """
-        version: 1
-        tasks:
-        - {name: sim, command: "true"}
-        """)
-    st = StateDir(tmp_path / "state", spec).unit(spec.find("sim")[0])
-    st.ensure()
+    st = _one_task(tmp_path)
     st.append_status(1, "running", "pid 1:0")  # no job.json yet: a local run writes it last
     assert unit_status(st, run_active=True)["state"] == "running"
     assert unit_status(st, run_active=False)["state"] == "lost"
@@ -115,15 +127,9 @@ def test_an_attempt_in_flight_is_reported_not_the_record_of_the_one_before(
         """)
     assert jobspec_do(spec, cwd=tmp_path).returncode == 1  # attempt 1 fails with exit 3
     (tmp_path / "go").touch()
-    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = _run_until_running(spec, tmp_path, "t", attempt=2)
     try:
-        status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "t" / "status.csv"
-        deadline = time.monotonic() + 20
-        while ",2,running," not in status.read_text():  # one write() per line: whole
-            assert time.monotonic() < deadline, status.read_text()
-            time.sleep(0.05)
-        unit = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["units"][0]
+        unit = _units(spec, tmp_path)["t"]
         assert (unit["state"], unit["attempts"], unit["exit_code"], unit["duration"]) == (
             "running", 2, None, None)
         pid = int(unit["job_id"].split(":")[0])  # the running process, not attempt 1's
@@ -143,19 +149,12 @@ def test_cancel_stops_a_local_run_in_progress_and_it_records_that(tmp_path: Path
         - {name: after, command: "true", depends_on: [slow]}
         """)
     assert jobspec_do("cancel", spec, cwd=tmp_path).stdout.strip() == "nothing queued or running"
-    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "status.csv"
-    deadline = time.monotonic() + 20
-    while not (status.exists() and ",running," in status.read_text()):
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
+    run = _run_until_running(spec, tmp_path, "slow")
     cancel = jobspec_do("cancel", spec, cwd=tmp_path, timeout=60)
     assert cancel.returncode == 0, cancel.stderr
     assert f"stopped the run (pid {run.pid})" in cancel.stdout
     assert run.wait(timeout=5) == 130  # interrupted, as with Ctrl-C
-    units = {u["name"]: u for u in
-             json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["units"]}
+    units = _units(spec, tmp_path)
     assert (units["slow"]["state"], units["after"]["state"]) == ("interrupted", "never run")
     pid = int(units["slow"]["job_id"].split(":")[0])
     assert not Path(f"/proc/{pid}").exists()  # the task's process went with it

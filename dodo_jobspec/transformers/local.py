@@ -155,7 +155,7 @@ class LocalTransformer(Transformer):
                 out[job_id] = JobStatus(JobState.COMPLETED if code == 0 else JobState.FAILED,
                                         code)
             else:
-                alive = _alive(job_id)
+                alive = process_alive(job_id)
                 out[job_id] = JobStatus(JobState.RUNNING if alive else JobState.LOST, None,
                                         "left by an earlier run" if alive else "")
         return out
@@ -166,7 +166,7 @@ class LocalTransformer(Transformer):
                 proc = self._procs.get(job_id)
             if proc is not None:
                 _kill_group(proc.pid, proc)
-            elif _alive(job_id):
+            elif process_alive(job_id):
                 _kill_group(int(job_id.split(":")[0]), None)
 
 
@@ -350,10 +350,6 @@ def _start_time(pid: int) -> str:
 def process_alive(job_id: str) -> bool:
     """Whether the process of a local job id (``pid:starttime``) still exists, zombie or not
     (a reused pid has another start time)."""
-    return _alive(job_id)
-
-
-def _alive(job_id: str) -> bool:
     pid_text, _, started = job_id.partition(":")
     try:
         pid = int(pid_text)
