@@ -148,7 +148,12 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
     job_id = record.job_id
     if job_id is None:
         ctx = runner._context(pu, st, record.attempt, record.token, None)
-        job_id = runner.transformer.find(pu.node, ctx)
+        try:
+            job_id = runner.transformer.find(pu.node, ctx)
+        except PluginError as exc:  # unknown whether it went in: not submitted again
+            progress.failed.append(name)
+            runner.emit("failed", name, str(exc))
+            return "failed"
         if job_id is None:
             return None  # the submission never reached the scheduler
         record.job_id = job_id

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import PluginError
 from ..model import Group, Spec, Task, Unit
 from ..plan import PlannedUnit
 from ..resolve import definition
@@ -124,8 +125,11 @@ class UnitRunner:
             return None
         job_id = record.job_id
         if job_id is None:  # died between recording the intent and recording the id
-            job_id = self.transformer.find(pu.node, self._context(pu, st, record.attempt,
-                                                                  record.token, None))
+            try:
+                job_id = self.transformer.find(pu.node, self._context(
+                    pu, st, record.attempt, record.token, None))
+            except PluginError as exc:  # unknown whether it went in: not submitted again
+                return Outcome(False, str(exc))
             if job_id is None:
                 return None
         status = self.transformer.status([job_id]).get(job_id, JobStatus(JobState.LOST))

@@ -206,6 +206,9 @@ class SlurmTransformer(Transformer):
         """The whole sbatch script for ``unit``."""
         lines = ["#!/bin/bash", *self._directives(unit, ctx),
                  f"# jobspec-do: {_kind(unit)} '{unit.name}', attempt {ctx.attempt}",
+                 # Which job this attempt became, for a resume after slurmctld forgot it.
+                 f'echo "${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}} {ctx.token}" '
+                 f"> {shlex.quote(str(_started_path(ctx)))}",
                  f"export JOBSPEC_ATTEMPT={ctx.attempt}"]
         lines += [f"export {k}={shlex.quote(v)}"
                   for k, v in sorted(unit.attributes.environment.items())]
@@ -342,9 +345,27 @@ class SlurmTransformer(Transformer):
             _client(["scancel", *job_ids])
 
     def find(self, unit: Unit, ctx: UnitContext) -> str | None:
-        """The job whose ``--comment`` is this attempt's token, if slurmctld still has it."""
+        """The job submitted with this attempt's token, or None if it never was.
+
+        A job that started wrote its id into its folder; one that did not is still in squeue,
+        where its ``--comment`` is the token. When squeue does not answer, nobody can tell: a
+        SubmitError, so that the attempt is not submitted a second time.
+        """
+        try:
+            job_id, _, token = _started_path(ctx).read_text().strip().partition(" ")
+            if token == ctx.token and job_id.isdigit():
+                return job_id
+        except OSError:
+            pass
         out = _client(["squeue", "--me", "-t", "all", "-h", "-o", "%F|%k"])
-        for line in out.stdout.splitlines() if out and out.returncode == 0 else ():
+        if out is None or out.returncode != 0:
+            why = ((out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
+                   if out else "no answer")
+            raise SubmitError(f"{_kind(unit)} '{unit.name}': cannot tell whether attempt "
+                              f"{ctx.attempt} reached Slurm before the last run stopped "
+                              f"(squeue: {why}); it is not submitted again until Slurm "
+                              "answers", transient=True)
+        for line in out.stdout.splitlines():
             job_id, _, comment = line.strip().partition("|")
             if comment == ctx.token:
                 return job_id
@@ -662,3 +683,7 @@ def _kind(node: Unit) -> str:
 
 def _script_path(ctx: UnitContext) -> Path:
     return ctx.workdir / f"job.{ctx.attempt}.sbatch"
+
+
+def _started_path(ctx: UnitContext) -> Path:
+    return ctx.workdir / f"job.{ctx.attempt}.started"

@@ -114,6 +114,29 @@ def test_kill_9_while_queued_then_resume_reattaches(tmp_path: Path,
     assert counts(tmp_path) == {"a": 1, "after": 1, "b": 1}
 
 
+@pytest.mark.parametrize("mode", ["--resume", "--no-wait"])
+def test_a_job_whose_id_was_never_recorded_is_found_not_resubmitted(
+        tmp_path: Path, slurm: SlurmCluster, mode: str) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: "echo x >> count.a"}
+        """)
+    assert jobspec_do(spec, "-t", "slurm", cwd=tmp_path).returncode == 0
+    before = len(slurm.submitted_job_ids())
+    record = tmp_path / ".jobspec-do/spec/tasks/a/job.json"
+    job = json.loads(record.read_text())
+    job.update(job_id=None, state="submitting", exit_code=None, finished=None)
+    record.write_text(json.dumps(job))  # as if killed between sbatch and recording the id
+    (tmp_path / ".jobspec-do/spec/tasks/a/done.json").unlink()
+    r = jobspec_do(spec, "-t", "slurm", mode, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(slurm.submitted_job_ids()) == before  # found, not submitted again
+    assert counts(tmp_path) == {"a": 1}
+    status = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)
+    assert status["complete"]
+
+
 def test_cancel_leaves_nothing_in_the_queue(tmp_path: Path, slurm: SlurmCluster) -> None:
     spec = write(tmp_path, """
         version: 1

@@ -1,4 +1,5 @@
-"""The unit runner: how long a local task holds its slot."""
+"""The unit runner: how long a local task holds its slot; what it does with a submission
+whose job id was never recorded."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec.plan import build
-from dodo_jobspec.state import StateDir
+from dodo_jobspec.state import JobRecord, StateDir, read_record, write_record
 from dodo_jobspec.tasks.gate import SlotGate
 from dodo_jobspec.tasks.unit import RunOptions, UnitRunner
 from dodo_jobspec.transformers.base import TransformerOptions
 from dodo_jobspec.transformers.local import LocalTransformer
+from dodo_jobspec.transformers.slurm import ClusterInfo, SlurmTransformer
 from tests.helpers import load_text
 
 
@@ -50,3 +52,31 @@ def test_a_slot_is_held_while_the_process_runs_not_while_its_records_are_written
     assert (tmp_path / "a.txt").read_text() == "ran\n"
     assert during_process == [0], "the process ran without holding its slot"
     assert during_records == [1], "the slot was still held while the records were written"
+
+
+def test_an_attempt_that_may_have_reached_slurm_is_not_submitted_again_blindly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between sbatch and recording the id: if squeue cannot say whether the job
+    exists, the task fails this time instead of being submitted a second time."""
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: [touch, ran]}
+        """)
+    transformer = SlurmTransformer(cluster=ClusterInfo.parse("n1|4|(null)|debug*\n"))
+    runner = UnitRunner(spec, StateDir(tmp_path / "state", spec), transformer,
+                        RunOptions(resume=True), lambda *event: None)
+    (pu,) = build(spec, submits_groups=True)
+    st = runner.state.unit(pu.node)
+    st.ensure()
+    left = JobRecord(attempt=1, token="jsd-left-behind", state="submitting",
+                     transformer="slurm", signature=runner.signature(pu), digest=pu.node.digest)
+    write_record(st.job_file, left)
+    submitted: list[str] = []
+    monkeypatch.setattr(transformer, "submit", lambda unit, ctx: submitted.append(unit.name))
+    (tmp_path / "empty.conf").write_text("")  # squeue fails at once (a missing file: 60 s)
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "empty.conf"))
+    outcome = runner.run(pu)
+    assert not outcome.ok and "cannot tell whether attempt 1" in outcome.message
+    assert submitted == []
+    assert read_record(st.job_file) == left  # still open: the next run asks again

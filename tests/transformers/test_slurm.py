@@ -7,6 +7,7 @@ Tests that request the ``slurm`` fixture run on a real single-node cluster (test
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -348,6 +349,51 @@ def test_find_recognises_a_job_by_its_token(slurm: SlurmCluster, tmp_path: Path)
     job_id = t.submit(u, ctx)
     assert t.find(u, ctx) == job_id
     assert t.find(u, context(spec, u, tmp_path)) is None  # another attempt's token
+
+
+def test_find_reads_the_id_the_job_wrote_when_it_started(slurm: SlurmCluster,
+                                                          tmp_path: Path) -> None:
+    """After MinJobAge slurmctld no longer knows a finished job by its comment; the job's
+    own note in its folder still says which job the attempt became."""
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: [touch, ran]}
+        """)
+    t, u = SlurmTransformer(FAST), unit(spec, "task/a")
+    ctx = context(spec, u, tmp_path)
+    ctx.workdir.mkdir(parents=True)
+    script = ctx.workdir / "job.1.sbatch"
+    script.write_text(t.render(u, ctx))
+    # The command line's --comment wins over the script's: squeue cannot match the token.
+    out = subprocess.run(["sbatch", "--parsable", "--comment=forgotten", str(script)],
+                         capture_output=True, text=True, check=True)
+    job_id = out.stdout.strip()
+    assert wait(t, job_id).state is JobState.COMPLETED
+    assert (ctx.workdir / "job.1.started").read_text() == f"{job_id} {ctx.token}\n"
+    assert t.find(u, ctx) == job_id
+    assert t.find(u, context(spec, u, tmp_path)) is None  # same attempt, another token
+
+
+def test_find_refuses_to_guess_when_squeue_cannot_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """None would mean "never submitted", and the attempt would be submitted a second time."""
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: [touch, ran]}
+        """)
+    t, u = SlurmTransformer(FAST, cluster=FAKE_CLUSTER), unit(spec, "task/a")
+    ctx = context(spec, u, tmp_path)
+    (tmp_path / "empty.conf").write_text("")  # squeue fails at once (a missing file: 60 s)
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "empty.conf"))
+    with pytest.raises(SubmitError, match="cannot tell whether attempt 1") as err:
+        t.find(u, ctx)
+    assert err.value.transient
+    # A job that started said so itself: that needs no squeue.
+    ctx.workdir.mkdir(parents=True)
+    (ctx.workdir / "job.1.started").write_text(f"7 {ctx.token}\n")
+    assert t.find(u, ctx) == "7"
 
 
 def test_dependent_of_a_failed_job_is_canceled(slurm: SlurmCluster, tmp_path: Path) -> None:
