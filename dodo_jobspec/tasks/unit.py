@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import secrets
 import threading
 import time
@@ -160,9 +161,15 @@ class UnitRunner:
             self.emit("attached", node.name, f"job {attach} (attempt {record.attempt})")
             st.append_status(record.attempt, "attached", f"job {attach}")
         else:
-            # Replicas keep their own attempt count; a task's attempts follow its history.
-            attempt = old.attempt + 1 if replica is not None or old.attempt or fresh else (
-                st.last_attempt() + 1)
+            # A local attempt's record is written when it ends: one cut short by a kill -9
+            # left only its status line and logs, and its number must not be used again
+            # (its logs would be overwritten). Replicas keep their own attempt count.
+            attempt = old.attempt + 1
+            if not fresh and replica is None:
+                attempt = max(old.attempt, st.last_attempt()) + 1
+            elif not fresh:
+                while os.path.exists(st.stdout(attempt, replica)):
+                    attempt += 1
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
                                state="submitting", transformer=self.transformer.name,
                                signature=sig, digest=node.digest, started=time.time(),

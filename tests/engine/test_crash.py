@@ -278,3 +278,32 @@ def test_completions_doit_never_recorded_are_adopted_not_rerun(tmp_path: Path) -
     spec.write_text(spec.read_text().replace("echo x >> count.t5", "echo y >> count.t5"))
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
     assert counts(tmp_path)["t5"] == 2 and counts(tmp_path)["t4"] == 1
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_an_attempt_cut_short_by_kill_9_keeps_its_number_and_logs(tmp_path: Path,
+                                                                  replicas: int) -> None:
+    """A local attempt's job record is written when it ends: after a kill -9 only its status
+    line and logs say it ran, and the resume must give the next attempt a new number."""
+    spec = tmp_path / "spec.yaml"
+    task = "{name: slow, replicas: %d, command: %s}"
+    spec.write_text(f"version: 1\ntasks:\n- {task % (replicas, '[echo, first]')}\n")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    spec.write_text(spec.read_text().replace("[echo, first]", '"echo second; sleep 60"'))
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow"
+    suffix = ".0" if replicas > 1 else ""
+    deadline = time.monotonic() + 30
+    while not (folder / f"stdout.2{suffix}").exists() or \
+            not (folder / f"stdout.2{suffix}").read_text():
+        assert time.monotonic() < deadline, "attempt 2 never started"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    spec.write_text(spec.read_text().replace('"echo second; sleep 60"', "[echo, third]"))
+    r = jobspec_do(spec, "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (folder / f"stdout.1{suffix}").read_text() == "first\n"
+    assert (folder / f"stdout.2{suffix}").read_text() == "second\n"  # not overwritten
+    assert (folder / f"stdout.3{suffix}").read_text() == "third\n"
