@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,10 @@ def match(state_dir: Path, k: tuple[object, ...]) -> tuple[int, dict[str, int]] 
     saved_key, units, paths, stats, attempts = saved
     if saved_key != k:
         return None
-    stat = os.stat
+    stat_of = os.stat
     try:
         for path, (size, mtime) in zip(paths, stats, strict=True):
-            st = stat(path)
+            st = stat_of(path)
             if st.st_size != size or st.st_mtime_ns != mtime:
                 return None
     except (OSError, ValueError):
@@ -81,16 +82,23 @@ def match(state_dir: Path, k: tuple[object, ...]) -> tuple[int, dict[str, int]] 
 
 
 def record(state_dir: Path, k: tuple[object, ...], units: int, files: list[str],
-           attempts: dict[str, int]) -> None:
+           attempts: dict[str, int], scanned: list[str] | None = None) -> None:
     """Write the manifest after a run that left every unit done.
 
     ``attempts``: each unit's last attempt by unit key; `plan` prints the next one's log
-    paths, and would otherwise read every unit's history to know it."""
-    paths = sorted(set(files))
-    stats = []
-    for path in paths:
-        st = os.stat(path)
-        stats.append((st.st_size, st.st_mtime_ns))
+    paths, and would otherwise read every unit's history to know it. A folder in ``files``
+    is recorded with everything under it (trees.py); a folder in ``scanned`` (one a glob
+    lists) by itself: its mtime changes when an entry comes or goes."""
+    from . import trees
+
+    found: dict[str, os.stat_result] = {}
+    for path in set(files):
+        found[path] = st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            found.update((entry, os.stat(entry)) for entry in trees.entries(path))
+    found.update((path, os.stat(path)) for path in scanned or ())
+    paths = sorted(found)
+    stats = [(found[path].st_size, found[path].st_mtime_ns) for path in paths]
     tmp = state_dir / f".{NAME}.{os.getpid()}.tmp"
     with open(tmp, "wb") as fh:
         marshal.dump((k, units, paths, stats, attempts), fh)

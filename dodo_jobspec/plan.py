@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import trees
 from .errors import Problem, SpecError
 from .model import Group, Spec, Task, Unit
 from .source import paused_gc
@@ -29,6 +30,9 @@ class PlannedUnit:
     inputs: tuple[Path, ...]  # files read (globs expanded); a change re-runs the unit
     outputs: tuple[Path, ...]  # files made; a missing one after success is a failure
     whole_group: bool  # a group submitted as one job (batch schedulers)
+    # Folders whose listing decides what the unit's glob inputs match: one more match is a
+    # change too, and the no-op check must see it.
+    scanned: tuple[Path, ...] = ()
 
     @property
     def key(self) -> str:
@@ -79,9 +83,10 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
     problems: list[Problem] = []
     result = []
     for node, cwd, outputs, has_inputs in staged:
-        inputs = _inputs(node, cwd, made, problems, spec, outputs) if has_inputs else ()
+        inputs, scanned = _inputs(node, cwd, made, problems, spec, outputs) if has_inputs \
+            else ((), ())
         result.append(PlannedUnit(node, deps_of(node), cwd, inputs, outputs,
-                                  submits_groups and isinstance(node, Group)))
+                                  submits_groups and isinstance(node, Group), scanned))
     if problems:
         raise SpecError(problems)
     return result
@@ -110,15 +115,19 @@ def _outputs(node: Unit) -> tuple[str, ...]:
 
 
 def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spec: Spec,
-            outputs: tuple[Path, ...]) -> tuple[Path, ...]:
+            outputs: tuple[Path, ...]) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """The unit's input paths (globs expanded; a folder stays one path, see trees.py) and
+    the folders its globs list."""
     tasks = [node] if isinstance(node, Task) else [
         c for c in node.walk() if isinstance(c, Task)]
     out: list[Path] = []
+    scanned: list[Path] = []
     for task in tasks:
         for pattern in task.inputs:
             full = _resolve(cwd, pattern)
             if _GLOB_CHARS & set(pattern):
                 out.extend(sorted(Path(p) for p in glob.glob(str(full), recursive=True)))
+                scanned.extend(_scanned(full))
             elif full.exists() or full in made:
                 out.append(full)
             else:
@@ -127,7 +136,21 @@ def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spe
                     "it", (task.spec_path, "inputs"), "create the file, fix the path, or list "
                     "it under `outputs:` of the task that makes it", str(spec.path)))
     own = set(outputs)
-    return tuple(dict.fromkeys(p for p in out if p not in own))
+    return tuple(dict.fromkeys(p for p in out if p not in own)), tuple(dict.fromkeys(scanned))
+
+
+def _scanned(pattern: Path) -> list[Path]:
+    """The existing folders glob reads to expand ``pattern``: the one before the first
+    wildcard, and every folder below it when a wildcard names folders too (``**``,
+    ``*/x.csv``). Hidden folders are left out, as glob leaves them out."""
+    parts = pattern.parts
+    first = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
+    root = Path(*parts[:first])
+    while not root.is_dir() and root != root.parent:  # made later: its parent lists it
+        root = root.parent
+    if first == len(parts) - 1:
+        return [root]
+    return [root, *(Path(p) for p in trees.entries(str(root))[1:] if os.path.isdir(p))]
 
 
 def _local_deps(node: Unit) -> tuple[Unit, ...]:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from doit.dependency import Dependency, JSONCodec, MD5Checker
+from doit.dependency import Dependency, JSONCodec
 from doit.task import dict_to_task
 from doit.tools import config_changed
 
@@ -31,6 +31,7 @@ from ..tasks.steps import StepRunner
 from ..tasks.unit import Outcome, RunOptions, UnitRunner
 from ..transformers.base import JobState, JobStatus
 from .backend import IncrementalSqliteDB
+from .checker import MD5Checker
 from .loader import task_dicts
 from .why import analyse
 

@@ -33,6 +33,7 @@ from ..resolve import load
 from ..state import StateDir, default_state_dir, locked
 from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
+from .checker import MD5Checker
 
 if TYPE_CHECKING:
     from ..tasks.unit import Inflight
@@ -110,7 +111,7 @@ def spec_problem(spec: Spec, message: str) -> Any:
 
 def doit_config(state: StateDir, reporter: Any) -> dict[str, Any]:
     return {"dep_file": str(state.db), "backend": BACKEND, "reporter": reporter,
-            "verbosity": 2, "check_file_uptodate": "md5"}
+            "verbosity": 2, "check_file_uptodate": MD5Checker}
 
 
 def extra_config(state: StateDir, reporter: Any) -> dict[str, Any]:
@@ -221,7 +222,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     ok = rc == 0 and not console.failures
     if ok and not interrupted and prep.noop_key is not None:
         noop.record(state.root, prep.noop_key, len(prep.plan), [str(f) for f in files],
-                    last_attempts(prep, attempts_before))
+                    last_attempts(prep, attempts_before),
+                    scanned=[str(d) for pu in prep.plan for d in pu.scanned])
     console.summary(ok, interrupted)
     if interrupted:
         return EXIT_INTERRUPTED

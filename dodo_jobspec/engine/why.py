@@ -91,12 +91,13 @@ def _analyse_doit(prep: Any, forced: set[str] | None = None) -> list[Verdict]:
 
     ``forced``: unit keys whose doit records `run --force` would drop (engine/run.py)."""
     forced = forced or set()
-    from doit.dependency import Dependency, JSONCodec, MD5Checker
+    from doit.dependency import Dependency, JSONCodec
     from doit.task import dict_to_task
 
     from ..tasks.steps import StageConfig, StepRunner
     from ..tasks.unit import RunOptions, UnitRunner
     from .backend import IncrementalSqliteDB
+    from .checker import MD5Checker
     from .loader import task_dicts
 
     state = prep.state

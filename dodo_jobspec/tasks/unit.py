@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import trees
 from ..errors import PluginError
 from ..model import Group, Spec, Task, Unit
 from ..plan import PlannedUnit
@@ -350,6 +352,9 @@ class UnitRunner:
                 h.update(f"{path}|{s.st_size}|{s.st_mtime_ns}".encode())
             except FileNotFoundError:
                 h.update(f"{path}|missing".encode())
+                continue
+            if stat.S_ISDIR(s.st_mode):  # its own mtime misses edits deeper down
+                h.update(trees.digest(str(path)).encode())
         return h.hexdigest()
 
 

@@ -233,3 +233,54 @@ def test_dry_run_with_force_shows_what_force_runs(tmp_path: Path) -> None:
     assert "2 of 4 would run" in dry.stdout and counts(tmp_path)["build"] == 1
     assert jobspec_do(spec, "--force", "build", cwd=tmp_path).returncode == 0
     assert counts(tmp_path) == {"build": 2, "docs": 1, "fetch": 1, "test": 2}
+
+
+GLOB_AND_FOLDER = """
+    version: 1
+    tasks:
+    - name: sum
+      command: "echo x >> count.sum && cat data/*.csv > sum.txt"
+      inputs: ["data/*.csv"]
+      outputs: [sum.txt]
+    - name: pack
+      command: "echo x >> count.pack && find tree -type f | sort | xargs cat > pack.txt"
+      inputs: [tree]
+      outputs: [pack.txt]
+    - name: deep
+      command: "echo x >> count.deep"
+      inputs: ["tree/**/*.txt"]
+    """
+
+
+def test_glob_and_folder_inputs_notice_every_kind_of_change(tmp_path: Path) -> None:
+    """One more match of a glob, and an edit or a new file anywhere in a folder named as an
+    input, re-run the task: through the no-op check and through doit's own."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("a\n")
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "f.txt").write_text("one\n")
+    spec = write(tmp_path, GLOB_AND_FOLDER)
+
+    def run() -> dict[str, int]:
+        r = jobspec_do(spec, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "Traceback" not in r.stderr
+        return counts(tmp_path)
+
+    assert run() == {"deep": 1, "pack": 1, "sum": 1}
+    assert run() == {"deep": 1, "pack": 1, "sum": 1}  # nothing changed
+    (tmp_path / "data" / "b.csv").write_text("b\n")  # one more match
+    assert run() == {"deep": 1, "pack": 1, "sum": 2}
+    assert (tmp_path / "sum.txt").read_text() == "a\nb\n"
+    (tmp_path / "tree" / "sub" / "f.txt").write_text("two\n")  # an edit two levels down
+    assert run() == {"deep": 2, "pack": 2, "sum": 2}
+    assert (tmp_path / "pack.txt").read_text() == "two\n"
+    (tmp_path / "tree" / "sub" / "more").mkdir()
+    (tmp_path / "tree" / "sub" / "more" / "g.txt").write_text("three\n")  # a new deep file
+    assert run() == {"deep": 3, "pack": 3, "sum": 2}
+    assert (tmp_path / "pack.txt").read_text() == "two\nthree\n"
+    (tmp_path / "data" / "a.csv").unlink()  # one match fewer
+    assert run() == {"deep": 3, "pack": 3, "sum": 3}
+    assert run() == {"deep": 3, "pack": 3, "sum": 3}
+    spec.touch()  # past the no-op check: doit's own check agrees nothing changed
+    assert run() == {"deep": 3, "pack": 3, "sum": 3}

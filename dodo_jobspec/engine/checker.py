@@ -1,0 +1,32 @@
+"""doit's file checker, taught that an input may be a directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+from doit.dependency import MD5Checker as DoitMD5Checker
+
+from .. import trees
+
+
+class MD5Checker(DoitMD5Checker):  # type: ignore[misc]
+    """doit's MD5 checker for files; a directory is the digest of everything under it.
+
+    Named as doit's class on purpose: doit stores the checker's class name with every task and
+    re-runs each task whose stored name differs, so a new name would re-run everything once.
+    """
+
+    def check_modified(self, file_path: str, file_stat: os.stat_result, state: Any) -> bool:
+        if stat.S_ISDIR(file_stat.st_mode):
+            return bool(state[2] != trees.digest(file_path))
+        return bool(super().check_modified(file_path, file_stat, state))
+
+    def get_state(self, dep: str, current_state: Any) -> Any:
+        if os.path.isdir(dep):
+            found = trees.digest(dep)
+            if current_state and current_state[2] == found:
+                return None
+            return os.path.getmtime(dep), 0, found
+        return super().get_state(dep, current_state)
