@@ -24,6 +24,8 @@ from .errors import PathPart, Problem, SpecError
 if TYPE_CHECKING:  # PyYAML is imported when a file is parsed, not when the cache answers
     import yaml
 
+    from . import yamldata
+
 
 @cache
 def _yaml() -> tuple[Any, type]:
@@ -106,6 +108,12 @@ def _cache_dir() -> Path | None:
     return Path(base) / "jobspec-do" / "parsed"
 
 
+# What parse_document accepts: an entry written under other rules is not used (a miss,
+# then overwritten). 2: a mapping with a duplicate key is an error (format 1, unmarked, took
+# the last value, so an old entry may hold content that no longer parses).
+_CACHE_FORMAT = 2
+
+
 def _cached(raw: bytes, name: str) -> Document:
     """parse_document, remembered by the SHA-1 of the bytes (a marshal file per content).
 
@@ -118,14 +126,15 @@ def _cached(raw: bytes, name: str) -> Document:
     path = folder / f"{key}.marshal"
     try:
         with open(path, "rb") as fh:
-            text, data = marshal.load(fh)
-        return Document(Path(name), text, data, key)
+            form, text, data = marshal.load(fh)
+        if form == _CACHE_FORMAT:
+            return Document(Path(name), text, data, key)
     except (OSError, ValueError, EOFError, TypeError):
         pass
     doc = parse_document(raw, name)
     doc = Document(doc.path, doc.text, doc.data, key)
     try:
-        blob = marshal.dumps((doc.text, doc.data))
+        blob = marshal.dumps((_CACHE_FORMAT, doc.text, doc.data))
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_bytes(blob)
@@ -186,6 +195,8 @@ def parse_document(raw: bytes, name: str = "<spec>") -> Document:
     try:
         with paused_gc():
             data = yamldata.load(text, loader)
+    except yamldata.DuplicateKeyError as exc:
+        raise SpecError([_duplicate_problem(e, name) for e in (exc, *exc.also)]) from None
     except yaml.MarkedYAMLError as exc:
         raise SpecError([_yaml_problem(exc, name)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
@@ -195,6 +206,18 @@ def parse_document(raw: bytes, name: str = "<spec>") -> Document:
         raise SpecError([Problem(f"the document is {kind}, but a spec must be a mapping", (),
                                  "start the file with `version: 1` at the left margin", name, 1)])
     return Document(Path(name), text, data)
+
+
+def _duplicate_problem(exc: yamldata.DuplicateKeyError, name: str) -> Problem:
+    mark = exc.problem_mark
+    line = mark.line + 1 if mark else None
+    col = mark.column + 1 if mark else None
+    first = exc.first_mark.line + 1 if exc.first_mark else None
+    where = f"on line {first}" if first != line else "earlier on this line"
+    same = "" if exc.first_key == exc.key else " (the same key to YAML)"
+    hint = (f"`{exc.first_key}` is already set {where}{same}; remove one of them "
+            "(YAML would silently keep only the last)")
+    return Problem(f"duplicate key '{exc.key}'", exc.path, hint, name, line, col)
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, name: str) -> Problem:

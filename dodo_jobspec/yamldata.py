@@ -7,7 +7,11 @@ straight from libyaml's events (1.0 s). Whatever else the safe loader knows (mer
 explicit tags such as ``!!set``, complex keys, anything malformed) sends the document the
 long way: composed, walked, and handed to PyYAML's constructor if the walk meets something
 it does not build either. So the result is always exactly what ``yaml.load`` gives, and
-errors are PyYAML's own.
+errors are PyYAML's own, with one exception: a mapping that sets the same key twice, which
+``yaml.load`` accepts silently (the last value wins), raises DuplicateKeyError. Each way
+checks as it builds a mapping (one dict lookup per key); the first to meet a duplicate hands
+the document to ``_check_duplicates``, which walks the composed nodes for the marks and the
+spec path the error names.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from functools import cache
 from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import (
     AliasEvent,
     MappingEndEvent,
@@ -31,10 +35,35 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 class _Unusual(Exception):
     """The node tree holds something only PyYAML's constructor builds."""
+
+
+class _Duplicate(_Unusual):
+    """A mapping sets a key twice: the long way finds where, and raises DuplicateKeyError."""
+
+
+class DuplicateKeyError(ConstructorError):
+    """A mapping that sets the same key twice (``yaml.load`` would keep the last value).
+
+    ``path``: the spec path of the second occurrence (mapping keys as written, list
+    indexes as ints); ``key``: that key as written; ``first_key`` and ``first_mark``: the
+    earlier occurrence (the same key, perhaps written differently: ``1`` and ``1.0``);
+    ``also``: the document's other duplicates, in document order."""
+
+    def __init__(self, path: tuple[str | int, ...], key: ScalarNode, first: ScalarNode,
+                 mapping: MappingNode) -> None:
+        super().__init__("while constructing a mapping", mapping.start_mark,
+                         f"found duplicate key '{key.value}' (first set on line "
+                         f"{first.start_mark.line + 1})", key.start_mark)
+        self.path = path
+        self.key: str = key.value
+        self.first_key: str = first.value
+        self.first_mark = first.start_mark
+        self.also: tuple[DuplicateKeyError, ...] = ()
 
 
 def load(text: str, loader: type) -> Any:
@@ -43,13 +72,16 @@ def load(text: str, loader: type) -> Any:
         try:
             return _from_events(text, loader)
         except (_Unusual, yaml.YAMLError):
-            pass  # the long way builds it, or raises PyYAML's own error
+            pass  # the long way builds it, or raises PyYAML's own error (or a duplicate's)
     node = yaml.compose(text, Loader=_quick(loader))
     if node is None:
         return None
     try:
         return _build(node)
     except _Unusual:
+        # A duplicate key that stopped _build is raised here; so is one that PyYAML's
+        # constructor (which does not check) would otherwise accept.
+        _check_duplicates(node)
         # The constructor of the same loader class, on the node tree already composed.
         constructor = loader(text)
         try:
@@ -147,6 +179,8 @@ class _EventBuilder:
         elif key is _NO_KEY:
             if value.__class__ is dict or value.__class__ is list:
                 raise _Unusual  # a complex key
+            if value in container:
+                raise _Duplicate
             top[1] = value
         else:
             container[key] = value
@@ -209,11 +243,14 @@ def _build(root: Node) -> Any:
             made[id(node)] = out
             for key, value in node.value:
                 if key.__class__ is ScalarNode and key.tag == _STR:
-                    out[key.value] = build(value)
-                    continue
-                if key.__class__ is not ScalarNode:
-                    raise _Unusual  # a complex key (PyYAML refuses unhashable ones)
-                out[build(key)] = build(value)  # merge keys have their own tag: _Unusual
+                    name = key.value
+                else:
+                    if key.__class__ is not ScalarNode:
+                        raise _Unusual  # a complex key (PyYAML refuses unhashable ones)
+                    name = build(key)  # merge keys have their own tag: _Unusual
+                if name in out:
+                    raise _Duplicate
+                out[name] = build(value)
             return out
         if kind is SequenceNode and node.tag == _SEQ:
             items: list[Any] = []
@@ -223,3 +260,53 @@ def _build(root: Node) -> Any:
         raise _Unusual
 
     return build(root)
+
+
+def _check_duplicates(root: Node) -> None:
+    """Raise DuplicateKeyError for the first key, in document order, that a mapping sets
+    again (the others in its ``also``). Keys are compared as the Python values they build,
+    as the dict they go into would compare them (``1`` and ``1.0`` are one key); merge keys
+    (``<<``) and complex keys are not compared. Only on the long way."""
+    ctor = SafeConstructor()
+    seen: set[int] = set()  # an anchored node is checked once, where it first appears
+    path: list[str | int] = []
+    found: list[DuplicateKeyError] = []
+
+    def value_of(key: Node) -> Any:
+        if key.__class__ is not ScalarNode or key.tag == _MERGE:
+            return object()  # equal to nothing
+        if key.tag == _STR:
+            return key.value
+        try:
+            made = ctor.construct_object(key)
+            hash(made)
+        except (yaml.YAMLError, TypeError):
+            return object()  # PyYAML's constructor reports it
+        return made
+
+    def walk(node: Node) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            first: dict[Any, ScalarNode] = {}
+            for key, value in node.value:
+                name = value_of(key)
+                if name in first:
+                    where = (*path, key.value)
+                    found.append(DuplicateKeyError(where, key, first[name], node))
+                else:
+                    first[name] = key
+                path.append(key.value if key.__class__ is ScalarNode else "?")
+                walk(value)
+                path.pop()
+        elif isinstance(node, SequenceNode):
+            for index, child in enumerate(node.value):
+                path.append(index)
+                walk(child)
+                path.pop()
+
+    walk(root)
+    if found:
+        found[0].also = tuple(found[1:])
+        raise found[0]

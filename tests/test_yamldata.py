@@ -47,12 +47,10 @@ folded: >
   one
   line
 number_key:
-  1: one
+  3: three
   2.5: two and a half
   true: yes
   null: nothing
-dup: first
-dup: second
 bang: ! 12
 anchored: &n 5
 again: *n
@@ -139,3 +137,80 @@ def test_plain_data_is_built_from_events_and_the_rest_the_long_way(
     assert composed == []
     yamldata.load(UNUSUAL["merge"], LOADER)
     assert composed == [UNUSUAL["merge"]]
+
+
+LOADERS = [pytest.param(LOADER, id="C"), pytest.param(yaml.SafeLoader, id="pure-Python")]
+BIG = "".join(f"- {{name: t{i}, command: [echo, '{i}']}}\n" for i in range(50))
+
+
+def _duplicate(text: str, loader: type) -> yamldata.DuplicateKeyError:
+    with pytest.raises(yamldata.DuplicateKeyError) as info:
+        yamldata.load(text, loader)
+    return info.value
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize(("text", "path", "line", "column", "first_line"), [
+    ('version: 1\ntasks:\n- name: a\n  command: "true"\n  command: "false"\n',
+     ("tasks", 0, "command"), 5, 3, 4),
+    ("version: 1\ntasks: []\nversion: 1\n", ("version",), 3, 1, 1),
+    ("version: 1\ntasks:\n" + BIG + "- name: a\n  attributes:\n    environment:\n"
+     "      X: 1\n      'X': 2\n", ("tasks", 50, "attributes", "environment", "X"), 57, 7,
+     56),
+    ('{"version": 1, "tasks": [{"name": "a", "name": "b"}]}\n', ("tasks", 0, "name"), 1,
+     40, 1),
+    ("n:\n  1: one\n  1.0: again\n", ("n", "1.0"), 3, 3, 2),  # the same dict key
+], ids=["task", "top level", "nested", "json", "equal values"])
+def test_a_duplicate_key_is_an_error(text: str, path: tuple[object, ...], line: int,
+                                     column: int, first_line: int, loader: type) -> None:
+    yaml.load(text, Loader=loader)  # PyYAML itself keeps the last value, silently
+    error = _duplicate(text, loader)
+    assert error.path == path
+    assert (error.problem_mark.line + 1, error.problem_mark.column + 1) == (line, column)
+    assert error.first_mark.line + 1 == first_line
+    assert isinstance(error, yaml.MarkedYAMLError)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_duplicate_key_is_found_the_long_way_too(loader: type) -> None:
+    """With a merge key (PyYAML's constructor builds the document), an explicit tag, or an
+    anchored mapping aliased later: every one is reported, in document order."""
+    text = ("base: &b {x: 1, y: 2}\ntasks:\n- <<: *b\n  y: 3\n  name: a\n  name: b\n"
+            "- n: !!str 5\n  n: x\n- *b\n- {k: 1, k: 2}\n")
+    error = _duplicate(text, loader)
+    found = [(e.path, e.problem_mark.line + 1) for e in (error, *error.also)]
+    assert found == [(("tasks", 0, "name"), 6), (("tasks", 1, "n"), 8),
+                     (("tasks", 3, "k"), 10)]
+
+
+def test_merged_keys_are_not_duplicates() -> None:
+    """A key that overrides a merged one, and two merge keys, are what YAML means."""
+    text = ("a: &a {x: 1, y: 2}\nb: &b {z: 3}\nc:\n  <<: *a\n  <<: *b\n  x: 9\n"
+            "d:\n  <<: [*a, *b]\n  y: 0\n")
+    data = yamldata.load(text, LOADER)
+    assert _same(data, yaml.load(text, Loader=LOADER))
+    assert data["c"] == {"x": 9, "y": 2, "z": 3} and data["d"] == {"x": 1, "y": 0, "z": 3}
+
+
+def test_anchors_aliases_and_lookalike_keys_are_not_duplicates() -> None:
+    text = ('a: &x {k: 1}\nb: *x\nc: [*x, *x]\nkeys: {"1": s, 1: i, "true": s, null: n, '
+            "'~': s}\n")
+    data = yamldata.load(text, LOADER)
+    assert _same(data, yaml.load(text, Loader=LOADER)) and len(data["keys"]) == 5
+    assert data["b"] is data["a"]
+
+
+def test_a_duplicate_is_checked_on_the_fast_path_without_a_second_walk(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain spec is still built from events alone; the node walk that names the place
+    runs only once a duplicate is found."""
+    walked: list[object] = []
+    real = yamldata._check_duplicates
+    monkeypatch.setattr(yamldata, "_check_duplicates",
+                        lambda node: walked.append(node) or real(node))
+    yamldata.load("version: 1\ntasks:\n" + BIG, LOADER)
+    yamldata.load(UNUSUAL["merge"], LOADER)  # the constructor's way: walked, nothing found
+    assert len(walked) == 1
+    with pytest.raises(yamldata.DuplicateKeyError):
+        yamldata.load("version: 1\ntasks:\n" + BIG + "version: 1\n", LOADER)
+    assert len(walked) == 2
