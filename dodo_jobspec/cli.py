@@ -103,6 +103,7 @@ def _default_resources(transformer: str | None):  # type: ignore[no-untyped-def]
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """`jobspec-do validate SPEC...`"""
+    from .plan import build
     from .resolve import load
 
     default = _default_resources(args.transformer)
@@ -110,7 +111,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     rc = EXIT_OK
     for spec in args.specs:
         try:
-            load(spec, default_resources=default, strict=args.strict, digests=False)
+            loaded = load(spec, default_resources=default, strict=args.strict, digests=False)
+            build(loaded, submits_groups=False)  # what `run` refuses: inputs, shared outputs
             results[spec] = []
             if not args.json:
                 print(f"{spec}: ok")

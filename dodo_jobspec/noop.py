@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FORMAT = 2  # 2: the manifest also holds each unit's last attempt number
+FORMAT = 3  # 3: folders listed, and specs checked for duplicate keys since
 NAME = "noop.manifest"
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import trees
 from .errors import Problem, SpecError
 from .model import Group, Spec, Task, Unit
-from .source import paused_gc
+from .source import locate, paused_gc
 
 _GLOB_CHARS = frozenset("*?[")
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,21 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
         has_inputs = _has_inputs(node)
         reads = reads or has_inputs
         staged.append((node, cwd, outputs, has_inputs))
-    # What some unit makes: an input no unit makes must exist already.
-    made = {p for _, _, outputs, _ in staged for p in outputs} if reads else set()
     problems: list[Problem] = []
+    # What some unit makes: an input no unit makes must exist already. Two makers of one
+    # file would overwrite each other, and doit refuses them with a message of its own.
+    maker: dict[Path, Task] = {}
+    for node, _, outputs, _ in staged:
+        if isinstance(node, Task):
+            for i, out in enumerate(outputs):
+                first = maker.setdefault(out, node)
+                if first is not node:
+                    problems.append(Problem(
+                        f"output '{node.outputs[i]}' is also an output of task '{first.name}'",
+                        (*_parse_path(node.spec_path), "outputs", i),
+                        "a file has one maker: remove it from one task's `outputs:`, or have "
+                        "the tasks write different files", str(spec.path)))
+    made = set(maker) if reads else set()
     result = []
     for node, cwd, outputs, has_inputs in staged:
         inputs, scanned = _inputs(node, cwd, made, problems, spec, outputs) if has_inputs \
@@ -88,8 +102,30 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
         result.append(PlannedUnit(node, deps_of(node), cwd, inputs, outputs,
                                   submits_groups and isinstance(node, Group), scanned))
     if problems:
-        raise SpecError(problems)
+        raise SpecError(with_lines(problems, spec))
     return result
+
+
+def _parse_path(text: str) -> tuple[str | int, ...]:
+    """The parts of a rendered spec path (``tasks[1].inputs`` -> tasks, 1, inputs)."""
+    return tuple(int(m[2]) if m[2] else m[1] for m in _PATH_PART.finditer(text))
+
+
+def with_lines(problems: list[Problem], spec: Spec) -> list[Problem]:
+    """The problems, each with its line and column in the spec file (read again: rare).
+
+    A part of a problem's path may be a rendered path (``tasks[1]``, a unit's spec_path)."""
+    try:
+        text = spec.path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return problems
+    out = []
+    for problem in problems:
+        parts = tuple(q for part in problem.path
+                      for q in (_parse_path(part) if isinstance(part, str) else (part,)))
+        line, column = locate(text, parts)
+        out.append(replace(problem, path=parts, line=line, column=column))
+    return out
 
 
 def _cwd(node: Unit, spec_dir: Path) -> Path:
@@ -133,8 +169,9 @@ def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spe
             else:
                 problems.append(Problem(
                     f"input '{pattern}' of task '{task.name}' does not exist and no task makes "
-                    "it", (task.spec_path, "inputs"), "create the file, fix the path, or list "
-                    "it under `outputs:` of the task that makes it", str(spec.path)))
+                    "it", (*_parse_path(task.spec_path), "inputs", task.inputs.index(pattern)),
+                    "create the file, fix the path, or list it under `outputs:` of the task "
+                    "that makes it", str(spec.path)))
     own = set(outputs)
     return tuple(dict.fromkeys(p for p in out if p not in own)), tuple(dict.fromkeys(scanned))
 

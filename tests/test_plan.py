@@ -1,0 +1,75 @@
+"""From a resolved spec to units: what `run`, `plan` and `validate` refuse before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dodo_jobspec.errors import SpecError
+from dodo_jobspec.plan import build
+from tests.helpers import jobspec_do, load_text, write
+
+SHARED_OUTPUT = """
+    version: 1
+    tasks:
+    - name: a
+      command: "echo a > x.txt"
+      outputs: [x.txt]
+    - name: b
+      command: "echo b > x.txt"
+      outputs: [y.txt, x.txt]
+    """
+
+
+def test_two_makers_of_one_file_are_refused_with_line_and_path(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, SHARED_OUTPUT)
+    with pytest.raises(SpecError) as err:
+        build(spec, submits_groups=False)
+    (problem,) = err.value.problems
+    assert problem.render().startswith(f"{tmp_path / 'spec.yaml'}:8:20: tasks[1].outputs[1]: "
+                                       "output 'x.txt' is also an output of task 'a'")
+    assert "has one maker" in (problem.hint or "")
+
+
+def test_a_missing_input_names_its_line_and_index(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - name: c
+          command: "true"
+          inputs: [here.txt, nothere.csv]
+        """)
+    (tmp_path / "here.txt").write_text("")
+    with pytest.raises(SpecError) as err:
+        build(spec, submits_groups=False)
+    (problem,) = err.value.problems
+    assert (problem.line, problem.column) == (5, 22)
+    assert "tasks[0].inputs[1]: input 'nothere.csv' of task 'c' does not exist" in \
+        problem.render()
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "plan"])
+def test_every_command_refuses_what_run_would_refuse(tmp_path: Path, command: str) -> None:
+    spec = write(tmp_path, SHARED_OUTPUT)
+    args = [spec] if command == "run" else [command, spec]
+    r = jobspec_do(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "spec.yaml:8:20: tasks[1].outputs[1]: output 'x.txt' is also an output" in r.stderr
+    assert not (tmp_path / "x.txt").exists()  # nothing ran
+
+
+def test_a_glob_lists_the_folders_it_reads(tmp_path: Path) -> None:
+    (tmp_path / "data" / "deep" / ".hidden").mkdir(parents=True)
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: flat, command: "true", inputs: ["data/*.csv"]}
+        - {name: deep, command: "true", inputs: ["data/**/*.csv"]}
+        - {name: later, command: "true", inputs: ["made/later/*.csv"]}
+        """)
+    scanned = {pu.node.name: pu.scanned for pu in build(spec, submits_groups=False)}
+    data = tmp_path / "data"
+    assert scanned["flat"] == (data,)
+    assert scanned["deep"] == (data, data / "deep")  # hidden folders are not globbed
+    assert scanned["later"] == (tmp_path,)  # the nearest folder that exists lists it
