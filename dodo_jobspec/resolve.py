@@ -37,6 +37,7 @@ _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _REF_ONLY = frozenset({"group", "depends_on"})
 KNOWN_ATTRIBUTES = ("duration", "cwd", "environment", "watch")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def parse_duration(value: float | int | str) -> float:
@@ -406,6 +407,8 @@ class _Resolver:
             if key not in KNOWN_ATTRIBUTES and (near := suggest(key, KNOWN_ATTRIBUTES)):
                 self.err(f"unknown attribute '{key}'", (*path, "attributes", key),
                          f"did you mean '{near}'?", at_key=True)
+        if own:
+            self._check_attributes(own, (*path, "attributes"))
         merged = dict(base)
         layers = [dict(resources[0].tree.attributes)] if resources else []
         layers.append(own or {})
@@ -416,6 +419,18 @@ class _Resolver:
                 else:
                     merged[key] = value
         return merged
+
+    def _check_attributes(self, own: dict[str, Any], path: tuple[str | int, ...]) -> None:
+        """What the schema cannot say: a zero duration, an environment name no shell takes."""
+        duration = own.get("duration")
+        if duration is not None and parse_duration(duration) == 0:
+            self.err("a duration of 0 leaves the task no time to run", (*path, "duration"),
+                     "remove `duration` for no limit, or give the time it needs (e.g. 5m)")
+        for name in own.get("environment") or {}:
+            if not _ENV_NAME.match(str(name)):
+                self.err(f"'{name}' is not an environment variable name",
+                         (*path, "environment", name), "a name is letters, digits and _, "
+                         "and does not start with a digit", at_key=True)
 
     def _requires(self, inherited: Requires, data: dict[str, Any], path: tuple[str | int, ...]
                   ) -> Requires:

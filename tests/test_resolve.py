@@ -278,3 +278,32 @@ def test_public_api_load(tmp_path: Path) -> None:
                                      "{type: core, count: 1}}]\n")
     spec = dodo_jobspec.load(tmp_path / "s.yaml")
     assert isinstance(spec.tasks[0], Task) and spec.name == "s"
+
+
+def test_a_zero_duration_is_refused_at_any_level(tmp_path: Path) -> None:
+    found = problems(tmp_path, """
+        version: 1
+        attributes: {duration: 0s}
+        tasks:
+        - {name: a, command: "true", attributes: {duration: 0}}
+        - {name: b, command: "true", attributes: {duration: 1ms}}
+        """)
+    assert [(p.line, ".".join(map(str, p.path))) for p in found] == [
+        (2, "attributes.duration"), (4, "tasks.0.attributes.duration")]
+    assert all("leaves the task no time" in p.message and "remove `duration`" in (p.hint or "")
+               for p in found)
+
+
+def test_environment_names_a_shell_cannot_take_are_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, """
+        version: 1
+        tasks:
+        - name: a
+          command: "true"
+          attributes:
+            environment: {"X=Y": "2", "": one, GOOD_1: ok, _also: ok, 9lives: no}
+        """)
+    assert [p.message for p in found] == [
+        "'X=Y' is not an environment variable name", "'' is not an environment variable name",
+        "'9lives' is not an environment variable name"]
+    assert {p.line for p in found} == {6}
