@@ -81,29 +81,63 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
         reads = reads or has_inputs
         staged.append((node, cwd, outputs, has_inputs))
     problems: list[Problem] = []
-    # What some unit makes: an input no unit makes must exist already. Two makers of one
-    # file would overwrite each other, and doit refuses them with a message of its own.
-    maker: dict[Path, Task] = {}
+    # What some unit makes: an input no unit makes must exist already, and one that a unit
+    # makes puts its maker upstream. Two makers of one file would overwrite each other.
+    maker: dict[Path, Unit] = {}
     for node, _, outputs, _ in staged:
-        if isinstance(node, Task):
-            for i, out in enumerate(outputs):
-                first = maker.setdefault(out, node)
-                if first is not node:
-                    problems.append(Problem(
-                        f"output '{node.outputs[i]}' is also an output of task '{first.name}'",
-                        (*_parse_path(node.spec_path), "outputs", i),
-                        "a file has one maker: remove it from one task's `outputs:`, or have "
-                        "the tasks write different files", str(spec.path)))
+        for i, out in enumerate(outputs):
+            first = maker.setdefault(out, node)
+            if first is not node:
+                where = (*_parse_path(node.spec_path), *(("outputs", i) if isinstance(
+                    node, Task) else ()))
+                problems.append(Problem(
+                    f"output '{_outputs(node)[i]}' is also an output of {_kind(first)} "
+                    f"'{first.name}'", where, "a file has one maker: remove it from one "
+                    "task's `outputs:`, or have the tasks write different files",
+                    str(spec.path)))
     made = set(maker) if reads else set()
     result = []
+    implied = False
     for node, cwd, outputs, has_inputs in staged:
-        inputs, scanned = _inputs(node, cwd, made, problems, spec, outputs) if has_inputs \
-            else ((), ())
-        result.append(PlannedUnit(node, deps_of(node), cwd, inputs, outputs,
+        deps = deps_of(node)
+        inputs: tuple[Path, ...] = ()
+        scanned: tuple[Path, ...] = ()
+        if has_inputs:
+            inputs, scanned = _inputs(node, cwd, made, problems, spec, outputs)
+            makers = [m for path in inputs if (m := maker.get(path)) is not None
+                      and m is not node]
+            if makers:  # the same order doit keeps: shown by `plan`, kept by --no-wait
+                deps = tuple(dict.fromkeys((*deps, *makers)))
+                implied = True
+        result.append(PlannedUnit(node, deps, cwd, inputs, outputs,
                                   submits_groups and isinstance(node, Group), scanned))
     if problems:
         raise SpecError(with_lines(problems, spec))
-    return result
+    return _dependencies_first(result) if implied else result
+
+
+def _dependencies_first(units: list[PlannedUnit]) -> list[PlannedUnit]:
+    """``units`` reordered so that each comes after its deps, otherwise as they were (the
+    spec's order already has every `depends_on` first; a maker of an input may come later).
+    A cycle through inputs is left to doit, which names it."""
+    index = {pu.node.key: i for i, pu in enumerate(units)}
+    placed: set[str] = set()
+    out: list[PlannedUnit] = []
+
+    def place(pu: PlannedUnit, visiting: set[str]) -> None:
+        key = pu.node.key
+        if key in placed or key in visiting:
+            return
+        visiting.add(key)
+        for dep in pu.deps:
+            if dep.key in index:
+                place(units[index[dep.key]], visiting)
+        placed.add(key)
+        out.append(pu)
+
+    for pu in units:
+        place(pu, set())
+    return out
 
 
 def _parse_path(text: str) -> tuple[str | int, ...]:
@@ -126,6 +160,10 @@ def with_lines(problems: list[Problem], spec: Spec) -> list[Problem]:
         line, column = locate(text, parts)
         out.append(replace(problem, path=parts, line=line, column=column))
     return out
+
+
+def _kind(node: Unit) -> str:
+    return "task" if isinstance(node, Task) else "group"
 
 
 def _cwd(node: Unit, spec_dir: Path) -> Path:

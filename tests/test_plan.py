@@ -73,3 +73,24 @@ def test_a_glob_lists_the_folders_it_reads(tmp_path: Path) -> None:
     assert scanned["flat"] == (data,)
     assert scanned["deep"] == (data, data / "deep")  # hidden folders are not globbed
     assert scanned["later"] == (tmp_path,)  # the nearest folder that exists lists it
+
+
+def test_the_maker_of_an_input_comes_first_without_depends_on(tmp_path: Path) -> None:
+    """doit already ordered them by file; the plan now says so too, and --no-wait (which
+    walks the plan) no longer submits the consumer before its input's maker."""
+    text = """
+        version: 1
+        tasks:
+        - {name: consumer, command: "cat x.txt > y.txt", inputs: [x.txt], outputs: [y.txt]}
+        - {name: other, command: "true"}
+        - {name: producer, command: "echo hi > x.txt", outputs: [x.txt]}
+        """
+    spec = load_text(tmp_path, text)
+    for groups in (False, True):
+        plan = build(spec, submits_groups=groups)
+        names = [pu.node.name for pu in plan]
+        assert names == ["producer", "consumer", "other"]  # the maker moved up, no further
+        assert [d.name for d in plan[1].deps] == ["producer"]
+    out = jobspec_do("plan", write(tmp_path, text), cwd=tmp_path)
+    assert "[RUN ] task/consumer  (after task/producer)" in out.stdout
+    assert out.stdout.index("task/producer") < out.stdout.index("task/consumer")
