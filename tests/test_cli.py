@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec.cli import main
-from tests.helpers import REFERENCE, write
+from tests.helpers import REFERENCE, jobspec_do, write
+from tests.services import SlurmCluster
 
 GOOD = """
     version: 1
@@ -54,6 +56,81 @@ def test_validate_strict_rejects_extensions(tmp_path: Path, capsys: pytest.Captu
     assert main(["validate", "--strict", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'outputs'" in err and "drop --strict" in err
+
+
+def test_validate_abbreviated_attribute_is_an_error_with_the_full_name(tmp_path: Path) -> None:
+    """`env:` under attributes would silently set nothing: the real CLI refuses it."""
+    write(tmp_path, """
+        version: 1
+        tasks:
+        - name: build
+          command: [make]
+          attributes:
+            env: {A: "1"}
+        """)
+    r = jobspec_do("validate", "spec.yaml", cwd=tmp_path)
+    assert r.returncode == 2, r
+    assert r.stdout == ""
+    assert r.stderr == ("spec.yaml:6:5: tasks[0].attributes.env: unknown attribute 'env'\n"
+                        "    hint: did you mean 'environment'?\n"), r.stderr
+
+
+def test_validate_abbreviated_keys_are_errors_with_the_full_name(tmp_path: Path) -> None:
+    write(tmp_path, """
+        version: 1
+        req: {io: {fs: lustre}}
+        tasks:
+        - {name: a, command: [true]}
+        - {name: b, command: [true], dep: [a]}
+        """)
+    r = jobspec_do("validate", "spec.yaml", cwd=tmp_path)
+    assert r.returncode == 2, r
+    assert r.stderr == ("spec.yaml:2:1: req: unknown key 'req'\n"
+                        "    hint: did you mean 'requires'?\n"
+                        "spec.yaml:5:30: tasks[1].dep: unknown key 'dep'\n"
+                        "    hint: did you mean 'depends_on'?\n"), r.stderr
+
+
+def test_unsatisfiable_request_exits_2_before_anything_runs(tmp_path: Path,
+                                                           slurm: SlurmCluster) -> None:
+    """README: exit 2 for an invalid spec or usage; a request no node can give is found
+    before anything is submitted or run, and says which task and what is short."""
+    write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: small, command: "touch small.ran"}
+        - {name: huge, command: "touch huge.ran", resources: {type: core, count: 1000}}
+        """)
+    before = len(slurm.submitted_job_ids())
+    r = jobspec_do("run", "-t", "slurm", "spec.yaml", cwd=tmp_path)
+    assert r.returncode == 2, r
+    assert re.fullmatch(
+        r"jobspec-do: error: spec\.yaml:4:3: tasks\[1\]: task 'huge' asks for inline "
+        r"\[1 slot\(s\) x 1000 core\(s\)\], which cannot run here: 1000 cores per task "
+        r"asked, the largest node has \d+\n"
+        r"    hint: ask for fewer resources, or choose another partition\n"
+        r"nothing was submitted \(slurm transformer\)\n", r.stderr), r.stderr
+    assert len(slurm.submitted_job_ids()) == before  # the real cluster got nothing
+    assert not (tmp_path / "small.ran").exists() and not (tmp_path / "huge.ran").exists()
+    assert not (tmp_path / ".jobspec-do").exists()
+
+
+def test_unsatisfiable_gpu_request_on_the_local_transformer_exits_2(tmp_path: Path) -> None:
+    write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: cpu, command: "touch cpu.ran"}
+        - name: train
+          command: "touch train.ran"
+          resources: {type: slot, count: 1, with: [{type: core, count: 1}, {type: gpu, count: 2}]}
+        """)
+    r = jobspec_do("spec.yaml", cwd=tmp_path, env={"JOBSPEC_DO_LOCAL_GPUS": "1"})
+    assert r.returncode == 2, r
+    assert r.stderr.startswith("jobspec-do: error: spec.yaml:4:3: tasks[1]: task 'train' asks "
+                               "for inline [1 slot(s) x 1 core(s) + 2 gpu(s)], which cannot "
+                               "run here"), r.stderr
+    assert r.stderr.endswith("\nnothing was submitted (local transformer)\n"), r.stderr
+    assert not (tmp_path / "cpu.ran").exists() and not (tmp_path / "train.ran").exists()
 
 
 def test_strict_accepts_the_upstream_corpus() -> None:

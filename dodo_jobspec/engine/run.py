@@ -28,7 +28,7 @@ from ..errors import (
     UnsatisfiableError,
 )
 from ..model import Spec
-from ..plan import PlannedUnit, build
+from ..plan import PlannedUnit, build, with_lines
 from ..resolve import load
 from ..state import StateDir, default_state_dir, locked
 from ..tasks.steps import StageConfig
@@ -94,6 +94,7 @@ def prepare(req: RunRequest) -> Prepared:
     spec = load(req.spec, default_resources=cls.default_resources)
     problems = transformer.check(spec)
     if problems:
+        problems = with_lines(problems, spec)
         raise UnsatisfiableError("\n".join(p.render() for p in problems)
                                  + f"\nnothing was submitted ({req.transformer} transformer)")
     for name in req.force:

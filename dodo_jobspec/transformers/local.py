@@ -23,7 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..model import Resource, Task, Unit
+from ..errors import Problem
+from ..model import Resource, ResourceRequest, Spec, Task, Unit
 from . import spawn
 from .base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 
@@ -48,6 +49,36 @@ class LocalTransformer(Transformer):
         self._lock = threading.Lock()
         self._env: dict[bytes, bytes] | None = None
         self._cwd = ""
+
+    def check(self, spec: Spec) -> list[Problem]:
+        """The base checks, plus every task that asks for more GPUs than this machine has.
+
+        Cores are time-shared (an oversized task runs alone, with a warning); a GPU that is
+        not there cannot be."""
+        problems = super().check(spec)
+        gpus = machine_gpus()
+        for node in spec.nodes.values():
+            req, _ = self.choose(node)
+            if isinstance(node, Task) and req is not None and req.counts.gpus > gpus:
+                problems.append(Problem(
+                    f"task '{node.name}' asks for {req.label}, which cannot run here: this "
+                    f"machine has {gpus} GPU(s)", (node.spec_path,),
+                    "run it with -t slurm or -t flux, give it an alternative without GPUs "
+                    f"(a|b resources), or set {GPUS_ENV} if this machine's GPUs were not "
+                    "found", str(spec.path)))
+        return problems
+
+    def choose(self, node: Unit) -> tuple[ResourceRequest | None, str]:
+        """The first alternative this machine's GPUs allow, else the first."""
+        req, why = super().choose(node)
+        if len(node.resources) < 2 or self.options.resources_choice is not None:
+            return req, why
+        gpus = machine_gpus()
+        for i, alt in enumerate(node.resources):
+            if alt.counts.gpus <= gpus:
+                return alt, (why if i == 0 else f"alternative {i + 1} of "
+                             f"{len(node.resources)}: the first that this machine's GPUs allow")
+        return req, why
 
     def argv(self, task: Task) -> list[str]:
         """The argv that runs ``task`` (a string command goes through /bin/sh -c)."""
@@ -345,6 +376,26 @@ def _start_time(pid: int) -> str:
     # Field 22 (starttime) follows the parenthesised command name, which may contain spaces.
     fields = stat.rsplit(b")", 1)[1].split()
     return fields[19].decode() if len(fields) > 19 else "0"
+
+
+GPUS_ENV = "JOBSPEC_DO_LOCAL_GPUS"
+
+
+def machine_gpus() -> int:
+    """How many GPUs this machine has: ``$JOBSPEC_DO_LOCAL_GPUS`` if set, else the NVIDIA
+    devices (/dev/nvidiaN) and, where the AMD driver is loaded (/dev/kfd), the render nodes."""
+    told = os.environ.get(GPUS_ENV, "").strip()
+    if told.isdigit():
+        return int(told)
+    try:
+        names = os.listdir("/dev")
+    except OSError:
+        return 0
+    count = sum(1 for n in names if n.startswith("nvidia") and n[6:].isdigit())
+    if "kfd" in names:
+        with contextlib.suppress(OSError):
+            count += sum(1 for n in os.listdir("/dev/dri") if n.startswith("renderD"))
+    return count
 
 
 def process_alive(job_id: str) -> bool:
