@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dodo_jobspec.validate import is_valid, load_schema
-from tests.helpers import problems, write
+from tests.helpers import ONE_CORE, load_text, problems, write
 
 # (spec, line, path, message fragment, hint fragment)
 CASES = {
@@ -188,6 +188,37 @@ CASES = {
           tasks:
           - {name: x, command: [true], depends_on: [g]}
         """, 5, "depends_on[0]", "its own group 'g'", None),
+    # Abbreviations that difflib scores too low: the prefix match must still name the key.
+    "attribute-abbreviated": ("""
+        version: 1
+        tasks:
+        - name: build
+          command: [make]
+          attributes:
+            env: {A: "1"}
+        """, 6, "tasks[0].attributes.env", "unknown attribute 'env'",
+        "did you mean 'environment'?"),
+    "group-attribute-abbreviated": ("""
+        version: 1
+        groups:
+        - name: g
+          attributes: {dur: 5m}
+          tasks: [{name: t, command: [true]}]
+        """, 4, "groups[0].attributes.dur", "unknown attribute 'dur'",
+        "did you mean 'duration'?"),
+    "top-level-key-abbreviated": ("""
+        version: 1
+        attr: {duration: 5m}
+        tasks: [{command: [true]}]
+        """, 2, "attr", "unknown key 'attr'", "did you mean 'attributes'?"),
+    "task-key-abbreviated": ("""
+        version: 1
+        tasks:
+        - {name: a, command: [true]}
+        - name: b
+          command: [true]
+          dep: [a]
+        """, 6, "tasks[1].dep", "unknown key 'dep'", "did you mean 'depends_on'?"),
     "not-a-mapping": ("""
         - version: 1
         """, 1, "", "is a list, but a spec must be a mapping", None),
@@ -239,6 +270,39 @@ def test_all_problems_reported_in_one_run(tmp_path: Path) -> None:
     assert "envirionment" in messages and "biuld" in messages and "spack-resourcs" in messages
 
 
+def test_abbreviated_names_render_file_line_column_path_and_full_name(tmp_path: Path) -> None:
+    """A name that is a prefix of a known one is a typo, found only by the prefix rule."""
+    spec = write(tmp_path, """
+        version: 1
+        attr: {duration: 5m}
+        tasks:
+        - name: build
+          command: [make]
+          dep: []
+          attributes: {env: {A: "1"}, account: proj}
+        """)
+    from dodo_jobspec import SpecError, load
+
+    with pytest.raises(SpecError) as info:
+        load(spec, default_resources=ONE_CORE)
+    assert [p.render() for p in info.value.problems] == [
+        f"{spec}:2:1: attr: unknown key 'attr'\n    hint: did you mean 'attributes'?",
+        f"{spec}:6:3: tasks[0].dep: unknown key 'dep'\n    hint: did you mean 'depends_on'?",
+        f"{spec}:7:16: tasks[0].attributes.env: unknown attribute 'env'\n"
+        "    hint: did you mean 'environment'?"]
+
+
+def test_scheduler_flags_in_attributes_are_not_typos(tmp_path: Path) -> None:
+    """Attributes that are near no known name pass through to the scheduler untouched."""
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: [true], attributes: {account: proj, qos: high, exclusive: true}}
+        """)
+    assert spec.nodes["task/a"].attributes.extra == {
+        "account": "proj", "qos": "high", "exclusive": True}
+
+
 def test_schema_and_semantic_problems_together(tmp_path: Path) -> None:
     found = problems(tmp_path, """
         version: 1
@@ -267,11 +331,21 @@ def test_non_utf8_file_names_the_line(tmp_path: Path) -> None:
     assert info.value.problems[0].line == 3 and "UTF-8" in info.value.problems[0].message
 
 
-@pytest.mark.parametrize("content", ["", "   \n\n", "# only a comment\n"])
-def test_empty_file(tmp_path: Path, content: str) -> None:
-    found = problems(tmp_path, content) if content.strip() and not content.startswith("#") \
-        else _load_problems(tmp_path, content)
-    assert any("empty" in p.message or "mapping" in p.message for p in found)
+_EMPTY = ("the file is empty", "a spec needs at least `version: 1` and some `tasks:`")
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("", _EMPTY),
+    ("   \n\n", _EMPTY),
+    # YAML reads a file of comments as no document at all (None), not as an empty file.
+    ("# only a comment\n", ("the document is a NoneType, but a spec must be a mapping",
+                            "start the file with `version: 1` at the left margin")),
+], ids=["empty", "blank-lines", "only-a-comment"])
+def test_empty_file(tmp_path: Path, content: str, expected: tuple[str, str]) -> None:
+    found = _load_problems(tmp_path, content)
+    assert [(p.message, p.hint, p.line) for p in found] == [(*expected, 1)], \
+        [p.render() for p in found]
+    assert found[0].file and found[0].file.endswith("spec.yaml")
 
 
 def _load_problems(tmp_path: Path, content: str) -> list:

@@ -41,6 +41,10 @@ SOURCES = [("corpus", p) for p in sorted((REFERENCE / "corpus").glob("*.yaml"))]
 # A fixed cluster for the pinned scripts: four 16-CPU nodes without GPUs (so `a|b` choices
 # show up), in one default partition.
 FAKE_CLUSTER = ClusterInfo.parse("".join(f"n{i}|16|(null)|debug*\n" for i in range(1, 5)))
+# The same, plus a 'gpu' partition of two 32-CPU nodes with 4 GPUs each, their gres written
+# the two ways sinfo prints them.
+GPU_CLUSTER = ClusterInfo.parse("".join(f"n{i}|16|(null)|debug*\n" for i in range(1, 5))
+                                + "g1|32|gpu:a100:4(S:0-1)|gpu\ng2|32|gpu:2,gpu:v100:2|gpu\n")
 FAST = TransformerOptions(poll_interval=0.2)
 
 
@@ -78,6 +82,19 @@ def wait(t: SlurmTransformer, job_id: str, timeout: float = 60,
 
 
 # -- golden scripts ----------------------------------------------------------------------------
+@pytest.mark.parametrize("folder", ["corpus", "examples"])
+def test_every_golden_file_has_its_source(folder: str) -> None:
+    """The sources are found by glob, some outside the repository: if they are missing, their
+    golden cases must fail here rather than silently not be collected."""
+    sources = {p.stem for f, p in SOURCES if f == folder}
+    goldens = {p.stem for p in (GOLDEN / folder).glob("*.txt")}
+    assert sources, f"no {folder} specs found (looked in {REFERENCE / 'corpus'} and {EXAMPLES})"
+    assert sources == goldens, (
+        f"{folder}: specs without a golden file: {sorted(sources - goldens)}; golden files "
+        f"without a spec (missing source, or a stale golden to delete): "
+        f"{sorted(goldens - sources)}")
+
+
 @pytest.mark.parametrize(("folder", "path"), SOURCES, ids=[f"{f}/{p.stem}" for f, p in SOURCES])
 def test_golden_scripts(folder: str, path: Path) -> None:
     t = SlurmTransformer(cluster=FAKE_CLUSTER)
@@ -144,6 +161,73 @@ def test_check_reports_a_step_larger_than_its_group(tmp_path: Path) -> None:
     assert [p.message for p in problems] == [
         "task 'a' asks for inline [1 slot(s) x 4 core(s)], which cannot run here: more than "
         "its group's allocation (inline [1 slot(s) x 2 core(s)])"]
+
+
+_WIDE = "{type: slot, count: %d, with: [{type: core, count: 1}]}"
+_GPUS = "{type: slot, count: 1, with: [{type: core, count: 1}, {type: gpu, count: %d}]}"
+
+
+@pytest.mark.parametrize(("resources", "partition", "reason"), [
+    # Without nodes, slots may spread over the partition: its total is the limit.
+    (_WIDE % 80, None, "80 cores asked, partition 'debug' has 64"),
+    (_WIDE % 64, None, None),
+    (_WIDE % 65, "gpu", "65 cores asked, partition 'gpu' has 64"),
+    ("{type: node, count: 5}", None, "5 nodes asked, partition 'debug' has 4"),
+    ("{type: node, count: 4, with: [{type: core, count: 16}]}", None, None),
+    ("{type: node, count: 3}", "gpu", "3 nodes asked, partition 'gpu' has 2"),
+    ("{type: node, count: 2, with: [{type: slot, count: 4, with: [{type: core, count: 16}]}]}",
+     None, "64 cores per node asked, the largest node has 16"),
+    ("{type: core, count: 17}", None, "17 cores per task asked, the largest node has 16"),
+    (_GPUS % 1, None, "1 gpus per task asked, no node has that many"),
+    (_GPUS % 4, "gpu", None),
+    (_GPUS % 5, "gpu", "5 gpus per task asked, no node has that many"),
+    ("{type: core, count: 1}", "nosuch", "partition 'nosuch' has no nodes"),
+], ids=["cores-over-partition", "cores-fill-partition", "cores-over-other-partition",
+        "nodes-over-partition", "nodes-fill-partition", "nodes-over-other-partition",
+        "cores-per-node", "cores-per-task", "gpu-where-none", "gpus-fit", "gpus-over-node",
+        "unknown-partition"])
+def test_check_names_what_the_partition_is_short_of(tmp_path: Path, resources: str,
+                                                    partition: str | None,
+                                                    reason: str | None) -> None:
+    attrs = f", attributes: {{partition: {partition}}}" if partition else ""
+    spec = load_text(tmp_path, f"""
+        version: 1
+        tasks:
+        - {{name: ok, command: [true]}}
+        - {{name: big, command: [true], resources: {resources}{attrs}}}
+        """)
+    t = SlurmTransformer(cluster=GPU_CLUSTER)
+    problems = t.check(spec)
+    if reason is None:
+        assert problems == []
+        return
+    label = t.choose(unit(spec, "task/big"))[0].label
+    assert [(p.message, p.path, p.file) for p in problems] == [
+        (f"task 'big' asks for {label}, which cannot run here: {reason}", ("tasks[1]",),
+         str(spec.path))]
+    assert problems[0].hint == "ask for fewer resources, or choose another partition"
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    (_WIDE % 80, _WIDE % 64),
+    ("{type: node, count: 5}", "{type: node, count: 4}"),
+    (_GPUS % 1, "{type: core, count: 16}"),
+], ids=["cores", "nodes", "gpus"])
+def test_choose_skips_an_alternative_the_partition_is_short_of(tmp_path: Path, first: str,
+                                                               second: str) -> None:
+    spec = load_text(tmp_path, f"""
+        version: 1
+        resources:
+          first: {first}
+          second: {second}
+        tasks:
+        - {{name: a, command: [true], resources: first|second}}
+        """)
+    t = SlurmTransformer(cluster=FAKE_CLUSTER)
+    req, why = t.choose(unit(spec, "task/a"))
+    assert req is not None and req.name == "second", why
+    assert why == "alternative 2 of 2: the first the partition can satisfy"
+    assert t.check(spec) == []
 
 
 def test_array_status_is_terminal_only_when_every_element_is() -> None:
