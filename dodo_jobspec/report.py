@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_FAILED, EXIT_OK, JobspecError
+from .model import Task
 from .resolve import load
 from .state import JobRecord, StateDir, UnitState, default_state_dir, lock_holder, read_record
 
@@ -63,7 +64,7 @@ def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]
         if not run_active and not _local_process_alive(info):
             state, info = "lost", ("its run ended without recording how (killed?) and took "
                                    "the process with it: `jobspec-do --resume` runs it again")
-    return {
+    row: dict[str, Any] = {
         "name": st.unit.name, "kind": "group" if st.unit.is_group else "task",
         "state": state, "attempts": attempt, "job_id": job_id,
         "exit_code": exit_code, "duration": duration,
@@ -72,6 +73,73 @@ def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]
         "stdout": str(st.stdout(attempt)) if attempt else None,
         "stderr": str(st.stderr(attempt)) if attempt else None,
     }
+    n = st.unit.replicas if isinstance(st.unit, Task) else 1
+    if n > 1 and attempt:
+        # Replicas log to stdout.N.R: there is no stdout.N. A scheduler's job array keeps no
+        # record per replica, so replica 0's logs stand for it.
+        row["stdout"], row["stderr"] = str(st.stdout(attempt, 0)), str(st.stderr(attempt, 0))
+        replicas = _replica_rows(st, n)
+        if replicas is not None:
+            _merge_replicas(row, replicas, history)
+    return row
+
+
+def _replica_rows(st: UnitState, n: int) -> list[dict[str, Any]] | None:
+    """Each replica's latest recorded attempt (job.R.json), or None when no replica has a
+    record of its own (a scheduler ran them as one job, described by job.json)."""
+    records = [read_record(f"{st.dir_str}/job.{r}.json", lenient=True) for r in range(n)]
+    if not any(rec.attempt for rec in records):
+        return None
+    return [{"replica": r, "state": rec.state if rec.attempt else "never run",
+             "attempt": rec.attempt or None, "job_id": rec.job_id,
+             "exit_code": rec.exit_code,
+             "info": rec.info or (f"exit {rec.exit_code}" if rec.exit_code else ""),
+             "stdout": str(st.stdout(rec.attempt, r)) if rec.attempt else None,
+             "stderr": str(st.stderr(rec.attempt, r)) if rec.attempt else None}
+            for r, rec in enumerate(records)]
+
+
+def _merge_replicas(row: dict[str, Any], replicas: list[dict[str, Any]],
+                    history: list[dict[str, str]]) -> None:
+    """Make ``row`` say what all replicas came to, not what the last to finish recorded.
+
+    The replicas of a task share its status.csv, so its last line is whichever replica
+    finished last: the task completed only if every replica's latest attempt did."""
+    row["replicas"] = replicas
+    if row["state"] == "lost":  # the run died with its replicas: that says it all
+        return
+    n = len(replicas)
+    # A running replica has no record of that attempt yet (a local run writes it at the end),
+    # but its "running" line names a process that no record names and that is still alive.
+    finished = {rep["job_id"] for rep in replicas}
+    live = {line["info"] for line in history if line["state"] == "running"
+            and _local_job_id(line["info"]) not in finished}
+    running = sum(1 for info in live if _local_process_alive(info))
+    # While some run, a replica without a record may be one of them: only failures count.
+    bad = [rep for rep in replicas if rep["state"] != "completed"
+           and not (running and rep["state"] == "never run")]
+    bad.sort(key=lambda rep: rep["state"] == "never run")  # those that ran say more
+    notes = [f"{running} of {n} replicas running"] if running else []
+    if bad:
+        first = bad[0]
+        note = f"replica {first['replica']} of {n} {first['state']}"
+        note += f": {first['info']}" if first["info"] else ""
+        if len(bad) > 1:
+            others = ", ".join(str(rep["replica"]) for rep in bad[1:11])
+            note += f"; also replica{'s' if len(bad) > 2 else ''} {others}"
+            note += ", ..." if len(bad) > 11 else ""
+        notes.append(note)
+        row.update(exit_code=first["exit_code"], job_id=first["job_id"])
+        if first["stdout"]:
+            row.update(stdout=first["stdout"], stderr=first["stderr"])
+    elif replicas[0]["stdout"]:
+        row.update(stdout=replicas[0]["stdout"], stderr=replicas[0]["stderr"])
+    if running:
+        row["state"] = "running"
+    elif bad and row["state"] not in _IN_FLIGHT:
+        row["state"] = bad[0]["state"]
+    if notes:
+        row["info"] = "; ".join(notes)
 
 
 def _owned_by_run(job: JobRecord, last: dict[str, str]) -> bool:
@@ -127,6 +195,10 @@ def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False)
             secs = "" if r["duration"] is None else f"{r['duration']:.1f}"
             print(f"{name:<{width}}  {r['state']:<11} {r['attempts']:>5} {exit_code:>4} "
                   f"{secs:>8}  {r['job_id'] or ''}")
+            if any(rep["state"] != "completed" for rep in r.get("replicas", ())) \
+                    and r["state"] != "completed" and r["info"]:
+                # The row alone cannot say which replica it is about, nor where its logs are.
+                print(f"  {r['info']} (logs: {r['stderr']})")
     return EXIT_OK if all_done else EXIT_FAILED
 
 

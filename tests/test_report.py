@@ -158,3 +158,109 @@ def test_cancel_stops_a_local_run_in_progress_and_it_records_that(tmp_path: Path
     assert (units["slow"]["state"], units["after"]["state"]) == ("interrupted", "never run")
     pid = int(units["slow"]["job_id"].split(":")[0])
     assert not Path(f"/proc/{pid}").exists()  # the task's process went with it
+
+
+# Replica 1 fails at once; the others wait for a file `go`, so they finish after it.
+REPLICAS = """
+    version: 1
+    tasks:
+    - name: sim
+      replicas: 3
+      command: >-
+        echo out $JOBSPEC_REPLICA;
+        if [ "$JOBSPEC_REPLICA" = 1 ] && [ ! -f ok ]; then echo boom >&2; exit 4; fi;
+        while [ ! -f go ]; do sleep 0.05; done
+    - {name: plain, command: "echo plain"}
+    """
+
+
+def _table(spec: Path, cwd: Path) -> list[str]:
+    """The rows of `status`'s table (without its header)."""
+    return jobspec_do("status", spec, cwd=cwd).stdout.splitlines()[1:]
+
+
+def _run_until_a_replica_failed(spec: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start a run of REPLICAS; return once replica 1 failed while the others still run."""
+    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "4", "-k"],
+                           cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = cwd / ".jobspec-do" / spec.stem / "tasks" / "sim" / "status.csv"
+    deadline = time.monotonic() + 20
+    while not (status.exists() and (text := status.read_text()).count(",running,") == 3
+               and ",failed," in text):
+        assert time.monotonic() < deadline, "the replicas never got that far"
+        time.sleep(0.05)
+    return run
+
+
+def test_a_replica_that_failed_before_the_others_finished_fails_its_task(
+        tmp_path: Path) -> None:
+    spec = write(tmp_path, REPLICAS)
+    run = _run_until_a_replica_failed(spec, tmp_path)
+    (tmp_path / "go").touch()
+    assert run.wait(timeout=30) == 1
+    folder = tmp_path / ".jobspec-do" / "spec" / "tasks" / "sim"
+    # status.csv's last line is a replica that completed: the task is still not completed.
+    assert (folder / "status.csv").read_text().splitlines()[-1].endswith(",completed,")
+
+    units = _units(spec, tmp_path)
+    sim = units["sim"]
+    assert (sim["state"], sim["exit_code"]) == ("failed", 4)
+    assert sim["info"] == "replica 1 of 3 failed: exit 4"
+    assert Path(sim["stderr"]).read_text() == "boom\n"
+    assert Path(sim["stdout"]).read_text() == "out 1\n"
+    assert [(r["replica"], r["state"], r["attempt"]) for r in sim["replicas"]] == [
+        (0, "completed", 1), (1, "failed", 1), (2, "completed", 1)]
+    assert all(Path(r["stdout"]).exists() and Path(r["stderr"]).exists()
+               for r in sim["replicas"])
+    report = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)
+    assert report["complete"] is False
+
+    rows = _table(spec, tmp_path)
+    assert rows[0].split()[:4] == ["sim", "failed", "1", "4"]
+    assert rows[1].strip() == f"replica 1 of 3 failed: exit 4 (logs: {folder}/stderr.1.1)"
+    assert rows[2].split()[:4] == ["plain", "completed", "1", "0"]
+    assert jobspec_do("status", spec, cwd=tmp_path).returncode == 1
+
+    # A plain task's entry is as before: its own logs, no replicas.
+    plain = units["plain"]
+    assert (plain["state"], plain["info"], "replicas" in plain) == ("completed", "", False)
+    assert plain["stdout"].endswith("/plain/stdout.1") and Path(plain["stdout"]).exists()
+
+    # Only replica 1 runs again (its attempt 2); then every replica's latest attempt completed.
+    (tmp_path / "ok").touch()
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    sim = _units(spec, tmp_path)["sim"]
+    assert (sim["state"], sim["attempts"]) == ("completed", 2)
+    assert [(r["state"], r["attempt"]) for r in sim["replicas"]] == [
+        ("completed", 1), ("completed", 2), ("completed", 1)]
+    assert Path(sim["stdout"]).exists()
+    assert [row.split()[1] for row in _table(spec, tmp_path)] == ["completed", "completed"]
+
+
+def test_a_replicated_task_runs_while_a_replica_runs_after_another_failed(
+        tmp_path: Path) -> None:
+    spec = write(tmp_path, REPLICAS)
+    run = _run_until_a_replica_failed(spec, tmp_path)
+    try:
+        sim = _units(spec, tmp_path)["sim"]
+        assert sim["state"] == "running"
+        assert sim["info"] == "2 of 3 replicas running; replica 1 of 3 failed: exit 4"
+    finally:
+        (tmp_path / "go").touch()
+        assert run.wait(timeout=30) == 1
+    assert _state(spec, tmp_path)["sim"] == ("failed", "replica 1 of 3 failed: exit 4")
+
+
+def test_replicas_that_all_completed_make_their_task_completed(tmp_path: Path) -> None:
+    spec = write(tmp_path, REPLICAS)
+    (tmp_path / "go").touch()
+    (tmp_path / "ok").touch()
+    assert jobspec_do(spec, "-j", "4", cwd=tmp_path).returncode == 0
+    status = jobspec_do("status", spec, cwd=tmp_path)
+    assert status.returncode == 0
+    assert [row.split()[:2] for row in status.stdout.splitlines()[1:]] == [
+        ["sim", "completed"], ["plain", "completed"]]  # and no line about replicas
+    sim = _units(spec, tmp_path)["sim"]
+    assert (sim["state"], sim["info"]) == ("completed", "all 3 replicas")
+    assert Path(sim["stdout"]).read_text() == "out 0\n"
+    assert [r["state"] for r in sim["replicas"]] == ["completed"] * 3
