@@ -35,6 +35,7 @@ class Console:
         self.done = self.failed = self.running = self.skipped = 0
         self.failures: list[str] = []
         self._line_shown = False
+        self._started: dict[str, float] = {}  # unit name -> when its process started
 
     # -- events ---------------------------------------------------------------------------
     def emit(self, event: str, name: str, detail: str = "") -> None:
@@ -42,6 +43,7 @@ class Console:
         with self.lock:
             if event == "start":
                 self.running += 1
+                self._started[name] = time.monotonic()
             elif event in ("done", "failed"):
                 self.running = max(0, self.running - 1)
             quiet_ok = event in ("failed", "error", "warning")
@@ -54,8 +56,13 @@ class Console:
             self._print(f"{event:<9} {name}" + (f": {detail}" if detail else ""))
 
     def success(self, name: str, seconds: float | None) -> None:
+        """A unit is done; ``seconds`` since doit started it, unless the unit said when its
+        process started (a task may wait for a slot before that)."""
         with self.lock:
             self.done += 1
+            started = self._started.pop(name, None)
+            if started is not None:
+                seconds = time.monotonic() - started
         self.emit("done", name, f"in {seconds:.1f}s" if seconds is not None else "")
 
     def uptodate(self, name: str) -> None:

@@ -195,9 +195,12 @@ class UnitRunner:
         has ended, not while its records are written: the run has more doit threads than
         slots, so one task's bookkeeping overlaps the next task's process."""
         node = pu.node
-        self.emit("start", node.name, f"attempt {record.attempt}")
         try:
             with slot or contextlib.nullcontext():
+                # Started once it has a slot: the wait for one is not the task's time.
+                if attach is None:
+                    record.started = time.time()
+                self.emit("start", node.name, f"attempt {record.attempt}")
                 status = self._launch(node, st, record_file, record, ctx, attach)
         except SubmitError as exc:
             status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")

@@ -15,7 +15,7 @@ from dodo_jobspec.tasks.unit import RunOptions, UnitRunner
 from dodo_jobspec.transformers.base import TransformerOptions
 from dodo_jobspec.transformers.local import LocalTransformer
 from dodo_jobspec.transformers.slurm import ClusterInfo, SlurmTransformer
-from tests.helpers import load_text
+from tests.helpers import jobspec_do, load_text
 
 
 def test_a_slot_is_held_while_the_process_runs_not_while_its_records_are_written(
@@ -80,3 +80,18 @@ def test_an_attempt_that_may_have_reached_slurm_is_not_submitted_again_blindly(
     assert not outcome.ok and "cannot tell whether attempt 1" in outcome.message
     assert submitted == []
     assert read_record(st.job_file) == left  # still open: the next run asks again
+
+
+def test_an_attempt_starts_when_it_gets_a_slot_not_when_it_queues_for_one(
+        tmp_path: Path) -> None:
+    """With -j 2, doit hands a third task to a thread at once; its record's start (and so
+    its duration in `status`) is when its process started, after a slot came free."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\ntasks:\n" + "".join(
+        f"- {{name: t{i}, command: 'sleep 0.5'}}\n" for i in range(3)))
+    r = jobspec_do(spec, "-j", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = sorted((read_record(tmp_path / ".jobspec-do" / "spec" / "tasks" / f"t{i}" /
+                               "job.json") for i in range(3)), key=lambda j: j.started or 0)
+    assert all(j.started and j.finished for j in jobs)
+    assert jobs[2].started >= min(jobs[0].finished, jobs[1].finished)  # type: ignore[type-var]
