@@ -201,11 +201,17 @@ def parse_document(raw: bytes, name: str = "<spec>") -> Document:
         raise SpecError([_yaml_problem(exc, name)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
         raise SpecError([Problem(f"YAML error: {exc}", (), None, name)]) from None
+    if data is None:  # only comments (or `---`): no document at all
+        raise SpecError([Problem("the file holds only comments, no spec", (),
+                                 "a spec needs at least `version: 1` and some `tasks:`", name, 1)])
     if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        kind = "a list" if isinstance(data, list) else f"a {_KINDS.get(type(data), 'value')}"
         raise SpecError([Problem(f"the document is {kind}, but a spec must be a mapping", (),
                                  "start the file with `version: 1` at the left margin", name, 1)])
     return Document(Path(name), text, data)
+
+
+_KINDS = {str: "string", int: "number", float: "number", bool: "true/false value"}
 
 
 def _duplicate_problem(exc: yamldata.DuplicateKeyError, name: str) -> Problem:

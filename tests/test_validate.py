@@ -338,9 +338,12 @@ _EMPTY = ("the file is empty", "a spec needs at least `version: 1` and some `tas
     ("", _EMPTY),
     ("   \n\n", _EMPTY),
     # YAML reads a file of comments as no document at all (None), not as an empty file.
-    ("# only a comment\n", ("the document is a NoneType, but a spec must be a mapping",
-                            "start the file with `version: 1` at the left margin")),
-], ids=["empty", "blank-lines", "only-a-comment"])
+    ("# only a comment\n", ("the file holds only comments, no spec", _EMPTY[1])),
+    ("just words\n", ("the document is a string, but a spec must be a mapping",
+                      "start the file with `version: 1` at the left margin")),
+    ("- version: 1\n", ("the document is a list, but a spec must be a mapping",
+                        "start the file with `version: 1` at the left margin")),
+], ids=["empty", "blank-lines", "only-a-comment", "a-string", "a-list"])
 def test_empty_file(tmp_path: Path, content: str, expected: tuple[str, str]) -> None:
     found = _load_problems(tmp_path, content)
     assert [(p.message, p.hint, p.line) for p in found] == [(*expected, 1)], \
