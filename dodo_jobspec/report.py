@@ -32,6 +32,7 @@ def _open(spec_path: Path, state_dir: Path | None) -> StateDir:
 
 # States a run records while it owns a job; after a kill -9 of that run they stay on disk.
 _IN_FLIGHT = ("submitting", "queued", "running")
+_ENDED_BADLY = ("failed", "timeout", "canceled", "lost", "interrupted", "blocked")
 
 
 def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]:
@@ -195,10 +196,12 @@ def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False)
             secs = "" if r["duration"] is None else f"{r['duration']:.1f}"
             print(f"{name:<{width}}  {r['state']:<11} {r['attempts']:>5} {exit_code:>4} "
                   f"{secs:>8}  {r['job_id'] or ''}")
-            if any(rep["state"] != "completed" for rep in r.get("replicas", ())) \
-                    and r["state"] != "completed" and r["info"]:
-                # The row alone cannot say which replica it is about, nor where its logs are.
-                print(f"  {r['info']} (logs: {r['stderr']})")
+            if r["info"] and (r["state"] in _ENDED_BADLY or (
+                    r["state"] != "completed" and "replicas" in r)):
+                # The row alone cannot say why (a missing output exits 0), which replica it is
+                # about, nor where its logs are.
+                logs = f" (logs: {r['stderr']})" if r["stderr"] else ""
+                print(f"  {r['info']}{logs}")
     return EXIT_OK if all_done else EXIT_FAILED
 
 

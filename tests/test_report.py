@@ -27,7 +27,7 @@ def test_the_table_lines_up_under_its_header_for_short_names(tmp_path: Path) -> 
     jobspec_do(spec, cwd=tmp_path)
     out = jobspec_do("status", spec, cwd=tmp_path)
     assert out.returncode == 1  # bb failed
-    header, *rows = out.stdout.splitlines()
+    header, *rows = [line for line in out.stdout.splitlines() if not line.startswith("  ")]
     column = header.index("STATE")
     assert header.startswith("TASK  ")
     assert [row[column:].split()[0] for row in rows] == ["completed", "failed"]
@@ -264,3 +264,25 @@ def test_replicas_that_all_completed_make_their_task_completed(tmp_path: Path) -
     assert (sim["state"], sim["info"]) == ("completed", "all 3 replicas")
     assert Path(sim["stdout"]).read_text() == "out 0\n"
     assert [r["state"] for r in sim["replicas"]] == ["completed"] * 3
+
+
+def test_the_table_says_why_a_task_failed_under_its_row(tmp_path: Path) -> None:
+    """A missing output fails a task that exited 0: the EXIT column alone would not say why."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: noout, command: "true", outputs: [never.txt]}
+        - {name: bad, command: "exit 3"}
+        - {name: fine, command: "true"}
+        """)
+    assert jobspec_do(spec, "-k", cwd=tmp_path).returncode == 1
+    out = jobspec_do("status", spec, cwd=tmp_path)
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    logs = tmp_path / ".jobspec-do" / "spec" / "tasks"
+    row = next(i for i, line in enumerate(lines) if line.startswith("noout "))
+    assert lines[row + 1] == (f"  finished but did not make its outputs: {tmp_path}/never.txt "
+                              f"(logs: {logs}/noout/stderr.1)")
+    row = next(i for i, line in enumerate(lines) if line.startswith("bad "))
+    assert lines[row + 1] == f"  exit 3 (logs: {logs}/bad/stderr.1)"
+    assert lines[-1].startswith("fine ")  # a completed task has no note
