@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from ..state import StateDir
 
@@ -55,34 +55,43 @@ class Console:
                 return
             self._print(f"{event:<9} {name}" + (f": {detail}" if detail else ""))
 
-    def success(self, name: str, seconds: float | None) -> None:
+    def success(self, name: str, seconds: float | None, counted: bool = True) -> None:
         """A unit is done; ``seconds`` since doit started it, unless the unit said when its
-        process started (a task may wait for a slot before that)."""
+        process started (a task may wait for a slot before that). A replica or a step is
+        not ``counted``: the summary counts units."""
         with self.lock:
-            self.done += 1
+            self.done += counted
             started = self._started.pop(name, None)
             if started is not None:
                 seconds = time.monotonic() - started
         self.emit("done", name, f"in {seconds:.1f}s" if seconds is not None else "")
 
-    def uptodate(self, name: str) -> None:
+    def uptodate(self, name: str, counted: bool = True) -> None:
         with self.lock:
-            self.skipped += 1
+            self.skipped += counted
             if self.verbose and not self.quiet:
                 self._print(f"{'uptodate':<9} {name}")
             else:
                 self._redraw()
 
-    def failure(self, node_name: str, message: str, unit_state: Any | None) -> None:
-        """Report a failed unit with the tail of its stderr and where its logs are."""
+    def failure(self, node_name: str, message: str, unit_state: Any | None,
+                replica: int | None = None) -> None:
+        """Report a failed unit (or one ``replica`` of it) with the tail of its stderr and
+        where its logs are."""
         lines = [message]
         if unit_state is not None:
-            attempt = unit_state.last_attempt()
-            err = unit_state.stderr(attempt) if attempt else None
+            if replica is None:
+                attempt = unit_state.last_attempt()
+            else:  # replicas count their own attempts
+                from ..state import read_record
+
+                attempt = read_record(f"{unit_state.dir_str}/job.{replica}.json",
+                                      lenient=True).attempt
+            err = unit_state.stderr(attempt, replica) if attempt else None
             if err is not None and err.exists():
                 tail = err.read_text(errors="replace").splitlines()[-TAIL_LINES:]
                 lines += ["  | " + t for t in tail]
-                lines.append(f"  log: {err} (and {unit_state.stdout(attempt).name})")
+                lines.append(f"  log: {err} (and {unit_state.stdout(attempt, replica).name})")
         with self.lock:
             self.failed += 1
             self.failures.append(node_name)
@@ -139,6 +148,16 @@ class Console:
         self._line_shown = True
 
 
+class Entry(NamedTuple):
+    """What the console says of one doit task: its name, its unit's state folder, whether
+    it counts as a unit in the summary, and the replica it runs (None: not a replica)."""
+
+    name: str
+    state: Any
+    counted: bool
+    replica: int | None
+
+
 class DoitReporter:
     """doit's reporter interface, forwarded to the Console."""
 
@@ -146,7 +165,7 @@ class DoitReporter:
 
     def __init__(self, console: Console, names: dict[str, tuple[str, Any]]) -> None:
         self.console = console
-        self.names = names  # doit task name -> (unit name, UnitState or None)
+        self.names = names  # doit task name -> Entry
         self.t0: dict[str, float] = {}
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
@@ -163,22 +182,24 @@ class DoitReporter:
         start = self.t0.pop(task.name, None)
         entry = self.names.pop(task.name, None)
         if entry is not None:
-            self.console.success(entry[0], time.monotonic() - start if start else None)
+            self.console.success(entry.name, time.monotonic() - start if start else None,
+                                 entry.counted)
 
     def add_failure(self, task: Any, fail: Any) -> None:
         self.t0.pop(task.name, None)
-        name, st = self.names.pop(task.name, None) or (task.name, None)
+        entry = self.names.pop(task.name, None) or Entry(task.name, None, True, None)
         kind = fail.get_name() if hasattr(fail, "get_name") else "failure"
         if kind == "UnmetDependency":
-            self.console.emit("blocked", name, "a task it depends on failed")
+            self.console.emit("blocked", entry.name, "a task it depends on failed")
             return
         msg = fail.message if getattr(fail, "message", None) else str(fail)
-        self.console.failure(name, msg.strip().splitlines()[0] if msg.strip() else kind, st)
+        self.console.failure(entry.name, msg.strip().splitlines()[0] if msg.strip() else kind,
+                             entry.state, entry.replica)
 
     def skip_uptodate(self, task: Any) -> None:
         entry = self.names.pop(task.name, None)
         if entry is not None:
-            self.console.uptodate(entry[0])
+            self.console.uptodate(entry.name, entry.counted)
 
     def skip_ignore(self, task: Any) -> None:
         pass

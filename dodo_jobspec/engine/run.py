@@ -37,7 +37,7 @@ from .checker import MD5Checker
 
 if TYPE_CHECKING:
     from ..tasks.unit import Inflight
-    from .console import Console
+    from .console import Console, Entry
     from .poller import Poller
 
 BACKEND = "sqlite-inc"
@@ -187,7 +187,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     dicts = task_dicts(prep.plan, runner, steps, state,
                        local_replicas=not transformer.submits_groups)
     unit_state = {pu.key: state.unit(pu.node) for pu in prep.plan}
-    names = {d["name"]: (d["meta"]["unit"], unit_state[d["name"].split(":", 1)[0]])
+    names = {d["name"]: _shown(d["meta"], unit_state[d["name"].split(":", 1)[0]])
              for d in dicts}
     del unit_state
     _warn_oversized(prep, console)
@@ -292,6 +292,17 @@ def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],
         if base in keys:
             db.remove(d["name"])
     db.dump()
+
+
+def _shown(meta: dict[str, Any], st: Any) -> Entry:
+    """How the console names a doit task, and whether it counts as a unit in the summary:
+    a replica is ``name[r]`` and, like a step, is part of its unit, not one of its own."""
+    from .console import Entry
+
+    replica = meta.get("replica")
+    if replica is not None:
+        return Entry(f"{meta['unit']}[{replica}]", st, False, replica)
+    return Entry(meta["unit"], st, "kind" not in meta, None)
 
 
 def _codec() -> Any:

@@ -200,7 +200,8 @@ class UnitRunner:
                 # Started once it has a slot: the wait for one is not the task's time.
                 if attach is None:
                     record.started = time.time()
-                self.emit("start", node.name, f"attempt {record.attempt}")
+                self.emit("start", node.name if replica is None else f"{node.name}[{replica}]",
+                          f"attempt {record.attempt}")
                 status = self._launch(node, st, record_file, record, ctx, attach)
         except SubmitError as exc:
             status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")

@@ -284,3 +284,28 @@ def test_glob_and_folder_inputs_notice_every_kind_of_change(tmp_path: Path) -> N
     assert run() == {"deep": 3, "pack": 3, "sum": 3}
     spec.touch()  # past the no-op check: doit's own check agrees nothing changed
     assert run() == {"deep": 3, "pack": 3, "sum": 3}
+
+
+def test_replicas_are_named_by_index_and_counted_as_one_task(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - name: s
+          replicas: 3
+          command: 'if [ "$JOBSPEC_REPLICA" = 1 ]; then echo boom >&2; exit 4; fi'
+        - {name: other, command: "true"}
+        """)
+    r = jobspec_do(spec, "-k", cwd=tmp_path)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert {line.split(maxsplit=2)[2].split(":")[0] for line in lines
+            if line.split()[1:2] == ["start"]} == {"s[0]", "s[1]", "s[2]", "other"}
+    failed = next(i for i, line in enumerate(lines) if " failed    s[1]: exit 4" in line)
+    assert lines[failed + 1] == "  | boom"  # the replica's own stderr, from its own log
+    assert lines[failed + 2].endswith("/tasks/s/stderr.1.1 (and stdout.1.1)")
+    assert "FAILED: 1 ran, 0 up to date, 1 failed" in lines[-1]  # other ran; s[1] failed
+    assert lines[-1].endswith("(failed: s[1])")
+    spec.write_text(spec.read_text().replace("exit 4", "exit 0"))
+    r = jobspec_do(spec, "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "ok: 1 ran, 1 up to date, 0 failed" in r.stderr  # s, as one task
