@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import __version__
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobspecError, Problem, SpecError, format_path
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    JobspecError,
+    Problem,
+    SpecError,
+    format_path,
+    suggest,
+)
 
 DESCRIPTION = """\
 Run a JobSpec the way Make runs a Makefile.
@@ -42,6 +53,13 @@ The transformer comes from -t, else the config file (jobspec-do.yaml beside the 
 
 COMMANDS = ("run", "validate", "graph", "schema", "plan", "status", "logs", "clean", "cancel",
             "plugins", "watch")
+
+# The version of the error object `--json` prints on stdout when a command fails (the same
+# numbering as `status --json`'s "format"): fields are only ever added within format 1.
+JSON_FORMAT = 1
+
+# A word that could be a mistyped command rather than a spec file: no dot, no slash.
+_COMMAND_LIKE = re.compile(r"[A-Za-z][A-Za-z_-]*")
 
 
 def _transformer_arg(p: argparse.ArgumentParser) -> None:
@@ -118,6 +136,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{spec}: ok")
         except SpecError as exc:
             rc = EXIT_USAGE
+            exc = with_file_hints(exc)
             results[spec] = [_problem_dict(p) for p in exc.problems]
             if not args.json:
                 print(exc, file=sys.stderr)
@@ -130,6 +149,45 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _problem_dict(p: Problem) -> dict[str, object]:
     return {"file": p.file, "line": p.line, "column": p.column, "path": format_path(p.path),
             "message": p.message, "hint": p.hint}
+
+
+def with_file_hints(exc: SpecError) -> SpecError:
+    """``exc`` with a hint on each "file not found" naming a sibling file whose name is
+    close (`hello.yml` when `hello.yaml` exists)."""
+    problems = [_file_hint(p) for p in exc.problems]
+    if problems == exc.problems:
+        return exc
+    return SpecError(problems)
+
+
+def _file_hint(p: Problem) -> Problem:
+    if p.message != "file not found" or p.hint or not p.file:
+        return p
+    folder, base = os.path.split(p.file)
+    try:
+        with os.scandir(folder or ".") as entries:
+            siblings = [e.name for e in entries if e.name != base and e.is_file()]
+    except OSError:
+        return p
+    specs = [n for n in siblings if n.endswith((".yaml", ".yml", ".json"))]
+    near = suggest(base, specs) or suggest(base, siblings)
+    # A shared suffix alone (`nope.yaml`, `hello.yaml`) is no likeness: the stems must be too.
+    stem, near_stem = os.path.splitext(base)[0], os.path.splitext(near or "")[0]
+    if near is None or (stem != near_stem and suggest(stem, [near_stem]) is None):
+        return p
+    return dataclasses.replace(p, hint=f"did you mean '{os.path.join(folder, near)}'?")
+
+
+def _print_json_error(args: argparse.Namespace, exit_code: int, message: str,
+                      problems: Sequence[Problem] = ()) -> None:
+    """With `--json`, a failed command still gives scripts an object to parse on stdout
+    (the human text goes to stderr as always)."""
+    if not getattr(args, "json", False):
+        return
+    error = {"exit_code": exit_code, "message": message,
+             "problems": [_problem_dict(p) for p in problems]}
+    print(json.dumps({"format": JSON_FORMAT, "ok": False, "error": error}, indent=2,
+                     default=str))
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -162,19 +220,25 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _with_default_command(argv: list[str]) -> list[str]:
-    """`jobspec-do [opts] SPEC` means `jobspec-do run [opts] SPEC`."""
+def _with_default_command(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`jobspec-do [opts] SPEC` means `jobspec-do run [opts] SPEC`; a first word that is no
+    file and is close to a command's name is a usage error naming the command."""
     if not argv or argv[0] in ("-h", "--help", "--version"):
         return argv
-    if argv[0] in COMMANDS:
+    first = argv[0]
+    if first in COMMANDS:
         return argv
+    if _COMMAND_LIKE.fullmatch(first) and not os.path.exists(first):
+        near = suggest(first, COMMANDS)
+        if near is not None:
+            parser.error(f"unknown command '{first}'; did you mean '{near}'?")
     return ["run", *argv]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobspec-do` console script."""
-    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
+    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv), parser)
     if not args_list:
         parser.print_help()
         return EXIT_USAGE
@@ -183,10 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except SpecError as exc:
+        exc = with_file_hints(exc)
         print(exc, file=sys.stderr)
+        _print_json_error(args, EXIT_USAGE, str(exc), exc.problems)
         return EXIT_USAGE
     except JobspecError as exc:
         print(f"jobspec-do: error: {exc}", file=sys.stderr)
+        _print_json_error(args, exc.exit_code, str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("jobspec-do: interrupted", file=sys.stderr)

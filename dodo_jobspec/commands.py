@@ -12,6 +12,24 @@ from .errors import EXIT_OK
 from .source import paused_gc
 
 
+def _whole_number(least: int, meaning: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least``; else a usage error (exit 2)."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be {meaning}, not {value!r}")
+        return number
+    return parse
+
+
+_JOBS = _whole_number(1, "a positive number of parallel jobs")
+_CHOICE = _whole_number(0, "0 or more (alternatives count from 0)")
+_ATTEMPT = _whole_number(1, "1 or more (attempts count from 1)")
+
+
 def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentParser], None]
                         ) -> None:
     """Register the engine's sub-commands on the `jobspec-do` parser."""
@@ -22,7 +40,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
                     "its inputs are unchanged, its outputs exist and nothing upstream re-ran.")
     p.add_argument("spec", type=Path, metavar="SPEC")
     transformer_arg(p)
-    p.add_argument("-j", "--jobs", type=int, metavar="N",
+    p.add_argument("-j", "--jobs", type=_JOBS, metavar="N",
                    help="run at most N tasks at once (default: the number of cores locally, "
                         "64 jobs in flight on a scheduler)")
     p.add_argument("-k", "--keep-going", action="store_true",
@@ -36,14 +54,16 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
                    help="say what would run and why; run nothing")
     p.add_argument("--no-wait", action="store_true",
                    help="submit what can be submitted now (scheduler dependencies for the "
-                        "rest), record job ids and return; the next call advances the spec")
+                        "rest), record job ids and return; the next call advances the spec. "
+                        "Needs a scheduler: -t slurm or -t flux")
     p.add_argument("--cron", action="store_true",
-                   help="--no-wait with cron manners: silent unless something changed or "
-                        "failed; a run still holding the lock is a quiet success")
+                   help="for a crontab: silent unless something changed or failed, and a run "
+                        "still holding the lock is a quiet success; on a scheduler it is "
+                        "--no-wait, locally the spec runs through")
     p.add_argument("--wait-lock", action="store_true",
                    help="if another run holds the state directory, wait for it (default: "
                         "exit 75 at once)")
-    p.add_argument("--resources-choice", type=int, metavar="I",
+    p.add_argument("--resources-choice", type=_CHOICE, metavar="I",
                    help="for `a|b` resources, use alternative I (0-based) where it exists")
     p.add_argument("--stager", help="how staged paths reach the nodes: shared (default), ssh, "
                                     "flux-archive")
@@ -57,7 +77,8 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p = sub.add_parser("plan", help="what would run, where and why; runs nothing")
     p.add_argument("spec", type=Path, metavar="SPEC")
     transformer_arg(p)
-    p.add_argument("--resources-choice", type=int, metavar="I")
+    p.add_argument("--resources-choice", type=_CHOICE, metavar="I",
+                   help="for `a|b` resources, use alternative I (0-based) where it exists")
     p.add_argument("--json", action="store_true", help="machine-readable plan")
     _state_args(p)
     p.set_defaults(func=cmd_plan)
@@ -71,7 +92,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p = sub.add_parser("logs", help="print a task's stdout and stderr")
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("task", metavar="TASK")
-    p.add_argument("--attempt", type=int, help="which attempt (default: the last)")
+    p.add_argument("--attempt", type=_ATTEMPT, help="which attempt (default: the last)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing as it grows")
     _state_args(p)
     p.set_defaults(func=cmd_logs)
@@ -182,7 +203,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with paused_gc():
         req = _request(args)
         prep = prepare(req)
-        return print_plan(prep, as_json=args.json, noop_key=prep.noop_key)
+        if not args.json:
+            return print_plan(prep, noop_key=prep.noop_key)
+        import contextlib
+        import io
+        import json
+
+        from .cli import JSON_FORMAT
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = print_plan(prep, as_json=True, noop_key=prep.noop_key)
+        # The same "format" key as `status --json` and the error object, first.
+        print(json.dumps({"format": JSON_FORMAT, **json.loads(out.getvalue())}, indent=2))
+        return rc
 
 
 def cmd_status(args: argparse.Namespace) -> int:

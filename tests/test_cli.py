@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import subprocess
@@ -213,3 +214,146 @@ def test_console_exit_flushes_runs_atexit_and_waits_for_threads(tmp_path: Path,
     assert (case == "thread") == marker.exists()
     if case == "thread":
         assert marker.read_text() == "finished"
+
+
+RUNS = """
+    version: 1
+    tasks:
+    - {name: touch, command: "touch ran.txt"}
+    """
+
+
+def test_mistyped_command_is_a_usage_error_naming_the_command(tmp_path: Path) -> None:
+    write(tmp_path, RUNS, "hello.yaml")
+    r = jobspec_do("stauts", "hello.yaml", cwd=tmp_path)
+    assert r.returncode == 2, r
+    assert r.stdout == ""
+    assert r.stderr.endswith(
+        "jobspec-do: error: unknown command 'stauts'; did you mean 'status'?\n"), r.stderr
+    assert not (tmp_path / "ran.txt").exists()
+
+
+def test_a_spec_whose_name_looks_like_a_command_still_runs(tmp_path: Path) -> None:
+    write(tmp_path, RUNS, "stats")  # an existing file is the spec, however it is named
+    r = jobspec_do("stats", cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert (tmp_path / "ran.txt").exists()
+    r = jobspec_do("plan.yaml", cwd=tmp_path)  # a missing spec file is no mistyped command
+    assert r.returncode == 2, r
+    assert r.stderr == "plan.yaml: (top level): file not found\n", r.stderr
+
+
+def test_missing_spec_suggests_a_sibling_with_a_close_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, RUNS, "hello.yaml")
+    assert main([str(tmp_path / "hello.yml")]) == 2
+    assert capsys.readouterr().err == (f"{tmp_path / 'hello.yml'}: (top level): file not found\n"
+                                       f"    hint: did you mean '{tmp_path / 'hello.yaml'}'?\n")
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2  # only a shared suffix
+    assert capsys.readouterr().err == f"{tmp_path / 'nope.yaml'}: (top level): file not found\n"
+    assert not (tmp_path / "ran.txt").exists()
+
+
+def _json_error(out: str) -> dict[str, object]:
+    data = json.loads(out)
+    assert (data["format"], data["ok"]) == (1, False), data
+    error: dict[str, object] = data["error"]
+    return error
+
+
+@pytest.mark.parametrize("command", ["plan", "status"])
+def test_json_commands_print_a_json_error_on_an_invalid_spec(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    bad = write(tmp_path, "version: 1\ntasks:\n- comand: [x]\n", "bad.yaml")
+    assert main([command, "--json", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{bad}:3:3: tasks[0].comand: unknown key 'comand'" in err  # the human text
+    error = _json_error(out)
+    assert error["exit_code"] == 2
+    assert error["message"] == err.rstrip("\n")
+    problems = error["problems"]
+    assert isinstance(problems, list) and len(problems) == 2  # every problem, as on stderr
+    assert problems[0] == {"file": str(bad), "line": 3, "column": 3, "path": "tasks[0].comand",
+                           "message": "unknown key 'comand'", "hint": "did you mean 'command'?"}
+
+
+@pytest.mark.parametrize("command", ["plan", "validate"])
+def test_json_commands_print_a_json_error_on_a_handled_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    assert main([command, "--json", "-t", "lcoal", str(write(tmp_path, GOOD))]) == 2
+    out, err = capsys.readouterr()
+    assert err == "jobspec-do: error: unknown transformer 'lcoal' (did you mean 'local'?)\n"
+    assert _json_error(out) == {"exit_code": 2, "problems": [],
+                                "message": "unknown transformer 'lcoal' (did you mean 'local'?)"}
+    assert main([command, "-t", "lcoal", str(write(tmp_path, GOOD))]) == 2
+    assert capsys.readouterr().out == ""  # without --json, stdout stays empty
+
+
+def test_plan_json_has_a_format_like_status_json(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(tmp_path, GOOD)
+    assert main(["status", "--json", str(spec)]) == 1  # never ran
+    status = json.loads(capsys.readouterr().out)
+    assert main(["plan", "--json", str(spec)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["format"] == status["format"] == 1
+    assert (plan["spec"], plan["transformer"]) == (str(spec), "local")
+    assert [u["unit"] for u in plan["units"]] == ["task/build", "task/test"]
+    assert all(u["runs"] for u in plan["units"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-j", "0"], "argument -j/--jobs: must be a positive number of parallel jobs, not '0'"),
+    (["-j", "-1"], "argument -j/--jobs: must be a positive number of parallel jobs, not '-1'"),
+    (["--jobs", "two"], "argument -j/--jobs: not a whole number: 'two'"),
+    (["--resources-choice", "-1"], "argument --resources-choice: must be 0 or more"),
+    (["plan", "--resources-choice", "-1"], "argument --resources-choice: must be 0 or more"),
+    (["logs", "--attempt", "0"], "argument --attempt: must be 1 or more"),
+])
+def test_nonsense_numbers_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           args: list[str], message: str) -> None:
+    spec = str(write(tmp_path, RUNS))
+    argv = [*args, spec, "touch"] if args[0] == "logs" else [*args, spec]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ran.txt").exists()
+
+
+def test_no_wait_on_the_local_transformer_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    write(tmp_path, RUNS)
+    r = jobspec_do("--no-wait", "spec.yaml", cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (2, ""), r
+    assert r.stderr == ("jobspec-do: error: --no-wait needs a scheduler: the local transformer "
+                        "runs tasks as children of jobspec-do (use -t slurm or -t flux)\n")
+    assert not (tmp_path / "ran.txt").exists()
+
+
+def test_cron_on_the_local_transformer_runs_the_spec_through_quietly(tmp_path: Path) -> None:
+    """A crontab line calling `jobspec-do --cron spec.yaml` every minute: each tick that
+    finds work does it, a tick while the last one still runs leaves it alone, and nothing
+    is printed unless something ran or failed."""
+    write(tmp_path, RUNS)
+    first = jobspec_do("--cron", "spec.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "ran.txt").exists()
+    assert "ok: 1 ran" in first.stderr and "start" not in first.stderr  # one closing line
+    again = jobspec_do("--cron", "spec.yaml", cwd=tmp_path)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    (tmp_path / "ran.txt").unlink()
+    state = tmp_path / ".jobspec-do" / "spec"
+    with open(state / "lock", "a") as held:  # the previous tick's run, still at work
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = jobspec_do("--cron", "spec.yaml", cwd=tmp_path)
+    assert (busy.returncode, busy.stdout, busy.stderr) == (0, "", "")
+    assert not (tmp_path / "ran.txt").exists()  # left to the run holding the lock
+    failing = write(tmp_path, RUNS.replace("touch ran.txt", "exit 3"), "bad.yaml")
+    bad = jobspec_do("--cron", failing, cwd=tmp_path)
+    assert bad.returncode == 1 and "exit 3" in bad.stderr
+
+
+def test_cron_help_says_what_it_does_on_each_kind_of_transformer() -> None:
+    out = jobspec_do("run", "--help").stdout
+    cron = " ".join(out.split("--cron ", 1)[1].split("--wait-lock")[0].split())
+    assert cron.endswith("on a scheduler it is --no-wait, locally the spec runs through"), cron

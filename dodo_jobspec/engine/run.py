@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +125,10 @@ def extra_config(state: StateDir, reporter: Any) -> dict[str, Any]:
 def run(req: RunRequest) -> int:
     """Run the spec; the exit code follows the README's table."""
     prep = prepare(req)
+    if req.cron and not prep.transformer.polled:
+        # No queue to leave the work in: the spec runs through, with cron manners (quiet; the
+        # lock keeps a slow run and the next tick apart).
+        req = replace(req, no_wait=False)
     if req.dry_run:
         from .why import print_dry_run
 
