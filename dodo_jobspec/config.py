@@ -75,6 +75,13 @@ def load(spec: Path, explicit: Path | None = None) -> Config:
             problems.append(doc.problem(f"unknown ssh setting '{key}'", ["ssh", key],
                                         f"did you mean '{near}'?" if near else None,
                                         at_key=True))
+    jobs = data.get("jobs")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        problems.append(doc.problem(f"jobs must be a positive whole number, not {jobs!r}",
+                                    ["jobs"], "e.g. `jobs: 8`; leave it out for the default"))
+    for key in ("transformer", "stager", "state_dir", "callback"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            problems.append(doc.problem(f"{key} must be a string, not {data[key]!r}", [key]))
     nodes = data.get("nodes") or ()
     if isinstance(nodes, str):
         nodes = [n.strip() for n in nodes.split(",") if n.strip()]
