@@ -27,7 +27,9 @@ def _open(spec_path: Path, state_dir: Path | None) -> StateDir:
     from .transformers.local import LocalTransformer
 
     spec = load(spec_path, default_resources=LocalTransformer.default_resources)
-    return StateDir(state_dir or default_state_dir(spec_path), spec)
+    state = StateDir(state_dir or default_state_dir(spec_path), spec)
+    state.check_owner()
+    return state
 
 
 # States a run records while it owns a job; after a kill -9 of that run they stay on disk.

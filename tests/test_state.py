@@ -19,7 +19,7 @@ from dodo_jobspec.state import (
     write_record,
 )
 
-from .helpers import jobspec_do, load_text, write
+from .helpers import counts, jobspec_do, load_text, write
 
 ONE = """\
 version: 1
@@ -128,3 +128,23 @@ def test_ensure_returns_only_once_the_folder_exists(tmp_path: Path,
     st.ensure()
     assert os.path.isdir(st.dir_str)
     first.join()
+
+
+def test_two_spec_files_with_one_name_do_not_share_a_state_folder(tmp_path: Path) -> None:
+    """p.yaml and p.yml both default to .jobspec-do/p: each would take the other's records
+    for its own. The second is refused while the first exists; a renamed spec takes over."""
+    first = write(tmp_path, 'version: 1\ntasks: [{name: a, command: "echo x >> count.a"}]\n',
+                  "p.yaml")
+    second = write(tmp_path, 'version: 1\ntasks: [{name: a, command: "echo x >> count.b"}]\n',
+                   "p.yml")
+    assert jobspec_do(first, cwd=tmp_path).returncode == 0
+    for args in ([second], ["status", second], ["plan", second]):
+        r = jobspec_do(*args, cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert f"keeps the state of {first}, not of {second}: pass --state-dir" in r.stderr
+    assert counts(tmp_path) == {"a": 1}
+    own = jobspec_do(second, "--state-dir", tmp_path / "other", cwd=tmp_path)
+    assert own.returncode == 0, own.stderr
+    first.unlink()  # as if p.yaml had been renamed p.yml
+    assert jobspec_do(second, cwd=tmp_path).returncode == 0
+    assert (tmp_path / ".jobspec-do" / "p" / "spec").read_text() == f"{second}\n"

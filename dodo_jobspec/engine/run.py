@@ -100,8 +100,10 @@ def prepare(req: RunRequest) -> Prepared:
     for name in req.force:
         if not spec.find(name):
             raise SpecError([spec_problem(spec, f"--force {name}: no such task or group")])
-    return Prepared(spec, transformer, build(spec, transformer.submits_groups),
-                    StateDir(root, spec), noop_key)
+    state = StateDir(root, spec)
+    state.check_owner()
+    return Prepared(spec, transformer, build(spec, transformer.submits_groups), state,
+                    noop_key)
 
 
 def spec_problem(spec: Spec, message: str) -> Any:
@@ -145,6 +147,8 @@ def run(req: RunRequest) -> int:
         raise
     hook = None
     try:
+        prep.state.ensure()
+        prep.state.claim()
         hook = callbacks.attach(prep.state, callbacks.callback_url(
             prep.spec, config.load(req.spec, req.config).callback), callbacks.secret_from_env())
         if req.no_wait:
