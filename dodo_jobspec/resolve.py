@@ -30,7 +30,7 @@ from .model import (
 )
 from .model import definition as definition  # re-exported: the records' spec.json
 from .resources import parse_resource, request, sum_requests
-from .source import Document, paused_gc, read_document
+from .source import Document, paused_gc, read_document, scalar_text
 from .validate import schema_problems
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -408,7 +408,7 @@ class _Resolver:
                 self.err(f"unknown attribute '{key}'", (*path, "attributes", key),
                          f"did you mean '{near}'?", at_key=True)
         if own:
-            self._check_attributes(own, (*path, "attributes"))
+            own = self._check_attributes(own, (*path, "attributes"))
         merged = dict(base)
         layers = [dict(resources[0].tree.attributes)] if resources else []
         layers.append(own or {})
@@ -420,17 +420,28 @@ class _Resolver:
                     merged[key] = value
         return merged
 
-    def _check_attributes(self, own: dict[str, Any], path: tuple[str | int, ...]) -> None:
-        """What the schema cannot say: a zero duration, an environment name no shell takes."""
+    def _check_attributes(self, own: dict[str, Any], path: tuple[str | int, ...]
+                          ) -> dict[str, Any]:
+        """What the schema cannot say: a zero duration, an environment name no shell takes.
+        Returns ``own`` with each environment value that YAML read as a number or a boolean
+        as it was written: `010`, `1.10`, `yes` and `12:30` would become 8, 1.1, true and
+        750, and an environment variable is text."""
         duration = own.get("duration")
         if duration is not None and parse_duration(duration) == 0:
             self.err("a duration of 0 leaves the task no time to run", (*path, "duration"),
                      "remove `duration` for no limit, or give the time it needs (e.g. 5m)")
-        for name in own.get("environment") or {}:
+        env = own.get("environment") or {}
+        written = {}
+        for name, value in env.items():
             if not _ENV_NAME.match(str(name)):
                 self.err(f"'{name}' is not an environment variable name",
                          (*path, "environment", name), "a name is letters, digits and _, "
                          "and does not start with a digit", at_key=True)
+            if not isinstance(value, str):
+                text = scalar_text(self.doc.text, (*path, "environment", name))
+                if text is not None:
+                    written[name] = text
+        return {**own, "environment": {**env, **written}} if written else own
 
     def _requires(self, inherited: Requires, data: dict[str, Any], path: tuple[str | int, ...]
                   ) -> Requires:

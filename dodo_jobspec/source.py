@@ -275,6 +275,23 @@ def locate(text: str, path: Sequence[PathPart], *, at_key: bool = False
     return mark.line + 1, mark.column + 1
 
 
+def scalar_text(text: str, path: Sequence[PathPart]) -> str | None:
+    """The text of the scalar at ``path`` as written (``010``, ``1.10``, ``yes``), before
+    YAML read it as a number or a boolean; None if there is no scalar there."""
+    yaml, _ = _yaml()
+    node = _compose(text)
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value
+                         if k.value == str(part) or _scalar_equals(k, part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            return None
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
 @lru_cache(maxsize=4)
 def _compose(text: str) -> yaml.Node | None:
     # Cached: one bad spec usually yields several problems, each needing a lookup.

@@ -307,3 +307,21 @@ def test_environment_names_a_shell_cannot_take_are_refused(tmp_path: Path) -> No
         "'X=Y' is not an environment variable name", "'' is not an environment variable name",
         "'9lives' is not an environment variable name"]
     assert {p.line for p in found} == {6}
+
+
+def test_environment_values_keep_the_text_they_were_written_with(tmp_path: Path) -> None:
+    """YAML reads 010 as 8, 1.10 as 1.1, yes as true and 12:30 as 750; a variable is text."""
+    spec = load_text(tmp_path, """
+        version: 1
+        attributes:
+          environment: {TOP: 1.10}
+        tasks:
+        - name: a
+          command: "true"
+          attributes:
+            environment: {O: 010, F: 1.50, B: yes, S: 12:30, Q: "12:30", N: 7, E: 1e3}
+        """)
+    task = spec.nodes["task/a"]
+    assert dict(task.attributes.environment) == {
+        "TOP": "1.10", "O": "010", "F": "1.50", "B": "yes", "S": "12:30", "Q": "12:30",
+        "N": "7", "E": "1e3"}
