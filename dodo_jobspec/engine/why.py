@@ -8,6 +8,10 @@ Two states need no doit task objects at all, and they are the common ones of a l
 nothing ever ran (no doit database) and nothing changed since a run that left every unit done
 (the no-op manifest `run` itself trusts, see noop.py). `plan` then costs about what describing
 the units costs.
+
+The reasons are told in the spec's terms (``_Explainer``): upstream units by name, not by
+jobspec-do's records under the state folder; the spec's files relative to its folder; what the
+last attempt did (failed, never ran) from the job record of each task that will run.
 """
 
 from __future__ import annotations
@@ -23,18 +27,8 @@ from .. import noop
 from ..errors import EXIT_OK
 from ..model import Task
 from ..plan import replica_task, step_task
+from ..state import read_record
 from ..transformers.base import UnitContext
-
-_REASONS = {
-    "has_no_dependencies": "it has no inputs",
-    "uptodate_false": "its definition changed (or it never completed)",
-    "checker_changed": "the file checker changed",
-    "missing_target": "an output or its completion record is missing",
-    "changed_file_dep": "changed",
-    "missing_file_dep": "missing",
-    "removed_file_dep": "no longer an input",
-    "added_file_dep": "new input",
-}
 
 
 @dataclass(frozen=True)
@@ -113,41 +107,251 @@ def _analyse_doit(prep: Any, forced: set[str] | None = None) -> list[Verdict]:
     dep = Dependency(IncrementalSqliteDB, str(state.db), checker_cls=MD5Checker,
                      codec_cls=JSONCodec)
     runs: dict[str, bool] = {}
+    why = _Explainer(prep, by_name, producer)
     out = []
     try:
         for task in tasks:
             status = dep.get_status(task, by_name, get_log=True)
-            reasons = _reasons(status)
             is_forced = task.name.split(":", 1)[0] in forced
+            upstream = [producer[f] for f in task.file_dep
+                        if f in producer and runs.get(producer[f])]
+            stale = status.status != "up-to-date" or bool(upstream)
+            runs[task.name] = stale or is_forced
+            # doit writes "checker:" with every success and drops it on a failure.
+            reasons = why.reasons(task, status, upstream,
+                                  dep._get(task.name, "checker:") is not None) if stale else []
             if is_forced:
                 reasons.insert(0, "forced (--force)")
-            upstream = sorted({producer[f] for f in task.file_dep
-                               if f in producer and runs.get(producer[f])})
-            if upstream:
-                reasons.append("upstream will run: " + ", ".join(
-                    by_name[u].meta["unit"] for u in upstream[:5]))
-            will = status.status != "up-to-date" or bool(upstream) or is_forced
-            runs[task.name] = will
-            out.append(Verdict(task.name, task.meta["unit"], will, tuple(reasons)))
+            out.append(Verdict(task.name, task.meta["unit"], runs[task.name],
+                               tuple(reasons)))
     finally:
         dep.close()  # nothing was written: this only closes the connection
     return out
 
 
-def _reasons(status: Any) -> list[str]:
-    out = []
-    for key, value in (status.reasons or {}).items():
-        text = _REASONS.get(key, key)
-        if key == "uptodate_false":
-            out.append(text)
-        elif isinstance(value, list) and value:
-            shown = ", ".join(str(v) for v in value[:3]) + (" ..." if len(value) > 3 else "")
-            out.append(f"{text}: {shown}")
-        elif value:
-            out.append(text)
-    if status.status == "error":
-        out.append("an input is missing: " + str(status.error_reason or ""))
-    return out
+SHOWN = 5  # names listed in one reason before "and N more"
+
+# A job record's state -> how that attempt ended ("it failed last time").
+_ENDED = {"failed": "failed", "timeout": "timed out", "canceled": "was canceled",
+          "interrupted": "was interrupted", "lost": "was lost", "blocked": "was blocked"}
+
+# doit's reason -> what it says of the files it lists.
+_FILE_REASONS = (("missing_target", "target"), ("missing_file_dep", "missing"),
+                 ("changed_file_dep", "changed"), ("added_file_dep", "added"),
+                 ("removed_file_dep", "removed"))
+
+_VERBS = {"missing": ("has not completed", "have not completed"),
+          "changed": ("ran again", "ran again"), "will": ("will run", "will run")}
+
+
+def listing(names: list[str], limit: int = SHOWN) -> str:
+    """``names`` without repeats, in their order: "a, b, c and 17 more" past ``limit``."""
+    seen = list(dict.fromkeys(names))
+    if len(seen) <= limit:
+        return ", ".join(seen)
+    return ", ".join(seen[:limit]) + f" and {len(seen) - limit} more"
+
+
+class _Explainer:
+    """doit's reasons for one task, told in the spec's terms.
+
+    doit speaks of files, jobspec-do's own records among them (``<state>/tasks/<folder>/
+    done.json``, a replica's ``done.r<N>.json``, a step's ``step<N>.json``; groups' under
+    ``groups/``, see state.py): those are named as the unit, replica or step they record,
+    and the spec's files are shown relative to the spec's folder. Only tasks that will run
+    are explained, and only one whose definition check failed costs a file read: its job
+    record, to tell "it never ran" and "it failed last time" from "its definition changed".
+    """
+
+    def __init__(self, prep: Any, by_name: dict[str, Any], producer: dict[str, str]) -> None:
+        self.prep = prep
+        self.by_name = by_name
+        self.producer = producer
+        self.order = {name: i for i, name in enumerate(by_name)}
+        self.root = f"{prep.state.root}/"
+        folder = prep.spec.path.parent
+        self.spec_dirs = tuple(dict.fromkeys(
+            f"{p}/" for p in (os.path.abspath(folder), os.path.realpath(folder))))
+        self.nodes: dict[str, Any] | None = None  # unit key -> unit, made when first needed
+        # unit key -> how its replicas' last attempts ended -> those replicas
+        self.replicas_ended: dict[str, dict[str, list[int]]] = {}
+        self.parts: dict[str, list[str]] = {}  # unit key -> its replicas' and steps' reasons
+
+    # -- names -----------------------------------------------------------------------------
+    def path(self, path: str) -> str:
+        """A spec file's path, relative to the spec's folder when it is inside it."""
+        for base in self.spec_dirs:
+            if path.startswith(base):
+                return path[len(base):]
+        return path
+
+    def record(self, path: str, unit_key: str) -> tuple[bool, str] | None:
+        """(upstream, label) if ``path`` is one of jobspec-do's records, else None.
+
+        The label of another unit's record is "task b" or "group g" ("task c's replica 2"
+        for a part of it); of one of this unit's own parts, "replica 2" or "step write"."""
+        if not path.startswith(self.root):
+            return None
+        rest = path[len(self.root):]
+        kind = "group" if rest.startswith("groups/") else "task"
+        maker = self.producer.get(path)
+        task = self.by_name.get(maker) if maker is not None else None
+        if task is None:  # not made by this plan (a unit since removed): its folder names it
+            return True, f"{kind} {rest.split('/')[1]}"
+        meta = task.meta
+        part = (f"replica {meta['replica']}" if "replica" in meta
+                else f"step {meta['kind']}" if "kind" in meta else "")
+        if maker.split(":", 1)[0] == unit_key:
+            return False, part or "its completion record"
+        unit = f"{kind} {meta['unit']}"
+        return True, f"{unit}'s {part}" if part else unit
+
+    # -- the last attempt ------------------------------------------------------------------
+    def last_time(self, task: Any, unit_key: str) -> tuple[str, bool]:
+        """Why the definition check failed, from the task's job record (its one read):
+        (the reason, whether it never ran)."""
+        if self.nodes is None:
+            self.nodes = {pu.node.key: pu.node for pu in self.prep.plan}
+        node = self.nodes[unit_key]
+        st = self.prep.state.unit(node)
+        replica, step = task.meta.get("replica"), task.meta.get("kind")
+        path = st.job_str if replica is None else f"{st.dir_str}/job.{replica}.json"
+        rec = read_record(path, lenient=True)
+        if rec.attempt == 0 and rec.state == "new":
+            if replica is None and step is None and unit_key in self.replicas_ended:
+                return "", False  # its replicas ran (and say how they ended); it never did
+            return "it never ran", True
+        where = f"attempt {rec.attempt}"
+        if rec.state == "completed":
+            if step is not None:
+                return f"step {step} changed", False
+            if rec.digest != node.digest:
+                return "its definition changed", False
+            if rec.transformer and rec.transformer != self.prep.transformer.name:
+                return f"it last ran with the {rec.transformer} transformer", False
+            # Unchanged, but doit forgot its success: doit does when an upstream task fails
+            # (the other reasons then say which), or a kill took the last records.
+            return "", False
+        if rec.exit_code is not None:
+            where += f", exit {rec.exit_code}"
+        elif rec.info:
+            where += ": " + self.short(rec.info)
+        ended = _ENDED.get(rec.state)
+        how = (f"{ended} last time ({where})" if ended
+               else f"was still {rec.state} when last seen ({where})")
+        if replica is not None:
+            self.replicas_ended.setdefault(unit_key, {}).setdefault(how, []).append(replica)
+        return "it " + how, False
+
+    def replicas(self, unit_key: str) -> list[str]:
+        """How the replicas of ``unit_key`` that will run ended last time, if they ran:
+        "replicas 0, 2 failed last time (attempt 2, exit 1)"."""
+        return [f"replica{'s' if len(nums) > 1 else ''} {listing([str(n) for n in nums])} {how}"
+                for how, nums in self.replicas_ended.get(unit_key, {}).items()]
+
+    def short(self, info: str, limit: int = 80) -> str:
+        """A record's ``info``, its paths relative, cut to ``limit`` characters."""
+        info = " ".join(self.path(word) for word in info.split(" "))
+        return info if len(info) <= limit else info[:limit - 3] + "..."
+
+    # -- one task --------------------------------------------------------------------------
+    def reasons(self, task: Any, status: Any, upstream: list[str], succeeded: bool
+                ) -> list[str]:
+        """Why ``task`` will run. ``upstream``: the doit tasks it reads from that will run;
+        ``succeeded``: doit holds a completed run of it (else its files' states say nothing:
+        every input looks changed, every output missing)."""
+        r = status.reasons or {}
+        unit_key = task.name.split(":", 1)[0]
+        out: list[str] = []
+        never = False
+        if "uptodate_false" in r:
+            text, never = self.last_time(task, unit_key)
+            if text:
+                out.append(text)
+        told: set[tuple[bool, str]] = set()  # records already explained
+        if "replica" not in task.meta and "kind" not in task.meta:
+            out += self.replicas(unit_key)  # the unit's own row is the one `plan` shows
+            told = {(False, f"replica {n}")
+                    for nums in self.replicas_ended.get(unit_key, {}).values() for n in nums}
+        if r.get("has_no_dependencies"):
+            out.append("it has no inputs")
+        if r.get("checker_changed"):
+            out.append("the file checker changed")
+        detailed = succeeded and not never  # else doit's file states tell nothing
+        files: dict[str, list[str]] = {what: [] for _, what in _FILE_REASONS}
+        records: dict[tuple[bool, str], str] = {}  # (upstream, label) -> missing|changed|will
+        for key, what in _FILE_REASONS:
+            found = r.get(key) or ()
+            if what in ("missing", "changed"):
+                found = sorted(found, key=self._rank)  # upstream first, in run order
+            for path in found:
+                rec = self.record(path, unit_key)
+                if rec is None:
+                    files[what].append(self.path(path))
+                elif what == "changed" and not detailed:
+                    continue  # never completed: every record looks changed
+                elif what in ("target", "added", "removed"):
+                    files[what].append(rec[1] if rec[0] or what == "target" else f"its {rec[1]}")
+                else:
+                    records.setdefault(rec, what)
+        for name in sorted(set(upstream), key=self.order.__getitem__):
+            maker = self.by_name[name]
+            rec = self.record(maker.targets[0], unit_key) or (True, maker.meta["unit"])
+            if records.get(rec) != "missing":
+                records[rec] = "will"
+        if detailed:
+            for what, text in (("target", "an output or its completion record is missing"),
+                               ("changed", "changed"), ("added", "new input"),
+                               ("removed", "no longer an input")):
+                if files[what]:
+                    out.append(f"{text}: {listing(files[what])}")
+        if files["missing"]:
+            out.append("an input is missing: " + listing(files["missing"]))
+        # Its own replicas or steps that will run: why they will, if they said more than
+        # "it ..." (how its replicas ended is said above); else that they will.
+        own = [k for k, s in records.items() if not k[0] and s != "changed" and k not in told]
+        lifted = bool(own) and not never and self._lift(unit_key, out)
+        for up in (False, True):
+            if never and not up:
+                continue  # its own replicas or steps add nothing to "it never ran"
+            for state in ("missing", "changed", "will"):
+                if lifted and not up and state != "changed":
+                    continue
+                labels = [label for (u, label), s in records.items()
+                          if u == up and s == state and (u, label) not in told]
+                if labels:
+                    out.append(_phrase(up, state, labels))
+        if "replica" in task.meta or "kind" in task.meta:
+            self.parts.setdefault(unit_key, []).extend(out)
+        return out or ["its last completion was not recorded"]
+
+    def _lift(self, unit_key: str, out: list[str]) -> bool:
+        """Add to a unit's own reasons (``out``) why its replicas and steps will run, all
+        but their "it ..."; True if that added any."""
+        lifted = [text for text in dict.fromkeys(self.parts.pop(unit_key, ()))
+                  if not text.startswith("it ") and text not in out]
+        out += lifted
+        return bool(lifted)
+
+    def _rank(self, path: str) -> int:
+        """Run order of the task that makes ``path`` (-1: no task makes it)."""
+        maker = self.producer.get(path)
+        return -1 if maker is None else self.order[maker]
+
+
+def _phrase(upstream: bool, state: str, labels: list[str]) -> str:
+    """"upstream task b has not completed", "upstream tasks a, b ran again", "upstream will
+    run: a, b", "replicas 0, 2 will run"..."""
+    if upstream and state == "will":
+        return "upstream will run: " + listing([lb.removeprefix("task ") for lb in labels])
+    verb = _VERBS[state][len(labels) > 1]
+    kinds = {label.split(" ", 1)[0] for label in labels}
+    if len(labels) > 1 and len(kinds) == 1 and not any("'s " in lb for lb in labels):
+        # "tasks a, b", "replicas 0, 2": the kind once
+        text = f"{kinds.pop()}s {listing([lb.split(' ', 1)[1] for lb in labels])} {verb}"
+    else:
+        text = f"{listing(labels)} {verb}"
+    return f"upstream {text}" if upstream else text
 
 
 def print_dry_run(prep: Any, noop_key: tuple[object, ...] | None = None,

@@ -165,12 +165,13 @@ def _run_then(tmp_path: Path, change: str) -> tuple[Path, str]:
 
 EXPECTED = {
     "edited task": {"task/docs": "its definition changed"},
-    "changed input": {"task/fetch": "changed: ", "task/build": "upstream will run: fetch",
+    "changed input": {"task/fetch": "changed: in.txt", "task/build": "upstream will run: fetch",
                       "task/test": "upstream will run: build"},
-    "missing output": {"task/build": "an output or its completion record is missing",
+    "missing output": {"task/build": "an output or its completion record is missing: built.txt",
                        "task/test": "upstream will run: build"},
-    "missing record": {"task/build": "an output or its completion record is missing",
-                       "task/test": "upstream will run: build"},
+    "missing record": {"task/build": "an output or its completion record is missing: its "
+                                     "completion record",
+                       "task/test": "upstream task build has not completed"},
 }
 
 
