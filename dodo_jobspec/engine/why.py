@@ -387,7 +387,7 @@ def print_plan(prep: Any, as_json: bool = False,
         n += v.runs
         if pu.deps:
             add(f"\n[{'RUN ' if v.runs else 'skip'}] {pu.node.key}  "
-                f"(after {', '.join([d.key for d in pu.deps])})")
+                f"(after {listing([d.key for d in pu.deps], 10)})")
         else:
             add(f"\n[{'RUN ' if v.runs else 'skip'}] {pu.node.key}")
         if v.reasons:

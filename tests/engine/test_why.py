@@ -219,3 +219,15 @@ def test_only_tasks_that_will_run_cost_a_read(tmp_path: Path,
     assert runs == {"task/a": ("its definition changed",), "task/b": ("upstream will run: a",),
                     "task/c": ("upstream will run: b",)}
     assert read == [str(tmp_path / ".jobspec-do" / "spec" / "tasks" / "a" / "job.json")]
+
+
+def test_a_plan_header_lists_ten_upstream_units_and_counts_the_rest(tmp_path: Path) -> None:
+    lines = ["version: 1", "tasks:"] + [f"- {{name: t{i}, command: 'true'}}" for i in range(30)]
+    upstream = ", ".join(f"t{i}" for i in range(30))
+    lines.append(f"- {{name: gather, command: 'true', depends_on: [{upstream}]}}")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("\n".join(lines) + "\n")
+    out = jobspec_do("plan", spec, cwd=tmp_path).stdout
+    header = next(line for line in out.splitlines() if "task/gather" in line)
+    assert header.endswith("(after " + ", ".join(f"task/t{i}" for i in range(10))
+                           + " and 20 more)"), header
