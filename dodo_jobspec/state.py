@@ -408,9 +408,38 @@ def lock_holder(root: Path) -> int | None:
     return None
 
 
+WATCHDOG_GRACE = 10.0  # seconds a killed run's watchdog may hold the lock while it works
+
+
+def _gone(pid_text: str) -> bool:
+    """Whether the run whose pid the lock file names has exited. Its lock may then still be
+    held for a moment by its watchdog, stopping the tasks the run left behind."""
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, OSError):
+        return False
+    return False
+
+
+def _wait_for(fd: int, seconds: float) -> bool:
+    """Take the lock on ``fd`` within ``seconds``; False if it is still held then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            continue
+    return False
+
+
 @contextmanager
-def locked(root: Path, wait: bool = False) -> Iterator[None]:
-    """Hold the state directory's lock; LockedError if another run holds it.
+def locked(root: Path, wait: bool = False) -> Iterator[int]:
+    """Hold the state directory's lock (yields its descriptor); LockedError if another run
+    holds it.
 
     flock is released by the kernel when its holder dies, however it dies, so a lock left by
     a killed run is simply taken over: there is no stale-lock file to clean up by hand.
@@ -423,10 +452,12 @@ def locked(root: Path, wait: bool = False) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise LockedError(f"another jobspec-do run (pid {holder}) is using {root}; "
-                              "wait for it, or pass --wait-lock to queue behind it") from None
+            if not _gone(holder) or not _wait_for(fd, WATCHDOG_GRACE):
+                raise LockedError(f"another jobspec-do run (pid {holder}) is using {root}; "
+                                  "wait for it, or pass --wait-lock to queue behind it"
+                                  ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        yield fd
     finally:
         os.close(fd)

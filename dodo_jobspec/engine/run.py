@@ -140,13 +140,14 @@ def run(req: RunRequest) -> int:
 
     try:
         lock = locked(prep.state.root, wait=req.wait_lock)
-        lock.__enter__()
+        lock_fd = lock.__enter__()
     except LockedError:
         if req.cron:
             return EXIT_OK  # the previous cron invocation is still at work: that is fine
         raise
     hook = None
     try:
+        prep.transformer.hold_lock(lock_fd)
         prep.state.ensure()
         prep.state.claim()
         hook = callbacks.attach(prep.state, callbacks.callback_url(
@@ -163,6 +164,7 @@ def run(req: RunRequest) -> int:
             # Bounded: undelivered events stay in the outbox for the next invocation.
             hook.flush(2)
             hook.close()
+        prep.transformer.close()
         lock.__exit__(None, None, None)
 
 

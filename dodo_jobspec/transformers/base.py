@@ -156,6 +156,15 @@ class Transformer(ABC):
         """Jobs this process started that are still running (cancelled on Ctrl-C)."""
         return []
 
+    def hold_lock(self, fd: int) -> None:
+        """The run holds the state directory's lock through ``fd``: for anything this
+        transformer leaves behind that must keep other runs out (the local watchdog)."""
+        return None
+
+    def close(self) -> None:
+        """The run is over (normally or not): let go of what ``submit`` set up."""
+        return None
+
     def find(self, unit: Unit, ctx: UnitContext) -> str | None:
         """The job id submitted with ``ctx.token`` by an attempt that died before recording it."""
         return None

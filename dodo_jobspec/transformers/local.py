@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from . import spawn
 from .base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as Slurm's KillWait does
+RUN_MARKER = "JOBSPEC_DO_RUN"  # names the run that started a task, in the task's environment
 
 
 class LocalTransformer(Transformer):
@@ -49,6 +51,9 @@ class LocalTransformer(Transformer):
         self._lock = threading.Lock()
         self._env: dict[bytes, bytes] | None = None
         self._cwd = ""
+        self._lock_fd: int | None = None
+        # In every task's environment: what the watchdog looks for after a kill -9.
+        self._marker = f"{RUN_MARKER}={os.getpid()}-{secrets.token_hex(6)}"
 
     def check(self, spec: Spec) -> list[Problem]:
         """The base checks, plus every task that asks for more GPUs than this machine has.
@@ -117,6 +122,7 @@ class LocalTransformer(Transformer):
         for key, value in (*unit.attributes.environment.items(), *_replica_env(ctx).items()):
             env[os.fsencode(key)] = os.fsencode(value)
         argv = self.argv(unit)
+        dog = self._watchdog()  # up before the first task starts: it must outlive it
         try:
             proc = _spawn(argv, ctx, env, here)
         except OSError as exc:
@@ -125,7 +131,7 @@ class LocalTransformer(Transformer):
                               f"{argv[0]!r}: {exc.strerror}{where}") from exc
         started = _start_time(proc.pid)
         job_id = f"{proc.pid}:{started}"
-        self._watchdog().send(proc.pid, started)  # the pid is the group id: a new session
+        dog.send(proc.pid, started)  # the pid is the group id: a new session
         with self._lock:
             self._procs[job_id] = proc
             self._durations[job_id] = unit.attributes.duration
@@ -158,17 +164,30 @@ class LocalTransformer(Transformer):
         return JobStatus(JobState.FAILED, code)
 
     def _base_env(self) -> dict[bytes, bytes]:
-        """This process's environment, encoded once per run rather than once per task."""
+        """This process's environment, encoded once per run rather than once per task, with
+        the run's marker (see _Watchdog)."""
         with self._lock:
             if self._env is None:
                 self._env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+                name, _, value = self._marker.partition("=")
+                self._env[name.encode()] = value.encode()
             return self._env
 
     def _watchdog(self) -> _Watchdog:
         with self._lock:
             if self._dog is None:
-                self._dog = _Watchdog()
+                self._dog = _Watchdog(self._marker, self._lock_fd)
             return self._dog
+
+    def hold_lock(self, fd: int) -> None:
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        with self._lock:
+            dog, self._dog = self._dog, None
+            idle = not self._procs
+        if dog is not None:
+            dog.close(done=idle)
 
     def running(self) -> list[str]:
         with self._lock:
@@ -201,18 +220,33 @@ class LocalTransformer(Transformer):
                 _kill_group(int(job_id.split(":")[0]), None)
 
 
-# Reads "PGID STARTTIME" lines, one per task; at end of input (jobspec-do exited or was
-# killed, however) it kills every registered group whose leader is still that same process
-# (its start time tells a reused pid apart), zombie or alive.
+# Reads "PGID STARTTIME" lines, one per task, until "done" (jobspec-do ended its run) or the
+# end of input (jobspec-do exited or was killed, however). Then it kills every registered
+# group whose leader is still that same process (its start time tells a reused pid apart),
+# zombie or alive; and unless told "done", every process that carries this run's marker in
+# its environment: a task started just before a kill -9 had no time to be registered.
 _WATCHDOG = """
 import os, signal, sys
-tasks = dict(line.split() for line in sys.stdin.buffer)
+marker, tasks, done = sys.argv[1].encode(), {}, False
+for line in sys.stdin.buffer:
+    if line == b"done\\n":
+        done = True
+        break
+    pgid, _, started = line.strip().partition(b" ")
+    tasks[pgid] = started
 for pgid, started in tasks.items():
     try:
         with open(b"/proc/" + pgid + b"/stat", "rb") as fh:
             if fh.read().rsplit(b")", 1)[1].split()[19] == started:
                 os.killpg(int(pgid), signal.SIGKILL)
     except (OSError, IndexError, ValueError):
+        pass
+for name in () if done else os.listdir("/proc"):
+    try:
+        with open("/proc/" + name + "/environ", "rb") as fh:
+            if marker in fh.read().split(b"\\0"):
+                os.killpg(os.getpgid(int(name)), signal.SIGKILL)
+    except (OSError, ValueError):
         pass
 """
 
@@ -223,19 +257,34 @@ class _Watchdog:
     A task that outlived a killed run would finish unrecorded and run again on --resume. A
     parent-death signal set in each child (preexec_fn) would do it too, but preexec_fn forces a
     full fork() of this process: 4 ms per task instead of 0.7 ms. One watchdog per run, fed
-    through a pipe only this process holds, costs one small write per task.
+    through a pipe only this process holds, costs one small write per task; a task started
+    but not yet registered when the kill came is found by ``marker`` in its environment.
+    It holds the state directory's lock (``lock_fd``) until it has done its work, so that a
+    run started right after the kill cannot start a task while the old copy still runs.
     """
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+    def __init__(self, marker: str, lock_fd: int | None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, marker],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     pass_fds=() if lock_fd is None else (lock_fd,))
         self.lock = threading.Lock()
 
     def send(self, pgid: int, started: str) -> None:
         assert self.proc.stdin is not None
         with self.lock:  # one write() per line: lines from two threads never interleave
             os.write(self.proc.stdin.fileno(), f"{pgid} {started}\n".encode())
+
+    def close(self, done: bool) -> None:
+        """The run is over: ``done`` when none of its tasks can still be running (else the
+        watchdog does its work as after a kill). Waits for it to let go of the lock."""
+        assert self.proc.stdin is not None
+        with self.lock, contextlib.suppress(OSError):
+            if done:
+                os.write(self.proc.stdin.fileno(), b"done\n")
+            self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
 
 
 def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str

@@ -307,3 +307,38 @@ def test_an_attempt_cut_short_by_kill_9_keeps_its_number_and_logs(tmp_path: Path
     assert (folder / f"stdout.1{suffix}").read_text() == "first\n"
     assert (folder / f"stdout.2{suffix}").read_text() == "second\n"  # not overwritten
     assert (folder / f"stdout.3{suffix}").read_text() == "third\n"
+
+
+# Runs the CLI with the watchdog never told of a task: as if the kill -9 came between the
+# task's start and its registration (a window of a millisecond, too narrow to hit on purpose).
+_UNREGISTERED = """
+import sys
+from dodo_jobspec.transformers import local
+local._Watchdog.send = lambda *args: None
+from dodo_jobspec.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_task_started_just_before_a_kill_9_dies_with_its_run(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\ntasks:\n- {name: a, command: "
+                    "'echo $$ > pid.txt; sleep 30; echo late >> count.a'}\n")
+    proc = subprocess.Popen([sys.executable, "-c", _UNREGISTERED, str(spec)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = tmp_path / "pid.txt"
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.02)
+    task = int(pid_file.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # At once: the killed run's watchdog holds the lock until the orphan is gone, and the
+    # resume waits for it rather than starting a second copy or giving up with 75.
+    spec.write_text(spec.read_text().replace("sleep 30; ", ""))
+    r = jobspec_do(spec, "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not Path(f"/proc/{task}").exists() or \
+        Path(f"/proc/{task}/stat").read_text().split(") ")[1].startswith("Z")
+    assert counts(tmp_path) == {"a": 1}  # the resume's copy; the orphan never got that far
