@@ -32,11 +32,11 @@ from .helpers import jobspec_do, load_text, write
 class Receiver:
     """A webhook receiver: records every request; replies ``codes`` in turn (then the last)."""
 
-    def __init__(self, port: int = 0, codes: tuple[int, ...] = (200,), delay: float = 0,
-                 location: str | None = None) -> None:
+    def __init__(self, port: int = 0, codes: tuple[int, ...] = (200,),
+                 hold: threading.Event | None = None, location: str | None = None) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.codes = list(codes)
-        self.delay = delay
+        self.hold = hold  # set: replies; clear: every request hangs until it is set
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,8 +44,8 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()},
                                           body))
-                if receiver.delay:
-                    time.sleep(receiver.delay)
+                if receiver.hold is not None:
+                    receiver.hold.wait(120)
                 code = receiver.codes.pop(0) if len(receiver.codes) > 1 else receiver.codes[0]
                 self.send_response(code)
                 if location:
@@ -87,6 +87,27 @@ def event(task: str = "build", state: str = "running", attempt: int = 1,
 
 def outbox_files(outbox: Path) -> list[str]:
     return sorted(p.name for p in outbox.glob("*.json"))
+
+
+def returns_within(seconds: float, what: str, func: Any, *args: Any) -> Any:
+    """``func(*args)``'s result; fails the test, saying ``what`` kept waiting, if it has not
+    returned after ``seconds`` (a generous bound: a call that would block fails instead)."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            result.append(func(*args))
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{what} (still waiting after {seconds:g} s)"
+    if errors:
+        raise errors[0]
+    return result[0]
 
 
 def test_events_are_signed_with_the_secret_and_delivered_in_order(receiver: Receiver,
@@ -144,11 +165,12 @@ def test_events_kept_while_the_server_was_down_are_delivered_later_in_order(
     down.stop()  # nothing listens on the port now: connections are refused
     outbox = tmp_path / "outbox"
     hook = Webhook(url, b"k", outbox, retries=2, backoff=0.01)
-    started = time.monotonic()
     for n in range(3):
         hook(event(f"t{n}", "completed", exit_code=0))
-    assert not hook.flush(10)  # gives up for now: the receiver is down
-    assert time.monotonic() - started < 5
+    # flush gives up for now because the receiver is down (its retries are used up), not
+    # because its timeout ran out: with an hour to wait, it still returns.
+    assert returns_within(60, "flush went on waiting for a receiver that is down",
+                          hook.flush, 3600) is False
     hook.close()
     assert len(outbox_files(outbox)) == 3  # nothing lost
     log = (tmp_path / "callbacks.log").read_text()
@@ -170,23 +192,37 @@ def test_events_kept_while_the_server_was_down_are_delivered_later_in_order(
 
 
 def test_a_hanging_server_does_not_block_the_listener(tmp_path: Path) -> None:
-    slow = Receiver(delay=3)
+    """The server holds the first request without replying until the end of the test: every
+    listener call still returns with its event stored, no attempt has ended meanwhile (a
+    listener that waited for a delivery would have seen its request time out), and flush
+    returns after its own timeout although the request is still hanging."""
+    hold = threading.Event()
+    hanging = Receiver(hold=hold)
+    log = tmp_path / "callbacks.log"
     try:
-        hook = Webhook(slow.url, b"k", tmp_path / "outbox", timeout=0.5, retries=1,
+        hook = Webhook(hanging.url, b"k", tmp_path / "outbox", timeout=60, retries=1,
                        backoff=0.01)
-        worst = 0.0
-        for n in range(20):
-            t0 = time.perf_counter()
-            hook(event(f"t{n}"))
-            worst = max(worst, time.perf_counter() - t0)
-        assert worst < 0.05
-        t0 = time.monotonic()
-        hook.flush(0.5)  # bounded, whatever the server does
-        assert time.monotonic() - t0 < 1.5
+        blocked = "a listener call waited for the delivery"
+        returns_within(30, blocked, hook, event("t0"))
+        deadline = time.monotonic() + 30
+        while not hanging.requests:
+            assert time.monotonic() < deadline, "the first event was never sent"
+            time.sleep(0.01)
+        for n in range(1, 20):  # while the delivery thread is stuck in the request
+            returns_within(30, blocked, hook, event(f"t{n}"))
+        assert not log.exists() or log.read_text() == "", \
+            "an attempt ended while the server held the request: a listener call waited"
+        assert len(hanging.requests) == 1 and hook.delivered == 0
+        assert len(outbox_files(tmp_path / "outbox")) == 20  # each call stored its event
+        # Bounded, whatever the server does: returns (False) while the request still hangs.
+        assert returns_within(60, "flush(0.5) waited for the hanging request",
+                              hook.flush, 0.5) is False
+        assert not log.exists() or log.read_text() == ""  # it was still hanging
         hook.close(timeout=0.1)
         assert len(outbox_files(tmp_path / "outbox")) == 20  # all kept for the next invocation
     finally:
-        slow.stop()
+        hold.set()
+        hanging.stop()
 
 
 def test_a_4xx_is_not_retried(tmp_path: Path) -> None:

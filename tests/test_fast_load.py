@@ -160,6 +160,12 @@ def test_paused_gc_restores_the_setting() -> None:
     assert gc.isenabled()
 
 
+def _collectable(objects: list[list[int]]) -> int:
+    """How many of ``objects`` the collector sees (frozen objects are not in get_objects)."""
+    ids = {id(o) for o in gc.get_objects()}
+    return sum(id(o) in ids for o in objects)
+
+
 def test_paused_gc_leaves_objects_someone_froze_frozen() -> None:
     junk = [[i] for i in range(100)]
     gc.freeze()
@@ -168,6 +174,7 @@ def test_paused_gc_leaves_objects_someone_froze_frozen() -> None:
         with paused_gc():
             more = [[i] for i in range(100)]
         assert gc.get_freeze_count() == frozen and gc.isenabled()
+        assert _collectable(junk) == 0  # still frozen: not thawed by an unfreeze()
+        assert _collectable(more) == 100  # and what was made meanwhile was not frozen
     finally:
         gc.unfreeze()
-    assert junk and more

@@ -13,7 +13,14 @@ from types import ModuleType
 
 import pytest
 
-from tests.services import SLURM_SCRIPT, SlurmCluster, SSHNodes, need_service
+import tests.services
+from tests.services import (
+    FINAL_JOB_STATES,
+    SLURM_SCRIPT,
+    SlurmCluster,
+    SSHNodes,
+    need_service,
+)
 
 
 def _paramiko() -> ModuleType:
@@ -89,15 +96,24 @@ def test_slurm_cancel_all_and_wait_idle(slurm: SlurmCluster, tmp_path: Path) -> 
     assert slurm.job_state(999_999) is None
 
 
-def test_slurm_job_left_running_is_cleaned_by_fixture(slurm: SlurmCluster) -> None:
-    """Leave a job behind on purpose: the ``slurm`` fixture's teardown must cancel it."""
-    job = slurm.run("sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300").stdout
-    assert slurm.wait_job(int(job), timeout=30, states={"RUNNING"}) == "RUNNING"
-
-
-def test_slurm_queue_is_clean_for_next_test(slurm: SlurmCluster) -> None:
-    """The previous test's job is gone (the fixture's teardown cancelled it)."""
-    assert slurm.queue() == []
+def test_slurm_job_left_running_is_cleaned_by_fixture(slurm_cluster: SlurmCluster) -> None:
+    """A job a test leaves behind is cancelled by the ``slurm`` fixture's teardown, which
+    waits for the queue to empty: the fixture's own generator is driven here, so nothing
+    else (such as the next test's setup) can have done it instead."""
+    fixture = tests.services.slurm.__wrapped__(slurm_cluster)
+    cluster = next(fixture)  # setup
+    job = 0
+    try:
+        job = int(cluster.run("sbatch", "--parsable", "-o", "/dev/null", "--wrap",
+                              "sleep 300").stdout)
+        assert cluster.wait_job(job, timeout=30, states={"RUNNING"}) == "RUNNING"
+        with pytest.raises(StopIteration):
+            next(fixture)  # teardown
+        assert slurm_cluster.queue() == [], "the fixture's teardown left jobs in the queue"
+        assert slurm_cluster.job_state(job) == "CANCELLED"
+    finally:
+        if job and slurm_cluster.job_state(job) not in FINAL_JOB_STATES:
+            slurm_cluster.run("scancel", str(job), check=False)
 
 
 def test_slurm_status_script(slurm_cluster: SlurmCluster) -> None:

@@ -89,6 +89,18 @@ def describe_spec(path: Path) -> str:
 
 
 # -- 1. golden files ---------------------------------------------------------------------------
+def test_every_source_is_found_and_has_its_golden_file() -> None:
+    """The corpus lives outside the repo (found by glob): if it went missing, its parametrized
+    cases here would vanish without a word. Each golden file names its source, so the two
+    lists must match: a missing corpus, a moved example or a stale golden file fails here."""
+    corpus = [p for f, p in SOURCES if f == "corpus"]
+    examples = [p for f, p in SOURCES if f == "examples"]
+    assert corpus, f"no corpus files in {REFERENCE / 'corpus'}"
+    assert examples, f"no examples in {EXAMPLES}"
+    assert any(f == "corpus" for f, _ in LOADABLE), "no corpus file loads"
+    assert {g.stem for g in GOLDEN.glob("*.txt")} == {f"{f}__{p.stem}" for f, p in SOURCES}
+
+
 @pytest.mark.parametrize(("folder", "path"), SOURCES, ids=[f"{f}/{p.stem}" for f, p in SOURCES])
 def test_golden(folder: str, path: Path) -> None:
     golden = GOLDEN / f"{folder}__{path.stem}.txt"
@@ -1090,7 +1102,9 @@ EXPECTED = {("timeout", "task/too-slow"): JobState.TIMEOUT}
 
 
 def test_examples_run_end_to_end_with_the_cli(tmp_path: Path, fake_flux: FakeFlux) -> None:
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    paths = sorted(EXAMPLES.glob("*.yaml"))
+    assert paths, f"no examples in {EXAMPLES}"
+    for path in paths:
         t = FluxTransformer(FAST)
         spec = load(path, default_resources=t.default_resources)
         work = tmp_path / path.stem
@@ -1171,7 +1185,9 @@ def live(flux_instance: str, monkeypatch: pytest.MonkeyPatch) -> FluxTransformer
 
 
 def test_live_examples_end_to_end(live: FluxTransformer, tmp_path: Path) -> None:
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    paths = sorted(EXAMPLES.glob("*.yaml"))
+    assert paths, f"no examples in {EXAMPLES}"
+    for path in paths:
         spec = load(path, default_resources=live.default_resources)
         work = tmp_path / path.stem
         work.mkdir()

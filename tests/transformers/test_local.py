@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import counts, jobspec_do, write
+
+
+def _unique_seconds(whole: int) -> str:
+    """``whole`` seconds plus a random fraction: a `sleep` argument no other process on the
+    machine has, so that this test finds only the processes it started."""
+    return f"{whole}.{random.randrange(10**8, 10**9)}"
+
+
+def _with_argv(*argv: str) -> list[str]:
+    """Pids of the live (not zombie) processes whose exact argv is ``argv``."""
+    want = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if fh.read() != want:
+                    continue
+        except OSError:  # gone meanwhile
+            continue
+        if _running(entry):
+            found.append(entry)
+    return found
 
 
 def test_list_is_execd_without_a_shell_and_string_uses_sh(tmp_path: Path) -> None:
@@ -49,20 +78,45 @@ def test_cwd_is_honoured_and_a_missing_one_is_a_clear_error(tmp_path: Path) -> N
 
 
 def test_duration_kills_the_process_group_and_records_timeout(tmp_path: Path) -> None:
-    spec = write(tmp_path, """
+    seconds = _unique_seconds(300)  # far longer than the test waits for it to go
+    spec = write(tmp_path, f"""
         version: 1
         tasks:
         - name: slow
-          command: "sleep 30 & sleep 30; echo never >> count.slow"
-          attributes: {duration: 0.5s}
+          command: "sleep {seconds} & sleep {seconds}; echo never >> count.slow"
+          attributes: {{duration: 0.5s}}
         """)
     r = jobspec_do(spec, cwd=tmp_path, timeout=30)
     assert r.returncode == 1 and "timed out" in r.stderr
     job = json.loads((tmp_path / ".jobspec-do/spec/tasks/slow/job.json").read_text())
     assert job["state"] == "timeout"
-    import subprocess
-    left = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True).stdout
-    assert not left.strip(), "the background child of the timed-out task survived"
+    deadline = time.monotonic() + 30  # killed; on a busy machine it may take a moment to go
+    try:
+        while _with_argv("sleep", seconds):
+            assert time.monotonic() < deadline, \
+                "the background child of the timed-out task survived"
+            time.sleep(0.05)
+    finally:
+        _kill(_with_argv("sleep", seconds))
+    assert not (tmp_path / "count.slow").exists()
+
+
+@pytest.mark.parametrize("command", [
+    "kill -9 $$",  # a string: /bin/sh, started by posix_spawn
+    ["sh", "-c", "kill -KILL $$"],  # a program found on PATH: started by Popen
+], ids=["string", "list"])
+def test_a_task_killed_by_a_signal_fails_with_128_plus_the_signal(
+        tmp_path: Path, command: str | list[str]) -> None:
+    """The shell convention: killed by signal 9 is exit code 137, and the record says why."""
+    spec = write(tmp_path, f"version: 1\ntasks: [{{name: k, command: {json.dumps(command)}}}]\n")
+    r = jobspec_do(spec, cwd=tmp_path, timeout=60)
+    assert r.returncode == 1, r.stderr
+    job = json.loads((tmp_path / ".jobspec-do/spec/tasks/k/job.json").read_text())
+    assert (job["state"], job["exit_code"]) == ("failed", 137), job
+    assert job["info"] == "killed by signal 9"
+    assert "k: killed by signal 9" in r.stdout + r.stderr
+    shown = json.loads(jobspec_do("status", "--json", spec, cwd=tmp_path).stdout)
+    assert [(u["exit_code"], u["info"]) for u in shown["units"]] == [(137, "killed by signal 9")]
 
 
 def test_missing_program_is_reported(tmp_path: Path) -> None:
@@ -151,6 +205,16 @@ def test_plan_notes_multi_node_requests(tmp_path: Path) -> None:
     assert "asks for 2 nodes; runs as one local process" in r.stdout
 
 
+def _kill(pids: list[str]) -> None:
+    """Clean up after a failure: SIGKILL these processes (this test's own)."""
+    import contextlib
+    import signal
+
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
 def _running(pid: str) -> bool:
     """The process exists and is not a zombie."""
     try:
@@ -160,44 +224,45 @@ def _running(pid: str) -> bool:
         return False
 
 
-def _alive_with(marker: str) -> list[str]:
-    import subprocess
-    return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
-
-
 def test_kill_9_of_jobspec_do_takes_its_running_tasks_with_it(tmp_path: Path) -> None:
     """The watchdog kills the task groups of a run that was SIGKILLed: a task left running
     would finish unrecorded. Every way of starting a task: posix_spawn here and in another
     directory, and Popen (a program found on PATH)."""
-    import os
     import signal
     import subprocess
     import sys
-    import time
 
     (tmp_path / "sub").mkdir()
-    marker = f"jsd-orphan-{os.getpid()}"
+    # Far longer than the test waits: a task must not end on its own before it is looked at.
+    a1, a2, b, c = (_unique_seconds(n) for n in (300, 301, 302, 303))
     spec = write(tmp_path, f"""
         version: 1
         tasks:
-        - {{name: a, command: "sleep 60 & sleep 61; echo {marker}-a"}}
-        - {{name: b, command: "sleep 62; echo {marker}-b", attributes: {{cwd: sub}}}}
-        - {{name: c, command: [sh, -c, "sleep 60; echo {marker}-c"]}}
+        - {{name: a, command: "sleep {a1} & sleep {a2}; echo never > a.txt"}}
+        - {{name: b, command: "sleep {b}; echo never > b.txt", attributes: {{cwd: sub}}}}
+        - {{name: c, command: [sh, -c, "sleep {c}; echo never > c.txt"]}}
         """)
+
+    def sleeps() -> list[str]:
+        return [pid for s in (a1, a2, b, c) for pid in _with_argv("sleep", s)]
+
     proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "3"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while len(_alive_with("sleep 6[012]")) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    mine = _alive_with("sleep 6[012]")
-    assert len(mine) >= 4, "the tasks did not start"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 5
-    while any(os.path.exists(f"/proc/{p}") for p in mine) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    survivors = [p for p in mine if _running(p)]
-    assert survivors == [], "tasks outlived the killed run"
+    try:
+        deadline = time.monotonic() + 30
+        while len(mine := sleeps()) < 4:
+            assert time.monotonic() < deadline, f"the tasks did not start: {mine}"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    try:
+        while survivors := [p for p in mine if _running(p)]:
+            assert time.monotonic() < deadline, f"tasks outlived the killed run: {survivors}"
+            time.sleep(0.05)
+    finally:
+        _kill(sleeps())
 
 
 def test_an_absolute_program_that_is_missing_is_reported(tmp_path: Path) -> None:
@@ -210,8 +275,6 @@ def test_spawned_child_waits_polls_and_times_out() -> None:
     """The Popen-like handle of a posix_spawn'ed child."""
     import os
     import subprocess
-
-    import pytest
 
     from dodo_jobspec.transformers.local import _Spawned
 
