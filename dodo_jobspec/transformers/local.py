@@ -157,11 +157,7 @@ class LocalTransformer(Transformer):
             with self._lock:
                 self._procs.pop(job_id, None)
                 self._durations.pop(job_id, None)
-        if code == 0:
-            return JobStatus(JobState.COMPLETED, 0)
-        if code < 0:
-            return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
-        return JobStatus(JobState.FAILED, code)
+        return _ended(code)
 
     def _base_env(self) -> dict[bytes, bytes]:
         """This process's environment, encoded once per run rather than once per task, with
@@ -201,9 +197,7 @@ class LocalTransformer(Transformer):
             if proc is not None and proc.poll() is None:
                 out[job_id] = JobStatus(JobState.RUNNING)
             elif proc is not None:
-                code = proc.returncode
-                out[job_id] = JobStatus(JobState.COMPLETED if code == 0 else JobState.FAILED,
-                                        code)
+                out[job_id] = _ended(proc.returncode)
             else:
                 alive = process_alive(job_id)
                 out[job_id] = JobStatus(JobState.RUNNING if alive else JobState.LOST, None,
@@ -405,6 +399,16 @@ def _devnull() -> int:
     if not _DEVNULL:
         _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
     return _DEVNULL[0]
+
+
+def _ended(code: int | None) -> JobStatus:
+    """The status of a process that ended with ``code`` (negative: killed by that signal,
+    which the shell convention reports as 128 + N)."""
+    if code == 0:
+        return JobStatus(JobState.COMPLETED, 0)
+    if code is not None and code < 0:
+        return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
+    return JobStatus(JobState.FAILED, code)
 
 
 def _replica_env(ctx: UnitContext) -> dict[str, str]:

@@ -363,3 +363,24 @@ def test_a_second_thread_waits_for_the_descriptor_sweep_to_finish(monkeypatch) -
         first.join(10)
         for fd in (read, write_end, inherited):
             os.close(fd)
+
+
+def test_status_of_a_process_killed_by_a_signal_matches_what_wait_says(
+        tmp_path: Path) -> None:
+    """status() is what a Flux group asks of its local tasks; it said -9 and no reason."""
+    from dodo_jobspec.transformers.base import JobState, UnitContext
+    from dodo_jobspec.transformers.local import LocalTransformer
+    from tests.helpers import load_text
+
+    spec = load_text(tmp_path, "version: 1\ntasks: [{name: k, command: 'kill -9 $$'}]\n")
+    task = spec.nodes["task/k"]
+    ctx = UnitContext(spec=spec, workdir=tmp_path, attempt=1, token="t",
+                      stdout=tmp_path / "out", stderr=tmp_path / "err", cwd=tmp_path)
+    t = LocalTransformer()
+    job = t.submit(task, ctx)
+    deadline = time.monotonic() + 30
+    while (st := t.status([job])[job]).state is JobState.RUNNING:
+        assert time.monotonic() < deadline, "the process never ended"
+        time.sleep(0.02)
+    assert (st.state, st.exit_code, st.info) == (JobState.FAILED, 137, "killed by signal 9")
+    t.close()
