@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -81,21 +82,23 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
         reads = reads or has_inputs
         staged.append((node, cwd, outputs, has_inputs))
     problems: list[Problem] = []
-    # What some unit makes: an input no unit makes must exist already, and one that a unit
-    # makes puts its maker upstream. Two makers of one file would overwrite each other.
-    maker: dict[Path, Unit] = {}
-    for node, _, outputs, _ in staged:
-        for i, out in enumerate(outputs):
-            first = maker.setdefault(out, node)
+    # Two makers of one file would overwrite each other. Keyed by (cwd, output as written):
+    # hashing a Path costs a microsecond or two, and most specs have no inputs to look up.
+    first_maker: dict[tuple[Path, str], Unit] = {}
+    for node, cwd, outputs, _ in staged:
+        for i, written in enumerate(_outputs(node) if outputs else ()):
+            first = first_maker.setdefault((cwd, written), node)
             if first is not node:
                 where = (*_parse_path(node.spec_path), *(("outputs", i) if isinstance(
                     node, Task) else ()))
                 problems.append(Problem(
-                    f"output '{_outputs(node)[i]}' is also an output of {_kind(first)} "
-                    f"'{first.name}'", where, "a file has one maker: remove it from one "
-                    "task's `outputs:`, or have the tasks write different files",
-                    str(spec.path)))
-    made = set(maker) if reads else set()
+                    f"output '{written}' is also an output of {_kind(first)} '{first.name}'",
+                    where, "a file has one maker: remove it from one task's `outputs:`, or "
+                    "have the tasks write different files", str(spec.path)))
+    # What some unit makes: an input no unit makes must exist already, and one that a unit
+    # makes puts its maker upstream.
+    maker: dict[Path, Unit] = {p: node for node, _, outputs, _ in staged for p in outputs} \
+        if reads else {}
     result = []
     implied = False
     for node, cwd, outputs, has_inputs in staged:
@@ -103,7 +106,7 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
         inputs: tuple[Path, ...] = ()
         scanned: tuple[Path, ...] = ()
         if has_inputs:
-            inputs, scanned = _inputs(node, cwd, made, problems, spec, outputs)
+            inputs, scanned = _inputs(node, cwd, maker, problems, spec, outputs)
             makers = [m for path in inputs if (m := maker.get(path)) is not None
                       and m is not node]
             if makers:  # the same order doit keeps: shown by `plan`, kept by --no-wait
@@ -188,7 +191,7 @@ def _outputs(node: Unit) -> tuple[str, ...]:
     return tuple(o for child in node.walk() if isinstance(child, Task) for o in child.outputs)
 
 
-def _inputs(node: Unit, cwd: Path, made: set[Path], problems: list[Problem], spec: Spec,
+def _inputs(node: Unit, cwd: Path, made: Mapping[Path, Unit], problems: list[Problem], spec: Spec,
             outputs: tuple[Path, ...]) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     """The unit's input paths (globs expanded; a folder stays one path, see trees.py) and
     the folders its globs list."""

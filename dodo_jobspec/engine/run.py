@@ -33,7 +33,6 @@ from ..resolve import load
 from ..state import StateDir, default_state_dir, locked
 from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
-from .checker import MD5Checker
 
 if TYPE_CHECKING:
     from ..tasks.unit import Inflight
@@ -113,6 +112,8 @@ def spec_problem(spec: Spec, message: str) -> Any:
 
 
 def doit_config(state: StateDir, reporter: Any) -> dict[str, Any]:
+    from .checker import MD5Checker  # imports doit: `plan` on a clean folder needs none of it
+
     return {"dep_file": str(state.db), "backend": BACKEND, "reporter": reporter,
             "verbosity": 2, "check_file_uptodate": MD5Checker}
 
