@@ -8,8 +8,13 @@ bookkeeping). It runs in a fresh process that first builds a heap of 1M small ob
 jobspec-do holds its spec, plan and doit's tasks. Interleaved with `xargs -P2` on the same
 commands; medians and ratios to xargs are printed.
 
+``--launchers direct,shell`` adds a second skeleton that starts nothing itself: it hands each
+command to one of ``--jobs`` long-lived ``/bin/sh`` processes ("slot shells") through a pipe,
+and reads back the pid and the exit status, so the process start happens in a small, idle
+process, as in xargs, and not in the busy Python one.
+
     python benchmarks/budget.py --n 5000 --busy-us 0,100,200,400 --rounds 3 \\
-        --workdir /dev/shm/jsd-budget
+        --launchers direct,shell --workdir /dev/shm/jsd-budget
 
 Linux only (pidfds).
 """
@@ -58,6 +63,58 @@ while nxt < len(lines) or running:
 print(time.perf_counter() - start)
 """
 
+# The same skeleton, but each command is started by a slot shell: the Python side writes one
+# line and reads two (the pid at once, the exit status when it ends).
+SHELL_SKELETON = r"""
+import os, select, shlex, subprocess, sys, time
+keep = [str(i) * 3 for i in range(1_000_000)]
+cmds, jobs, busy = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]) / 1e6
+lines = open(cmds).read().splitlines()
+os.makedirs("logs", exist_ok=True)
+SLOT = 'while IFS= read -r line; do eval "$line"; p=$!; echo "$p"; wait "$p"; echo "$?"; done'
+slots = [subprocess.Popen(["/bin/sh", "-c", SLOT], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE) for _ in range(jobs)]
+poll, free, bufs, running, nxt = select.poll(), list(range(jobs)), {}, 0, 0
+owner = {}
+for j, slot in enumerate(slots):
+    fd = slot.stdout.fileno()
+    poll.register(fd, select.POLLIN)
+    owner[fd], bufs[fd] = j, b""
+
+def ended(fd, status):
+    global running
+    if status != b"0":
+        sys.exit(f"a command failed: {status}")
+    running -= 1
+    free.append(owner[fd])
+    end = time.perf_counter() + busy
+    while time.perf_counter() < end:
+        pass
+
+start = time.perf_counter()
+while nxt < len(lines) or running:
+    while free and nxt < len(lines):
+        slot = slots[free.pop()]
+        fd = slot.stdout.fileno()
+        os.write(slot.stdin.fileno(), (f"( exec /bin/sh -c {shlex.quote(lines[nxt])} ) "
+                                       f"</dev/null >logs/{nxt}.1 2>logs/{nxt}.2 &\n").encode())
+        while b"\n" not in bufs[fd]:
+            bufs[fd] += os.read(fd, 4096)
+        _pid, _, bufs[fd] = bufs[fd].partition(b"\n")
+        nxt += 1
+        running += 1
+        if b"\n" in bufs[fd]:  # a quick command's status came with its pid
+            status, _, bufs[fd] = bufs[fd].partition(b"\n")
+            ended(fd, status)
+    for fd, _ in poll.poll():
+        bufs[fd] += os.read(fd, 4096)
+        if b"\n" in bufs[fd]:
+            status, _, bufs[fd] = bufs[fd].partition(b"\n")
+            ended(fd, status)
+print(time.perf_counter() - start)
+"""
+LAUNCHERS = {"direct": ("skeleton", SKELETON), "shell": ("slot shells", SHELL_SKELETON)}
+
 
 def timed(cmd: list[str], cwd: Path, inside: bool) -> float:
     """Seconds ``cmd`` takes in ``cwd`` (which must succeed); with ``inside``, the seconds it
@@ -81,12 +138,17 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--busy-us", default="0,100,200,400",
                     help="comma-separated µs of Python per task")
+    ap.add_argument("--launchers", default="direct",
+                    help="comma-separated: direct (the runner starts each process), shell "
+                         "(long-lived /bin/sh processes start them)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "work" / "budget")
     args = ap.parse_args()
     busy = [float(b) for b in args.busy_us.split(",")]
-    names = ["xargs", *(f"skeleton, {b:g} µs" for b in busy)]
+    launchers = [LAUNCHERS[name] for name in args.launchers.split(",")]
+    names = ["xargs", *(f"{label}, {b:g} µs" for label, _ in launchers for b in busy)]
+    programs = {label: program for label, program in launchers}
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
@@ -95,9 +157,13 @@ def main() -> int:
             if name == "xargs":
                 cmd = ["sh", "-c", f"xargs -P{args.jobs} -I{{}} sh -c '{{}}' < {cmds.name}"]
             else:
-                cmd = [sys.executable, "-c", SKELETON, cmds.name, str(args.jobs),
-                       name.split(", ")[1].split(" ")[0]]
+                label, amount = name.split(", ")
+                cmd = [sys.executable, "-c", programs[label], cmds.name, str(args.jobs),
+                       amount.split(" ")[0]]
             samples[name].append(timed(cmd, args.workdir, name != "xargs"))
+            made = len(list((args.workdir / "out").iterdir()))
+            if made != args.n:  # a launcher that skips commands must not look fast
+                sys.exit(f"{name}: {made} of {args.n} outputs written")
     shutil.rmtree(args.workdir, ignore_errors=True)
     floor = statistics.median(samples["xargs"])
     print(f"| fan N={args.n}, -j {args.jobs} | wall (s) | ratio to xargs |")

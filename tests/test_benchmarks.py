@@ -47,11 +47,13 @@ def test_spawn_latency_prints_every_case() -> None:
 
 def test_budget_runs_the_skeleton_against_xargs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(BENCH / "budget.py"), "--n", "30", "--rounds", "1",
-                          "--busy-us", "0,200", "--workdir", str(tmp_path / "budget")],
+                          "--busy-us", "0,200", "--launchers", "direct,shell",
+                          "--workdir", str(tmp_path / "budget")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     rows = _table(out.stdout)
-    assert [r[0] for r in rows] == ["xargs", "skeleton, 0 µs", "skeleton, 200 µs"]
+    assert [r[0] for r in rows] == ["xargs", "skeleton, 0 µs", "skeleton, 200 µs",
+                                    "slot shells, 0 µs", "slot shells, 200 µs"]
     assert rows[0][2] == "1.00"  # xargs is the floor the others are divided by
     assert all(float(wall) > 0 and float(ratio) > 0 for _, wall, ratio in rows)
     assert not (tmp_path / "budget").exists()

@@ -524,10 +524,10 @@ class SSHStager(Stager):
         return stdout.channel.recv_exit_status(), out, err
 
     def _has_sha256(self, conn: _Conn) -> bool:
-        if conn.has_sha256 is None:
-            rc, _, _ = self._exec(conn, "command -v sha256sum >/dev/null 2>&1")
-            conn.has_sha256 = rc == 0
-        return conn.has_sha256
+        """False once the node is known to have no sha256sum. Not asked on its own: each
+        remote command costs a channel and a shell (~0.2 s here), so the first hashing call
+        finds out (and a `head | sha256sum` without it fails, which sends the file whole)."""
+        return conn.has_sha256 is not False
 
     def _remote_sha256(self, conn: _Conn, paths: list[str]) -> dict[str, str] | None:
         """sha256 of each remote path (missing ones absent), or None without sha256sum."""
@@ -545,8 +545,13 @@ class SSHStager(Stager):
         for batch in batches:
             if batch:
                 # Exit status 1 only means some file is missing; parse what was printed.
-                cmd = "sha256sum -- " + " ".join(shlex.quote(p) for p in batch)
-                _, text, _ = self._exec(conn, cmd)
+                cmd = ("command -v sha256sum >/dev/null 2>&1 || exit 127; sha256sum -- "
+                       + " ".join(shlex.quote(p) for p in batch))
+                rc, text, _ = self._exec(conn, cmd)
+                if rc == 127:
+                    conn.has_sha256 = False
+                    return None
+                conn.has_sha256 = True
                 out.update(_parse_sha256sum(text))
         return out
 

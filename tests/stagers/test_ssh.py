@@ -374,3 +374,25 @@ def test_node_specs_with_user_and_port() -> None:
     assert (n.user, n.host, n.port) == ("me", "::1", 23)
     with pytest.raises(StagingError, match="not a number"):
         s._parse("h:x")
+
+
+def test_an_unchanged_rerun_costs_one_remote_command_per_node(
+        settings: StagerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each remote command opens a channel and a shell on the node: whether the node has
+    sha256sum is learnt from the hashing call itself, not asked first."""
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(5000))
+    with SSHStager(settings) as s:
+        assert s.put([StageItem(src, "f.bin")]).files_sent == 2
+    calls: list[str] = []
+    real = SSHStager._exec
+
+    def counted(self: SSHStager, conn: object, command: str) -> tuple[int, bytes, bytes]:
+        calls.append(command)
+        return real(self, conn, command)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SSHStager, "_exec", counted)
+    with SSHStager(settings) as fresh:  # new connections: nothing known about the nodes
+        again = fresh.put([StageItem(src, "f.bin")])
+    assert again.files_sent == 0 and again.files_skipped == 2
+    assert len(calls) == 2 and all("sha256sum -- " in c for c in calls), calls
