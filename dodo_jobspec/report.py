@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_FAILED, EXIT_OK, JobspecError
+from .errors import EXIT_FAILED, EXIT_OK, JobspecError, StateError
 from .model import Task
 from .resolve import load
 from .state import JobRecord, StateDir, UnitState, default_state_dir, lock_holder, read_record
@@ -34,7 +34,7 @@ def _open(spec_path: Path, state_dir: Path | None) -> StateDir:
 
 # States a run records while it owns a job; after a kill -9 of that run they stay on disk.
 _IN_FLIGHT = ("submitting", "queued", "running")
-_ENDED_BADLY = ("failed", "timeout", "canceled", "lost", "interrupted", "blocked")
+_ENDED_BADLY = ("failed", "timeout", "canceled", "lost", "interrupted", "blocked", "unknown")
 
 
 def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]:
@@ -45,10 +45,19 @@ def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]
     not the ``running`` on disk. ``run_active`` says whether a run holds the state directory
     (None: look it up). Slurm and Flux jobs outlive their run and keep their recorded state."""
     history = st.history()
-    job = st.read_job()
+    try:
+        job, unreadable = st.read_job(), ""
+    except StateError as exc:  # one damaged record: say so there, show every other unit
+        # The completion record is a copy of the last completed job.json, unless the damage
+        # reached both (a truncation in place does: they are hard links).
+        job = read_record(st.done_str, lenient=True)
+        unreadable = "" if job.state == "completed" else str(exc)
     last = history[-1] if history else None
     state = last["state"] if last else "never run"
     info = last["info"] if last else ""
+    if unreadable:
+        state, info = "unknown", (f"{unreadable.split(' (')[0]}: the next run (or --resume) "
+                                  "runs it again and writes it afresh")
     if st.done.exists() and state == "completed":
         state = "completed"
     newer = int(last["attempt"]) if last and last["attempt"].isdigit() else 0

@@ -12,6 +12,7 @@ import gc
 import hashlib
 import inspect
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,17 @@ class _IdentityChanged(_ConfigChanged):
     def __repr__(self) -> str:
         digest, transformer = self.config
         return f"config_changed({{'digest': {digest!r}, 'transformer': {transformer!r}}})"
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        if not super().__call__(task, values):
+            return False
+        # The completion record (the first target) exists, or doit would not ask; an empty
+        # one (cut short by a power loss, or truncated) says nothing: run the unit again, and
+        # its records are written afresh.
+        try:
+            return os.stat(task.targets[0]).st_size > 0
+        except (OSError, IndexError):
+            return False
 
     def _calc_digest(self) -> str:
         digest, transformer = self.config

@@ -342,3 +342,37 @@ def test_a_task_started_just_before_a_kill_9_dies_with_its_run(tmp_path: Path) -
     assert not Path(f"/proc/{task}").exists() or \
         Path(f"/proc/{task}/stat").read_text().split(") ")[1].startswith("Z")
     assert counts(tmp_path) == {"a": 1}  # the resume's copy; the orphan never got that far
+
+
+@pytest.mark.parametrize("how", ["truncated", "replaced"])
+def test_an_empty_job_record_is_reported_then_repaired(tmp_path: Path, how: str) -> None:
+    """A power loss without fsync can leave a zero-length record. Truncated in place it also
+    empties done.json (a hard link): status says so for that task only, and the next run
+    runs it again. Replaced by an empty file, done.json still tells that it completed."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\ntasks:\n"
+                    "- {name: a, command: 'echo x >> count.a; echo A > a.out', outputs: [a.out]}\n"
+                    "- {name: b, command: 'echo x >> count.b'}\n")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    record = tmp_path / ".jobspec-do" / "spec" / "tasks" / "a" / "job.json"
+    if how == "truncated":
+        with open(record, "r+") as fh:
+            fh.truncate(0)
+    else:
+        record.unlink()
+        record.write_text("")
+    status = jobspec_do("status", spec, "--json", cwd=tmp_path)
+    units = {u["name"]: u for u in json.loads(status.stdout)["units"]}
+    assert units["b"]["state"] == "completed"
+    if how == "replaced":
+        assert units["a"]["state"] == "completed"
+        assert status.returncode == 0
+        return
+    assert status.returncode == 1
+    assert units["a"]["state"] == "unknown" and "job.json is unreadable" in units["a"]["info"]
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert counts(tmp_path) == {"a": 2, "b": 1}
+    assert json.loads(record.read_text())["state"] == "completed"
+    final = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)
+    assert final["complete"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from doit.control import TaskControl
 from doit.task import Task
@@ -52,21 +54,28 @@ def test_loader_gives_only_wide_fan_ins_a_deplist() -> None:
 
 @pytest.mark.parametrize("digest,transformer", [
     ("ab" * 32, "local"), ("", "slurm"), ("x", 'we"ird\\näme ✓'), ("0", "")])
-def test_identity_check_saves_the_digest_doits_config_changed_saves(digest: str,
-                                                                    transformer: str) -> None:
+def test_identity_check_saves_the_digest_doits_config_changed_saves(
+        digest: str, transformer: str, tmp_path: Path) -> None:
     """The cheaper identity check must store what doit's own would: databases written
     before it (or by the `advance` path) keep matching, so nothing re-runs for it."""
+    from types import SimpleNamespace
+
     from doit.tools import config_changed
 
     from dodo_jobspec.engine.loader import _IdentityChanged
 
+    done = tmp_path / "done.json"
+    done.write_text('{"state": "completed"}')
+    task = SimpleNamespace(targets=[str(done), str(tmp_path / "out.txt")])
     config = {"digest": digest, "transformer": transformer}
     ours, doits = _IdentityChanged(digest, transformer), config_changed(dict(config))
     assert not ours.__dict__  # slots only: memory per task
     assert repr(ours) == repr(config_changed(dict(config)))
     assert ours._calc_digest() == doits._calc_digest()
-    assert ours(None, {"_config_changed": doits._calc_digest()}) is True
-    assert ours(None, {"_config_changed": "something else"}) is False
+    assert ours(task, {"_config_changed": doits._calc_digest()}) is True
+    assert ours(task, {"_config_changed": "something else"}) is False
+    done.write_text("")  # an empty completion record says nothing: the unit runs again
+    assert ours(task, {"_config_changed": doits._calc_digest()}) is False
 
 
 def test_action_tells_doit_success_failure_and_error() -> None:
