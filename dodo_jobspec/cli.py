@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -237,6 +238,14 @@ def _with_default_command(argv: list[str], parser: argparse.ArgumentParser) -> l
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobspec-do` console script."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before the command got under way (parsing its arguments)
+        print("jobspec-do: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv), parser)
     if not args_list:
@@ -262,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def console() -> NoReturn:
     """The `jobspec-do` console script: ``main()``, then exit without freeing the heap.
 
@@ -270,6 +283,10 @@ def console() -> NoReturn:
     exit would do that matters still happens first: atexit handlers, flushed streams. Only
     when no other thread is still running (the run stops its own): otherwise Python's exit,
     which waits for them."""
+    # A SIGTERM before a run has set up its own handling (while the spec loads, say) is a
+    # Ctrl-C too: exit 130 with a word, not killed with 143 (a run then turns it into the
+    # same, and stops its tasks first).
+    signal.signal(signal.SIGTERM, _interrupt)
     code = main()
     others = [t for t in threading.enumerate()
               if t is not threading.current_thread() and not t.daemon and t.is_alive()]

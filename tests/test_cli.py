@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -357,3 +360,21 @@ def test_cron_help_says_what_it_does_on_each_kind_of_transformer() -> None:
     out = jobspec_do("run", "--help").stdout
     cron = " ".join(out.split("--cron ", 1)[1].split("--wait-lock")[0].split())
     assert cron.endswith("on a scheduler it is --no-wait, locally the spec runs through"), cron
+
+
+def test_sigterm_while_a_spec_loads_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """Before a run sets up its own handling a SIGTERM killed jobspec-do outright (143);
+    Ctrl-C gave a traceback from whatever was being imported."""
+    lines = ["version: 1", "tasks:"]
+    lines += [f"- {{name: t{i}, command: 'true'}}" for i in range(40000)]
+    spec = tmp_path / "big.yaml"
+    spec.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "JOBSPEC_DO_CACHE": "0"}  # parse it every time: seconds, not ms
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen([sys.executable, "-c", "from dodo_jobspec.cli import console; "
+                                 "console()", "plan", str(spec)], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        assert (proc.returncode, err) == (130, "jobspec-do: interrupted\n"), (signum, err)
