@@ -234,7 +234,13 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, name: str) -> Problem:
     if exc.context:
         what = f"{exc.context}, {what}"
     hint = "check the indentation here and on the line above"
-    if "tab" in what:
+    start = exc.context_mark
+    if "end of stream" in what and start is not None and "quoted scalar" in what:
+        # The quote never closed: where it opened is what to fix, not the end of the file.
+        line, col = start.line + 1, start.column + 1
+        what = f"a quoted string that starts here is never closed ({exc.problem})"
+        hint = "close the quote on the same line, or escape a quote inside it"
+    elif "tab" in what:
         hint = "YAML does not allow tabs for indentation; use spaces"
     elif "mapping values are not allowed" in what:
         hint = ("a `key: value` appears where YAML expects a list item or a deeper indent; "
