@@ -423,7 +423,7 @@ def test_schema_is_valid_json_schema() -> None:
 def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path: Path, quote: str) -> None:
     """PyYAML notices at the end of the file; the fix is where the quote opened."""
     found = _load_problems(tmp_path, f"version: 1\ntasks:\n- name: a\n  command: {quote}echo hi\n"
-                                     "- name: b\n  command: 'true'\n")
+                                     "- name: b\n  command: [true]\n")
     assert [(p.line, p.column) for p in found] == [(4, 12)]
     assert "a quoted string that starts here is never closed" in found[0].message
     assert found[0].hint == "close the quote on the same line, or escape a quote inside it"
