@@ -228,6 +228,8 @@ def _type_hint(path: list[Any], inst: Any) -> str | None:
         return "every item of a command list must be a string: quote numbers and flags"
     if last == "environment" or (len(path) >= 2 and path[-2] == "environment"):
         return "environment is a mapping of NAME: value"
+    if inst is None and isinstance(last, int):
+        return "a list item with no value (a lone `-`, or `~`); remove it or give it one"
     if inst is None:
         return "the key is there but has no value; remove it or give it one"
     return None

@@ -427,3 +427,10 @@ def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path: Path, quote: str
     assert [(p.line, p.column) for p in found] == [(4, 12)]
     assert "a quoted string that starts here is never closed" in found[0].message
     assert found[0].hint == "close the quote on the same line, or escape a quote inside it"
+
+
+def test_an_empty_list_item_is_not_called_a_key(tmp_path: Path) -> None:
+    found = _load_problems(tmp_path, "version: 1\ntasks:\n- name: a\n  command: [echo, ~]\n")
+    found = [p for p in found if "resources" not in (p.hint or "")]  # none given here
+    assert [(p.line, p.hint) for p in found] == [
+        (4, "a list item with no value (a lone `-`, or `~`); remove it or give it one")]
