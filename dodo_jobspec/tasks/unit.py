@@ -167,9 +167,10 @@ class UnitRunner:
             # left only its status line and logs, and its number must not be used again
             # (its logs would be overwritten). Replicas keep their own attempt count.
             attempt = old.attempt + 1
-            if not fresh and replica is None:
-                attempt = max(old.attempt, st.last_attempt()) + 1
-            elif not fresh:
+            if not fresh:
+                if replica is None:
+                    attempt = max(old.attempt, st.last_attempt()) + 1
+                # A kill between the start and the status line leaves only the logs.
                 while os.path.exists(st.stdout(attempt, replica)):
                     attempt += 1
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
