@@ -237,12 +237,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """`jobspec-do clean SPEC`"""
     import shutil
 
-    from .state import default_state_dir, locked
+    from .state import check_owner, default_state_dir, locked
 
     root = _state_dir(args) or default_state_dir(args.spec)
     if not root.exists():
         print(f"nothing to clean: {root} does not exist")
         return EXIT_OK
+    check_owner(root, args.spec)  # not another spec's records
     with locked(root):
         for child in root.iterdir():
             if child.name != "lock":

@@ -357,20 +357,8 @@ class StateDir:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def check_owner(self) -> None:
-        """StateError if another spec file that still exists keeps its state here.
-
-        The default folder is named after the spec's stem: p.yaml and p.yml beside each other
-        would share it, and each run would take the other's records for its own. A spec that
-        was renamed or moved leaves no owner behind, and takes the folder over."""
-        try:
-            owner = (self.root / OWNER).read_text(encoding="utf-8").strip()
-        except (OSError, ValueError):
-            return
-        mine = str(self.spec.path.resolve())
-        if owner and owner != mine and os.path.exists(owner):
-            raise StateError(f"{self.root} keeps the state of {owner}, not of {mine}: pass "
-                             "--state-dir DIR to give this spec a folder of its own (or "
-                             "rename one of the two spec files)")
+        """StateError if another spec file keeps its state here (see ``check_owner``)."""
+        check_owner(self.root, self.spec.path)
 
     def claim(self) -> None:
         """Record which spec file this state belongs to (a run does, holding the lock)."""
@@ -385,6 +373,23 @@ class StateDir:
 
 
 OWNER = "spec"  # the file in a state directory naming the spec file it belongs to
+
+
+def check_owner(root: Path, spec_path: Path) -> None:
+    """StateError if another spec file that still exists keeps its state in ``root``.
+
+    The default folder is named after the spec's stem: p.yaml and p.yml beside each other
+    would share it, and each run would take (or `clean` delete) the other's records. A spec
+    that was renamed or moved leaves no owner behind, and takes the folder over."""
+    try:
+        owner = (root / OWNER).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return
+    mine = str(spec_path.resolve())
+    if owner and owner != mine and os.path.exists(owner):
+        raise StateError(f"{root} keeps the state of {owner}, not of {mine}: pass "
+                         "--state-dir DIR to give this spec a folder of its own (or "
+                         "rename one of the two spec files)")
 
 
 def lock_holder(root: Path) -> int | None:

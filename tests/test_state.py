@@ -138,11 +138,12 @@ def test_two_spec_files_with_one_name_do_not_share_a_state_folder(tmp_path: Path
     second = write(tmp_path, 'version: 1\ntasks: [{name: a, command: "echo x >> count.b"}]\n',
                    "p.yml")
     assert jobspec_do(first, cwd=tmp_path).returncode == 0
-    for args in ([second], ["status", second], ["plan", second]):
+    for args in ([second], ["status", second], ["plan", second], ["clean", second]):
         r = jobspec_do(*args, cwd=tmp_path)
         assert r.returncode == 2, r.stderr
         assert f"keeps the state of {first}, not of {second}: pass --state-dir" in r.stderr
     assert counts(tmp_path) == {"a": 1}
+    assert (tmp_path / ".jobspec-do" / "p" / "tasks" / "a" / "done.json").exists()  # kept
     own = jobspec_do(second, "--state-dir", tmp_path / "other", cwd=tmp_path)
     assert own.returncode == 0, own.stderr
     first.unlink()  # as if p.yaml had been renamed p.yml
