@@ -95,7 +95,9 @@ def record(state_dir: Path, k: tuple[object, ...], units: int, files: list[str],
     for path in set(files):
         found[path] = st = os.stat(path)
         if stat.S_ISDIR(st.st_mode):
-            found.update((entry, os.stat(entry)) for entry in trees.entries(path))
+            for entry in trees.entries(path):
+                with contextlib.suppress(FileNotFoundError):  # gone since it was listed
+                    found[entry] = os.stat(entry)
     found.update((path, os.stat(path)) for path in scanned or ())
     paths = sorted(found)
     stats = [(found[path].st_size, found[path].st_mtime_ns) for path in paths]

@@ -203,7 +203,9 @@ def _inputs(node: Unit, cwd: Path, made: Mapping[Path, Unit], problems: list[Pro
         for pattern in task.inputs:
             full = _resolve(cwd, pattern)
             if _GLOB_CHARS & set(pattern):
-                out.extend(sorted(Path(p) for p in glob.glob(str(full), recursive=True)))
+                # A broken link matches too, but there is nothing to read.
+                out.extend(sorted(Path(p) for p in glob.glob(str(full), recursive=True)
+                                  if os.path.exists(p)))
                 scanned.extend(_scanned(full))
             elif full.exists() or full in made:
                 out.append(full)

@@ -11,20 +11,33 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 
 def entries(root: str) -> list[str]:
-    """Every directory and file under ``root`` (itself included), hidden ones left out."""
+    """Every directory and file under ``root`` (itself included), hidden ones and broken
+    links left out. Linked folders are followed (as glob's ``**`` follows them), once."""
     out = [root]
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    seen = {os.path.realpath(root)}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        kept = []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if not d.startswith(".") and real not in seen:  # a link back up: once is enough
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
         out += [os.path.join(folder, d) for d in dirs]
-        out += [os.path.join(folder, f) for f in sorted(files) if not f.startswith(".")]
+        out += [path for f in sorted(files) if not f.startswith(".")
+                and os.path.exists(path := os.path.join(folder, f))]
     return out
 
 
 def digest(root: str) -> str:
-    """A digest of the names, kinds, sizes and mtimes of everything under ``root``."""
+    """A digest of the names of everything under ``root`` and its files' sizes and mtimes.
+
+    A folder's own mtime is left out: it changes when a hidden entry (an editor's swap file)
+    comes or goes, and the entries that count are all listed anyway."""
     h = hashlib.md5(usedforsecurity=False)
     for path in entries(root):
         try:
@@ -32,5 +45,8 @@ def digest(root: str) -> str:
         except FileNotFoundError:  # removed while we looked: the next look sees the change
             continue
         rel = os.path.relpath(path, root)
-        h.update(f"{rel}\0{st.st_mode >> 12}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        if stat.S_ISDIR(st.st_mode):
+            h.update(f"{rel}/\n".encode())
+        else:
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()

@@ -309,3 +309,36 @@ def test_replicas_are_named_by_index_and_counted_as_one_task(tmp_path: Path) -> 
     r = jobspec_do(spec, "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "ok: 1 ran, 1 up to date, 0 failed" in r.stderr  # s, as one task
+
+
+def test_folder_inputs_follow_links_ignore_hidden_entries_and_broken_links(
+        tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "r.txt").write_text("one\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "data" / "broken").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "src" / "loop").symlink_to(tmp_path / "src")  # a cycle: followed once
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: pack, command: "echo x >> count.pack", inputs: [data]}
+        - {name: deep, command: "echo x >> count.deep", inputs: ["src/**/*.txt"]}
+        """)
+
+    def run() -> dict[str, int]:
+        r = jobspec_do(spec, cwd=tmp_path)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        return counts(tmp_path)
+
+    assert run() == {"deep": 1, "pack": 1}
+    assert run() == {"deep": 1, "pack": 1}
+    (tmp_path / "data" / ".swp").write_text("editor")  # hidden: not an input
+    assert run() == {"deep": 1, "pack": 1}
+    (tmp_path / "real" / "r.txt").write_text("two\n")  # through both links
+    assert run() == {"deep": 2, "pack": 2}
+    (tmp_path / "real" / "new.txt").write_text("new\n")  # a new match behind a link
+    assert run() == {"deep": 3, "pack": 3}
+    assert run() == {"deep": 3, "pack": 3}
