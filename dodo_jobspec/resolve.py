@@ -7,6 +7,7 @@ reports them all.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -427,8 +428,12 @@ class _Resolver:
         as it was written: `010`, `1.10`, `yes` and `12:30` would become 8, 1.1, true and
         750, and an environment variable is text."""
         duration = own.get("duration")
-        if duration is not None and parse_duration(duration) == 0:
+        seconds = parse_duration(duration) if duration is not None else None
+        if seconds == 0:
             self.err("a duration of 0 leaves the task no time to run", (*path, "duration"),
+                     "remove `duration` for no limit, or give the time it needs (e.g. 5m)")
+        elif seconds is not None and not math.isfinite(seconds):
+            self.err("a duration must be a finite time", (*path, "duration"),
                      "remove `duration` for no limit, or give the time it needs (e.g. 5m)")
         env = own.get("environment") or {}
         written = {}

@@ -7,6 +7,7 @@ the near name for a typo. All errors are collected, not only the first.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -213,11 +214,15 @@ def _describe(value: Any) -> str:
         return "nothing (an empty value)"
     if isinstance(value, str):
         return f"the string {json.dumps(value)}"
+    if isinstance(value, datetime.date):
+        return f"a date ({value.isoformat()}: YAML reads a plain 2024-01-01 as one)"
     return f"{type(value).__name__} {value!r}"
 
 
 def _type_hint(path: list[Any], inst: Any) -> str | None:
     last = path[-1] if path else None
+    if isinstance(inst, datetime.date):
+        return f"quote it to keep it as text: \"{inst.isoformat()}\""
     if last in ("depends_on", "inputs", "outputs") and isinstance(inst, str):
         return f"write a list: {last}: [{inst}]"
     if last == "with" and isinstance(inst, dict):

@@ -287,11 +287,14 @@ def test_a_zero_duration_is_refused_at_any_level(tmp_path: Path) -> None:
         tasks:
         - {name: a, command: "true", attributes: {duration: 0}}
         - {name: b, command: "true", attributes: {duration: 1ms}}
+        - {name: c, command: "true", attributes: {duration: .inf}}
         """)
     assert [(p.line, ".".join(map(str, p.path))) for p in found] == [
-        (2, "attributes.duration"), (4, "tasks.0.attributes.duration")]
-    assert all("leaves the task no time" in p.message and "remove `duration`" in (p.hint or "")
-               for p in found)
+        (2, "attributes.duration"), (4, "tasks.0.attributes.duration"),
+        (6, "tasks.2.attributes.duration")]
+    assert [p.message for p in found] == ["a duration of 0 leaves the task no time to run"] * 2 \
+        + ["a duration must be a finite time"]
+    assert all("remove `duration`" in (p.hint or "") for p in found)
 
 
 def test_environment_names_a_shell_cannot_take_are_refused(tmp_path: Path) -> None:

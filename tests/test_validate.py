@@ -434,3 +434,11 @@ def test_an_empty_list_item_is_not_called_a_key(tmp_path: Path) -> None:
     found = [p for p in found if "resources" not in (p.hint or "")]  # none given here
     assert [(p.line, p.hint) for p in found] == [
         (4, "a list item with no value (a lone `-`, or `~`); remove it or give it one")]
+
+
+def test_a_date_where_text_belongs_says_to_quote_it(tmp_path: Path) -> None:
+    found = _load_problems(tmp_path, "version: 1\ntasks:\n- name: a\n  command: [x]\n"
+                                     "  attributes:\n    environment: {D: 2024-01-01}\n")
+    found = [p for p in found if "resources" not in (p.hint or "")]  # none given here
+    assert [(p.line, p.hint) for p in found] == [(6, 'quote it to keep it as text: "2024-01-01"')]
+    assert "got a date (2024-01-01" in found[0].message
