@@ -359,7 +359,9 @@ def print_dry_run(prep: Any, noop_key: tuple[object, ...] | None = None,
     """`run --dry-run`: one line per unit that would run, with why.
 
     ``noop_key``: see ``analyse`` (the caller passes it only when `run` would use it)."""
-    verdicts = analyse(prep, noop_key, force=force)
+    # One line per unit: a replica's or a step's doit task is part of its unit, whose own
+    # verdict gives their reasons (and runs whenever one of them does).
+    verdicts = [v for v in analyse(prep, noop_key, force=force) if ":" not in v.name]
     todo = [v for v in verdicts if v.runs]
     lines = [f"would run {v.name}: " + "; ".join(v.reasons) for v in todo]
     lines.append(f"{len(todo)} of {len(verdicts)} would run; "

@@ -20,21 +20,22 @@ def _prep(spec: Path) -> Prepared:
 
 
 def _why(spec: Path) -> dict[str, str]:
-    """Each doit task that would run -> its reasons, from `run --dry-run`; and the same from
-    `plan` for each unit (its own row)."""
+    """Each doit task that would run (replicas and steps included) -> its reasons, from
+    `analyse`; `run --dry-run` and `plan` must say the same for each unit (its own row)."""
+    out = {v.name: "; ".join(v.reasons) for v in why.analyse(_prep(spec)) if v.runs}
     dry = jobspec_do(spec, "-n", cwd=spec.parent)
     plan = jobspec_do("plan", spec, cwd=spec.parent)
     assert dry.returncode == 0 and plan.returncode == 0, dry.stderr + plan.stderr
-    out = {}
-    for line in dry.stdout.splitlines()[:-1]:
-        name, _, reasons = line.removeprefix("would run ").partition(": ")
-        out[name] = reasons
+    units = {name: reasons for name, reasons in out.items() if ":" not in name}
+    said = dict(line.removeprefix("would run ").split(": ", 1)
+                for line in dry.stdout.splitlines()[:-1])
+    assert said == units, (said, units)  # one line per unit, as analyse says
     rows = plan.stdout.split("\n[")
     for row in rows[1:]:
         if row.startswith("RUN ] "):
             unit = row[len("RUN ] "):].split()[0]
-            said = row.split("\n  why: ", 1)[1].split("\n", 1)[0]
-            assert said == out[unit], (unit, said, out[unit])  # plan says what -n says
+            told = row.split("\n  why: ", 1)[1].split("\n", 1)[0]
+            assert told == out[unit], (unit, told, out[unit])  # plan says what -n says
     return out
 
 
@@ -231,3 +232,19 @@ def test_a_plan_header_lists_ten_upstream_units_and_counts_the_rest(tmp_path: Pa
     header = next(line for line in out.splitlines() if "task/gather" in line)
     assert header.endswith("(after " + ", ".join(f"task/t{i}" for i in range(10))
                            + " and 20 more)"), header
+
+
+def test_a_dry_run_names_and_counts_units_not_doits_replica_tasks(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - name: s
+          replicas: 3
+          command: 'if [ "$JOBSPEC_REPLICA" = 1 ]; then exit 4; fi'
+        - {name: other, command: "true"}
+        """)
+    assert jobspec_do(spec, "-k", cwd=tmp_path).returncode == 1
+    dry = jobspec_do(spec, "-n", cwd=tmp_path)
+    assert dry.stdout.splitlines() == [
+        "would run task/s: replica 1 failed last time (attempt 1, exit 4)",
+        "1 of 2 would run; 1 up to date"], dry.stdout
