@@ -82,12 +82,18 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
         reads = reads or has_inputs
         staged.append((node, cwd, outputs, has_inputs))
     problems: list[Problem] = []
-    # Two makers of one file would overwrite each other. Keyed by (cwd, output as written):
-    # hashing a Path costs a microsecond or two, and most specs have no inputs to look up.
-    first_maker: dict[tuple[Path, str], Unit] = {}
+    # Two makers of one file would overwrite each other. Keyed by the path as text (hashing
+    # a Path costs a microsecond or two), normalised only when it could name a file another
+    # way (./x, a/../x, a//x).
+    first_maker: dict[str, Unit] = {}
+    cwd_text: dict[Path, str] = {}
     for node, cwd, outputs, _ in staged:
+        base = cwd_text.get(cwd) or cwd_text.setdefault(cwd, str(cwd))
         for i, written in enumerate(_outputs(node) if outputs else ()):
-            first = first_maker.setdefault((cwd, written), node)
+            key = written if written.startswith("/") else f"{base}/{written}"
+            if "/." in key or "//" in key:
+                key = os.path.normpath(key)
+            first = first_maker.setdefault(key, node)
             if first is not node:
                 where = (*_parse_path(node.spec_path), *(("outputs", i) if isinstance(
                     node, Task) else ()))

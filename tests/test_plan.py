@@ -32,6 +32,25 @@ def test_two_makers_of_one_file_are_refused_with_line_and_path(tmp_path: Path) -
     assert "has one maker" in (problem.hint or "")
 
 
+def test_one_file_spelled_two_ways_is_still_one_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    spec = load_text(tmp_path, f"""
+        version: 1
+        tasks:
+        - {{name: a, command: "true", outputs: [out.txt]}}
+        - {{name: b, command: "true", outputs: [./out.txt]}}
+        - {{name: c, command: "true", outputs: [../out.txt], attributes: {{cwd: sub}}}}
+        - {{name: d, command: "true", outputs: [sub/../out.txt]}}
+        - {{name: e, command: "true", outputs: [{tmp_path}/out.txt]}}
+        - {{name: f, command: "true", outputs: [sub/out.txt]}}
+        """)
+    with pytest.raises(SpecError) as err:
+        build(spec, submits_groups=False)
+    assert [p.message for p in err.value.problems] == [
+        f"output '{o}' is also an output of task 'a'"
+        for o in ("./out.txt", "../out.txt", "sub/../out.txt", f"{tmp_path}/out.txt")]
+
+
 def test_a_missing_input_names_its_line_and_index(tmp_path: Path) -> None:
     spec = load_text(tmp_path, """
         version: 1
