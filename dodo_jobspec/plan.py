@@ -7,6 +7,7 @@ dependency of anything inside it becomes a dependency of the whole group.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import re
@@ -112,9 +113,9 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
         inputs: tuple[Path, ...] = ()
         scanned: tuple[Path, ...] = ()
         if has_inputs:
-            inputs, scanned = _inputs(node, cwd, maker, problems, spec, outputs)
-            makers = [m for path in inputs if (m := maker.get(path)) is not None
-                      and m is not node]
+            inputs, scanned, inside = _inputs(node, cwd, maker, problems, spec, outputs)
+            makers = [m for m in (*(maker.get(path) for path in inputs), *inside)
+                      if m is not None and m is not node]
             if makers:  # the same order doit keeps: shown by `plan`, kept by --no-wait
                 deps = tuple(dict.fromkeys((*deps, *makers)))
                 implied = True
@@ -198,13 +199,16 @@ def _outputs(node: Unit) -> tuple[str, ...]:
 
 
 def _inputs(node: Unit, cwd: Path, made: Mapping[Path, Unit], problems: list[Problem], spec: Spec,
-            outputs: tuple[Path, ...]) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """The unit's input paths (globs expanded; a folder stays one path, see trees.py) and
-    the folders its globs list."""
+            outputs: tuple[Path, ...]
+            ) -> tuple[tuple[Path, ...], tuple[Path, ...], list[Unit]]:
+    """The unit's input paths (globs expanded; a folder stays one path, see trees.py), the
+    folders its globs list, and the units that make files inside an input folder or files
+    a glob input will match (they must run first; an exact path's maker is found by path)."""
     tasks = [node] if isinstance(node, Task) else [
         c for c in node.walk() if isinstance(c, Task)]
     out: list[Path] = []
     scanned: list[Path] = []
+    makers: list[Unit] = []
     for task in tasks:
         for pattern in task.inputs:
             full = _resolve(cwd, pattern)
@@ -213,7 +217,14 @@ def _inputs(node: Unit, cwd: Path, made: Mapping[Path, Unit], problems: list[Pro
                 out.extend(sorted(Path(p) for p in glob.glob(str(full), recursive=True)
                                   if os.path.exists(p)))
                 scanned.extend(_scanned(full))
-            elif full.exists() or full in made:
+                if made:  # fnmatch's * also crosses '/': a maker too many, never one too few
+                    text = str(full)
+                    makers += [u for path, u in made.items() if fnmatch.fnmatch(str(path), text)]
+                continue
+            inside = [u for path, u in made.items() if full in path.parents] \
+                if made and full not in made else []
+            makers += inside
+            if full.exists() or full in made or inside:
                 out.append(full)
             else:
                 problems.append(Problem(
@@ -222,7 +233,8 @@ def _inputs(node: Unit, cwd: Path, made: Mapping[Path, Unit], problems: list[Pro
                     "create the file, fix the path, or list it under `outputs:` of the task "
                     "that makes it", str(spec.path)))
     own = set(outputs)
-    return tuple(dict.fromkeys(p for p in out if p not in own)), tuple(dict.fromkeys(scanned))
+    return (tuple(dict.fromkeys(p for p in out if p not in own)), tuple(dict.fromkeys(scanned)),
+            makers)
 
 
 def _scanned(pattern: Path) -> list[Path]:

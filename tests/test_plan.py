@@ -113,3 +113,27 @@ def test_the_maker_of_an_input_comes_first_without_depends_on(tmp_path: Path) ->
     out = jobspec_do("plan", write(tmp_path, text), cwd=tmp_path)
     assert "[RUN ] task/consumer  (after task/producer)" in out.stdout
     assert out.stdout.index("task/producer") < out.stdout.index("task/consumer")
+
+
+def test_makers_of_files_in_an_input_folder_or_matching_a_glob_come_first(
+        tmp_path: Path) -> None:
+    """Only exact paths linked a maker to its reader: a folder input whose files another
+    task makes was refused as missing, and a glob that would match them ran too early."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: b, command: "cat gen/*.csv > b.out", inputs: ["gen/*.csv"]}
+        - {name: c, command: "ls outd > c.out", inputs: [outd]}
+        - {name: d, command: "true", inputs: ["other/*.csv"]}
+        - name: a
+          command: "mkdir -p gen outd && echo 1 > gen/a.csv && echo 2 > outd/x.txt"
+          outputs: [gen/a.csv, outd/x.txt]
+        """)
+    plan = build(load_text(tmp_path, spec.read_text()), submits_groups=False)
+    deps = {pu.node.name: [d.name for d in pu.deps] for pu in plan}
+    assert deps == {"a": [], "b": ["a"], "c": ["a"], "d": []}
+    assert [pu.node.name for pu in plan].index("a") == 0
+    r = jobspec_do(spec, "-j", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "b.out").read_text() == "1\n"
+    assert (tmp_path / "c.out").read_text() == "x.txt\n"
