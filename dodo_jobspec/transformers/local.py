@@ -13,6 +13,7 @@ with an unrelated process that later got the same pid.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shlex
@@ -52,8 +53,11 @@ class LocalTransformer(Transformer):
         self._env: dict[bytes, bytes] | None = None
         self._cwd = ""
         self._lock_fd: int | None = None
-        # In every task's environment: what the watchdog looks for after a kill -9.
-        self._marker = f"{RUN_MARKER}={os.getpid()}-{secrets.token_hex(6)}"
+        # In each task's environment, RUN_MARKER=<run>:<task number>: what the watchdog looks
+        # for after a kill -9, and what a timeout or a cancel stops besides the task's group.
+        self._run = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._numbers = itertools.count()
+        self._marks: dict[str, str] = {}  # job id -> its task's marker value
 
     def check(self, spec: Spec) -> list[Problem]:
         """The base checks, plus every task that asks for more GPUs than this machine has.
@@ -121,6 +125,9 @@ class LocalTransformer(Transformer):
         env = self._base_env().copy()
         for key, value in (*unit.attributes.environment.items(), *_replica_env(ctx).items()):
             env[os.fsencode(key)] = os.fsencode(value)
+        number = next(self._numbers)
+        mark = f"{self._run}:{number}"
+        env[RUN_MARKER.encode()] = mark.encode()
         argv = self.argv(unit)
         dog = self._watchdog()  # up before the first task starts: it must outlive it
         try:
@@ -131,10 +138,11 @@ class LocalTransformer(Transformer):
                               f"{argv[0]!r}: {exc.strerror}{where}") from exc
         started = _start_time(proc.pid)
         job_id = f"{proc.pid}:{started}"
-        dog.send(proc.pid, started)  # the pid is the group id: a new session
+        dog.send(f"{proc.pid} {started} {number}")  # the pid is the group id: a new session
         with self._lock:
             self._procs[job_id] = proc
             self._durations[job_id] = unit.attributes.duration
+            self._marks[job_id] = mark
         return job_id
 
     def wait(self, job_id: str) -> JobStatus:
@@ -144,35 +152,39 @@ class LocalTransformer(Transformer):
             duration = self._durations.get(job_id)
         if proc is None:  # not our child (left by a killed run): it cannot be waited on
             return JobStatus(JobState.LOST, None, "not started by this run")
+        with self._lock:
+            mark = self._marks.get(job_id, "")
         try:
             code = proc.wait(timeout=duration)
         except subprocess.TimeoutExpired:
-            _kill_group(proc.pid, proc)
+            _kill_group(proc.pid, proc, mark)
             return JobStatus(JobState.TIMEOUT, None, f"timed out: stopped after its duration "
                              f"of {duration:g}s")
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting in the main thread
-            _kill_group(proc.pid, proc)
+            _kill_group(proc.pid, proc, mark)
             raise
         finally:
             with self._lock:
                 self._procs.pop(job_id, None)
                 self._durations.pop(job_id, None)
+                self._marks.pop(job_id, None)
+                dog = self._dog
+            if dog is not None:
+                # Ended: what it left running on purpose (a daemon) is not the watchdog's.
+                dog.send(f"end {mark.rpartition(':')[2]}")
         return _ended(code)
 
     def _base_env(self) -> dict[bytes, bytes]:
-        """This process's environment, encoded once per run rather than once per task, with
-        the run's marker (see _Watchdog)."""
+        """This process's environment, encoded once per run rather than once per task."""
         with self._lock:
             if self._env is None:
                 self._env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
-                name, _, value = self._marker.partition("=")
-                self._env[name.encode()] = value.encode()
             return self._env
 
     def _watchdog(self) -> _Watchdog:
         with self._lock:
             if self._dog is None:
-                self._dog = _Watchdog(self._marker, self._lock_fd)
+                self._dog = _Watchdog(f"{RUN_MARKER}={self._run}:", self._lock_fd)
             return self._dog
 
     def hold_lock(self, fd: int) -> None:
@@ -208,8 +220,9 @@ class LocalTransformer(Transformer):
         for job_id in job_ids:
             with self._lock:
                 proc = self._procs.get(job_id)
+                mark = self._marks.get(job_id, "")
             if proc is not None:
-                _kill_group(proc.pid, proc)
+                _kill_group(proc.pid, proc, mark)
             elif process_alive(job_id):
                 _kill_group(int(job_id.split(":")[0]), None)
 
@@ -221,25 +234,29 @@ class LocalTransformer(Transformer):
 # its environment: a task started just before a kill -9 had no time to be registered.
 _WATCHDOG = """
 import os, signal, sys
-marker, tasks, done = sys.argv[1].encode(), {}, False
+prefix, tasks, ended, done = sys.argv[1].encode(), {}, set(), False
 for line in sys.stdin.buffer:
-    if line == b"done\\n":
+    words = line.split()
+    if words == [b"done"]:
         done = True
         break
-    pgid, _, started = line.strip().partition(b" ")
-    tasks[pgid] = started
-for pgid, started in tasks.items():
+    if len(words) == 2 and words[0] == b"end":
+        ended.add(words[1])
+    elif len(words) == 3:
+        tasks[words[2]] = words[:2]
+for number, (pgid, started) in tasks.items():
     try:
         with open(b"/proc/" + pgid + b"/stat", "rb") as fh:
-            if fh.read().rsplit(b")", 1)[1].split()[19] == started:
+            if number not in ended and fh.read().rsplit(b")", 1)[1].split()[19] == started:
                 os.killpg(int(pgid), signal.SIGKILL)
     except (OSError, IndexError, ValueError):
         pass
 for name in () if done else os.listdir("/proc"):
     try:
         with open("/proc/" + name + "/environ", "rb") as fh:
-            if marker in fh.read().split(b"\\0"):
-                os.killpg(os.getpgid(int(name)), signal.SIGKILL)
+            for var in fh.read().split(b"\\0"):
+                if var.startswith(prefix) and var[len(prefix):] not in ended:
+                    os.killpg(os.getpgid(int(name)), signal.SIGKILL)
     except (OSError, ValueError):
         pass
 """
@@ -251,23 +268,27 @@ class _Watchdog:
     A task that outlived a killed run would finish unrecorded and run again on --resume. A
     parent-death signal set in each child (preexec_fn) would do it too, but preexec_fn forces a
     full fork() of this process: 4 ms per task instead of 0.7 ms. One watchdog per run, fed
-    through a pipe only this process holds, costs one small write per task; a task started
-    but not yet registered when the kill came is found by ``marker`` in its environment.
+    through a pipe only this process holds, costs two small writes per task (its start, its
+    end). A task started but not yet registered when the kill came is found by its marker in
+    its environment; what an ended task left running on purpose is left alone.
     It holds the state directory's lock (``lock_fd``) until it has done its work, so that a
     run started right after the kill cannot start a task while the old copy still runs.
     """
 
-    def __init__(self, marker: str, lock_fd: int | None) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, marker],
+    def __init__(self, prefix: str, lock_fd: int | None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, prefix],
                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True,
                                      pass_fds=() if lock_fd is None else (lock_fd,))
         self.lock = threading.Lock()
 
-    def send(self, pgid: int, started: str) -> None:
+    def send(self, line: str) -> None:
+        """``PGID STARTTIME NUMBER`` when a task starts, ``end NUMBER`` when it ends."""
         assert self.proc.stdin is not None
-        with self.lock:  # one write() per line: lines from two threads never interleave
-            os.write(self.proc.stdin.fileno(), f"{pgid} {started}\n".encode())
+        with self.lock, contextlib.suppress(OSError):  # one write() per line: never mixed
+            if self.proc.stdin.closed:
+                return
+            os.write(self.proc.stdin.fileno(), f"{line}\n".encode())
 
     def close(self, done: bool) -> None:
         """The run is over: ``done`` when none of its tasks can still be running (else the
@@ -451,6 +472,21 @@ def machine_gpus() -> int:
     return count
 
 
+def _kill_marked(mark: str) -> None:
+    """SIGKILL the process group of every process whose environment has this task's marker:
+    what is left of a stopped task after its own group (the grace time was its chance)."""
+    want = f"{RUN_MARKER}={mark}".encode()
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                if want in fh.read().split(b"\0"):
+                    os.killpg(os.getpgid(int(name)), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
 def process_alive(job_id: str) -> bool:
     """Whether the process of a local job id (``pid:starttime``) still exists, zombie or not
     (a reused pid has another start time)."""
@@ -462,11 +498,15 @@ def process_alive(job_id: str) -> bool:
     return _start_time(pid) == started and started != "0"
 
 
-def _kill_group(pid: int, proc: subprocess.Popen[bytes] | _Spawned | None) -> None:
-    """SIGTERM the process group, then SIGKILL it if it is still there after the grace time."""
+def _kill_group(pid: int, proc: subprocess.Popen[bytes] | _Spawned | None,
+                mark: str = "") -> None:
+    """SIGTERM the process group, then SIGKILL it if it is still there after the grace time;
+    with ``mark``, then every process still carrying it (one that left the group: setsid)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
+        if mark:
+            _kill_marked(mark)
         return
     deadline = time.monotonic() + KILL_GRACE
     while time.monotonic() < deadline:
@@ -477,5 +517,7 @@ def _kill_group(pid: int, proc: subprocess.Popen[bytes] | _Spawned | None) -> No
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    if mark:
+        _kill_marked(mark)
     if proc is not None:
         proc.wait()

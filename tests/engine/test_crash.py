@@ -3,6 +3,7 @@ and one run at a time holds a state directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -380,3 +381,68 @@ def test_an_empty_job_record_is_reported_then_repaired(tmp_path: Path, how: str)
     assert json.loads(record.read_text())["state"] == "completed"
     final = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)
     assert final["complete"]
+
+
+def _alive(pid_file: Path) -> bool:
+    """Whether the process whose pid ``pid_file`` holds still runs (a zombie does not)."""
+    stat = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+    try:
+        return stat.read_text().rsplit(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def test_after_kill_9_a_finished_tasks_daemon_lives_and_running_tasks_die(
+        tmp_path: Path) -> None:
+    """The watchdog stops what the killed run had in flight, including what escaped its
+    group (setsid), and leaves alone what a task that ended started on purpose."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("""version: 1
+tasks:
+- name: starter
+  command: "setsid sh -c 'echo $$ > daemon.pid; exec sleep 300' </dev/null >/dev/null 2>&1 &"
+- name: slow
+  depends_on: [starter]
+  command: "setsid sh -c 'echo $$ > escaped.pid; exec sleep 300' & echo $$ > slow.pid; sleep 300"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for name in ("daemon.pid", "slow.pid", "escaped.pid"):
+            _wait_for(tmp_path / name)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _alive(tmp_path / "slow.pid") or _alive(tmp_path / "escaped.pid"):
+            assert time.monotonic() < deadline, "the killed run's tasks still run"
+            time.sleep(0.05)
+        assert _alive(tmp_path / "daemon.pid")  # started on purpose by a task that ended
+    finally:
+        for name in ("daemon.pid", "slow.pid", "escaped.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int((tmp_path / name).read_text()), signal.SIGKILL)
+
+
+def test_a_timeout_also_stops_what_its_task_started_in_another_session(
+        tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("""version: 1
+tasks:
+- name: t
+  command: "setsid sh -c 'echo $$ > escaped.pid; exec sleep 300' & sleep 300"
+  attributes: {duration: 1}
+""")
+    try:
+        r = jobspec_do(spec, cwd=tmp_path, timeout=60)
+        assert r.returncode == 1 and "timed out" in r.stderr, r.stderr
+        assert not _alive(tmp_path / "escaped.pid")
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((tmp_path / "escaped.pid").read_text()), signal.SIGKILL)
