@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec.cli import main
-from tests.helpers import REFERENCE, jobspec_do, write
+from tests.helpers import REFERENCE, counts, jobspec_do, write
 from tests.services import SlurmCluster
 
 GOOD = """
@@ -378,3 +378,28 @@ def test_sigterm_while_a_spec_loads_exits_130_without_a_traceback(tmp_path: Path
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         assert (proc.returncode, err) == (130, "jobspec-do: interrupted\n"), (signum, err)
+
+
+def test_cron_locally_does_not_rerun_a_failed_task_every_tick(tmp_path: Path) -> None:
+    """As on a scheduler: a failed task waits for an edit or --resume, and the ticks that
+    find it still failed say nothing (cron mails what is printed) but exit 1."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: bad, command: "echo x >> count.bad; exit 3"}
+        - {name: good, command: "echo x >> count.good"}
+        """)
+    first = jobspec_do("--cron", spec, cwd=tmp_path)
+    assert first.returncode == 1 and "bad: exit 3" in first.stderr
+    for _ in range(2):
+        tick = jobspec_do("--cron", spec, cwd=tmp_path)
+        assert (tick.returncode, tick.stdout, tick.stderr) == (1, "", "")
+    assert counts(tmp_path) == {"bad": 1, "good": 1}
+    resumed = jobspec_do("--cron", "--resume", spec, cwd=tmp_path)
+    assert resumed.returncode == 1 and "bad: exit 3" in resumed.stderr
+    spec.write_text(spec.read_text().replace("exit 3", "exit 0"))  # fixed
+    fixed = jobspec_do("--cron", spec, cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert counts(tmp_path) == {"bad": 3, "good": 1}
+    plain = jobspec_do(spec, cwd=tmp_path)  # without --cron a failed task is retried as ever
+    assert plain.returncode == 0

@@ -14,6 +14,7 @@ import time
 from typing import Any, NamedTuple, TextIO
 
 from ..state import StateDir
+from ..tasks.unit import STILL_FAILING
 
 TAIL_LINES = 8
 
@@ -36,6 +37,7 @@ class Console:
         self.failures: list[str] = []
         self._line_shown = False
         self._started: dict[str, float] = {}  # unit name -> when its process started
+        self.known = 0  # failures found still failing, not run again (see STILL_FAILING)
 
     # -- events ---------------------------------------------------------------------------
     def emit(self, event: str, name: str, detail: str = "") -> None:
@@ -78,6 +80,15 @@ class Console:
                 replica: int | None = None) -> None:
         """Report a failed unit (or one ``replica`` of it) with the tail of its stderr and
         where its logs are."""
+        if message.startswith(STILL_FAILING):
+            # Reported when it failed; a cron tick that only finds it still failed is quiet
+            # (-q): the exit code says so, and cron mails only what is printed.
+            with self.lock:
+                self.failed += 1
+                self.failures.append(node_name)
+                self.known += 1
+            if self.quiet:
+                return
         lines = [message]
         if unit_state is not None:
             if replica is None:
@@ -110,7 +121,8 @@ class Console:
         if self.failures:
             text += " (failed: " + ", ".join(self.failures[:10]) + ")"
         with self.lock:
-            if self.quiet and rc_ok and not self.done and not interrupted:
+            news = not rc_ok and self.failed > self.known  # a failure not known before
+            if self.quiet and not self.done and not interrupted and not news:
                 self._clear()
                 return  # cron-friendly: nothing to say when nothing happened
             self._print(text, final=True)

@@ -192,7 +192,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     gate = None if transformer.polled else SlotGate(jobs)
     steps = StepRunner(state, req.stage, console.emit)
     runner = UnitRunner(prep.spec, state, transformer,
-                        RunOptions(req.resume, frozenset(req.force), req.no_wait),
+                        RunOptions(req.resume, frozenset(req.force), req.no_wait,
+                                   retry_failed=req.resume or not req.cron),
                         console.emit, inflight, poller.wait, gate, os.cpu_count() or 1,
                         steps.files)
     dicts = task_dicts(prep.plan, runner, steps, state,

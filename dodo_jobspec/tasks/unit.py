@@ -37,6 +37,7 @@ from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, U
 from .gate import SlotGate
 
 EventSink = Callable[[str, str, str], None]  # (event, unit name, detail)
+STILL_FAILING = "failed last time"  # how a failed task that was not run again is reported
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class RunOptions:
     resume: bool = False
     force: frozenset[str] = frozenset()
     no_wait: bool = False
+    # --cron: a task that failed is not run again on every tick, only once it is edited (or
+    # its inputs change) or --resume asks for it.
+    retry_failed: bool = True
 
 
 @dataclass
@@ -113,6 +117,11 @@ class UnitRunner:
             self.emit("adopted", pu.node.name, f"attempt {record.attempt} already completed")
             self._done(pu, st, record, replica)
             return Outcome(True, "already completed")
+        if not self.options.retry_failed and record.state in ("failed", "timeout") \
+                and record.signature == sig and pu.node.name not in self.options.force:
+            return Outcome(False, f"{STILL_FAILING} (attempt {record.attempt}"
+                           + (f", exit {record.exit_code}" if record.exit_code else "")
+                           + "): not run again until it is edited, or with --resume")
         attach = self._attachable(pu, st, record, sig)
         if isinstance(attach, Outcome):
             return attach
