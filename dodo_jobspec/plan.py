@@ -69,28 +69,27 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
         deps_of = _local_deps
     # This runs for every unit of a large spec (`plan` and every run): one Path per output,
     # made as cwd / output (parsing only the output), and one PlannedUnit per unit.
-    cwds: dict[str | None, Path] = {}
+    cwds: dict[str | None, tuple[Path, str]] = {}
     staged = []
-    reads = False
-    for node in units:
-        cwd = cwds.get(node.attributes.cwd)
-        if cwd is None:
-            cwd = cwds[node.attributes.cwd] = _cwd(node, spec_dir)
-        # A locally-run group is only the sum of its children: their outputs are theirs.
-        owns = submits_groups or isinstance(node, Task)
-        outputs = tuple([cwd / o for o in _outputs(node)]) if owns else ()
-        has_inputs = _has_inputs(node)
-        reads = reads or has_inputs
-        staged.append((node, cwd, outputs, has_inputs))
-    problems: list[Problem] = []
     # Two makers of one file would overwrite each other. Keyed by the path as text (hashing
     # a Path costs a microsecond or two), normalised only when it could name a file another
     # way (./x, a/../x, a//x).
     first_maker: dict[str, Unit] = {}
-    cwd_text: dict[Path, str] = {}
-    for node, cwd, outputs, _ in staged:
-        base = cwd_text.get(cwd) or cwd_text.setdefault(cwd, str(cwd))
-        for i, written in enumerate(_outputs(node) if outputs else ()):
+    problems: list[Problem] = []
+    reads = False
+    for node in units:
+        known = cwds.get(node.attributes.cwd)
+        if known is None:
+            path = _cwd(node, spec_dir)
+            known = cwds[node.attributes.cwd] = (path, str(path))
+        cwd, base = known
+        # A locally-run group is only the sum of its children: their outputs are theirs.
+        written_all = _outputs(node) if submits_groups or isinstance(node, Task) else ()
+        outputs = tuple([cwd / o for o in written_all])
+        has_inputs = _has_inputs(node)
+        reads = reads or has_inputs
+        staged.append((node, cwd, outputs, has_inputs))
+        for i, written in enumerate(written_all):
             key = written if written.startswith("/") else f"{base}/{written}"
             if "/." in key or "//" in key:
                 key = os.path.normpath(key)

@@ -66,9 +66,17 @@ class LocalTransformer(Transformer):
         not there cannot be."""
         problems = super().check(spec)
         gpus = machine_gpus()
+        over: dict[int, bool] = {}  # most tasks share one request: count its GPUs once
         for node in spec.nodes.values():
+            if not isinstance(node, Task):
+                continue
             req, _ = self.choose(node)
-            if isinstance(node, Task) and req is not None and req.counts.gpus > gpus:
+            if req is None:
+                continue
+            short = over.get(id(req))
+            if short is None:
+                short = over[id(req)] = req.counts.gpus > gpus
+            if short:
                 problems.append(Problem(
                     f"task '{node.name}' asks for {req.label}, which cannot run here: this "
                     f"machine has {gpus} GPU(s)", (node.spec_path,),
@@ -79,8 +87,11 @@ class LocalTransformer(Transformer):
 
     def choose(self, node: Unit) -> tuple[ResourceRequest | None, str]:
         """The first alternative this machine's GPUs allow, else the first."""
+        alts = node.resources
+        if len(alts) == 1 and self.options.resources_choice is None:
+            return alts[0], "as requested"  # the common case, asked twice per unit by `plan`
         req, why = super().choose(node)
-        if len(node.resources) < 2 or self.options.resources_choice is not None:
+        if len(alts) < 2 or self.options.resources_choice is not None:
             return req, why
         gpus = machine_gpus()
         for i, alt in enumerate(node.resources):
