@@ -142,6 +142,7 @@ class _Resolver:
     # -- the whole document ---------------------------------------------------------------
     def run(self) -> Spec | None:
         for name, body in (self.data.get("resources") or {}).items():
+            body = self._resource_as_written(body, ("resources", name))
             self.named[str(name)] = request(str(name), parse_resource(body))
         for name, body in (self.data.get("requires") or {}).items():
             if isinstance(body, list):
@@ -388,6 +389,7 @@ class _Resolver:
         if value is None:
             return ()
         if isinstance(value, dict):
+            value = self._resource_as_written(value, path)
             return (request(None, parse_resource(value)),)
         out = []
         for alt in (a.strip() for a in str(value).split("|")):
@@ -436,17 +438,33 @@ class _Resolver:
             self.err("a duration must be a finite time", (*path, "duration"),
                      "remove `duration` for no limit, or give the time it needs (e.g. 5m)")
         env = own.get("environment") or {}
-        written = {}
-        for name, value in env.items():
+        for name in env:
             if not _ENV_NAME.match(str(name)):
                 self.err(f"'{name}' is not an environment variable name",
                          (*path, "environment", name), "a name is letters, digits and _, "
                          "and does not start with a digit", at_key=True)
+        return self._env_as_written(own, path)
+
+    def _env_as_written(self, attrs: dict[str, Any], path: tuple[str | int, ...]
+                        ) -> dict[str, Any]:
+        """``attrs`` with each environment value YAML read as a number or a boolean taken as
+        written in the spec (at ``path``, the attributes' own)."""
+        env = attrs.get("environment") or {}
+        written = {}
+        for name, value in env.items():
             if not isinstance(value, str):
                 text = scalar_text(self.doc.text, (*path, "environment", name))
                 if text is not None:
                     written[name] = text
-        return {**own, "environment": {**env, **written}} if written else own
+        return {**attrs, "environment": {**env, **written}} if written else attrs
+
+    def _resource_as_written(self, body: Any, path: tuple[str | int, ...]) -> Any:
+        """A resource's body with its attributes' environment as written (see above)."""
+        if isinstance(body, dict) and isinstance(body.get("attributes"), dict) \
+                and body["attributes"].get("environment"):
+            return {**body, "attributes": self._env_as_written(body["attributes"],
+                                                               (*path, "attributes"))}
+        return body
 
     def _requires(self, inherited: Requires, data: dict[str, Any], path: tuple[str | int, ...]
                   ) -> Requires:

@@ -318,13 +318,21 @@ def test_environment_values_keep_the_text_they_were_written_with(tmp_path: Path)
         version: 1
         attributes:
           environment: {TOP: 1.10}
+        resources:
+          r: {type: core, count: 1, attributes: {environment: {RES: 2.50}}}
         tasks:
         - name: a
           command: "true"
           attributes:
             environment: {O: 010, F: 1.50, B: yes, S: 12:30, Q: "12:30", N: 7, E: 1e3}
+        - {name: b, command: "true", resources: r}
+        - name: c
+          command: "true"
+          resources: {type: core, count: 1, attributes: {environment: {INLINE: 3.0}}}
         """)
     task = spec.nodes["task/a"]
     assert dict(task.attributes.environment) == {
         "TOP": "1.10", "O": "010", "F": "1.50", "B": "yes", "S": "12:30", "Q": "12:30",
         "N": "7", "E": "1e3"}
+    assert spec.nodes["task/b"].attributes.environment["RES"] == "2.50"
+    assert spec.nodes["task/c"].attributes.environment["INLINE"] == "3.0"
