@@ -141,7 +141,7 @@ def _request(args: argparse.Namespace) -> Any:
         verbose=getattr(args, "verbose", False),
         wait_lock=getattr(args, "wait_lock", False),
         no_wait=getattr(args, "no_wait", False) or getattr(args, "cron", False),
-        cron=getattr(args, "cron", False),
+        cron=getattr(args, "cron", False), no_wait_asked=getattr(args, "no_wait", False),
         resources_choice=getattr(args, "resources_choice", None),
         stage=StageConfig(getattr(args, "stager", None) or cfg.stager or "shared",
                           nodes or cfg.nodes, dict(cfg.ssh)))

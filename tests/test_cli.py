@@ -324,9 +324,11 @@ def test_nonsense_numbers_are_usage_errors(tmp_path: Path, capsys: pytest.Captur
     assert not (tmp_path / "ran.txt").exists()
 
 
-def test_no_wait_on_the_local_transformer_is_refused_naming_the_flag(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [["--no-wait"], ["--cron", "--no-wait"]])
+def test_no_wait_on_the_local_transformer_is_refused_naming_the_flag(
+        tmp_path: Path, flags: list[str]) -> None:
     write(tmp_path, RUNS)
-    r = jobspec_do("--no-wait", "spec.yaml", cwd=tmp_path)
+    r = jobspec_do(*flags, "spec.yaml", cwd=tmp_path)
     assert (r.returncode, r.stdout) == (2, ""), r
     assert r.stderr == ("jobspec-do: error: --no-wait needs a scheduler: the local transformer "
                         "runs tasks as children of jobspec-do (use -t slurm or -t flux)\n")

@@ -59,6 +59,7 @@ class RunRequest:
     wait_lock: bool = False
     no_wait: bool = False
     cron: bool = False  # --no-wait with cron manners: quiet, a held lock is a quiet success
+    no_wait_asked: bool = False  # --no-wait itself was given (not only implied by --cron)
     resources_choice: int | None = None
     stage: StageConfig = field(default_factory=StageConfig)
     live: bool | None = None  # None: a live display when stderr is a terminal
@@ -128,7 +129,7 @@ def extra_config(state: StateDir, reporter: Any) -> dict[str, Any]:
 def run(req: RunRequest) -> int:
     """Run the spec; the exit code follows the README's table."""
     prep = prepare(req)
-    if req.cron and not prep.transformer.polled:
+    if req.cron and not prep.transformer.polled and not req.no_wait_asked:
         # No queue to leave the work in: the spec runs through, with cron manners (quiet; the
         # lock keeps a slow run and the next tick apart).
         req = replace(req, no_wait=False)
