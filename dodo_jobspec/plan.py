@@ -132,20 +132,22 @@ def _dependencies_first(units: list[PlannedUnit]) -> list[PlannedUnit]:
     index = {pu.node.key: i for i, pu in enumerate(units)}
     placed: set[str] = set()
     out: list[PlannedUnit] = []
-
-    def place(pu: PlannedUnit, visiting: set[str]) -> None:
-        key = pu.node.key
-        if key in placed or key in visiting:
-            return
-        visiting.add(key)
-        for dep in pu.deps:
-            if dep.key in index:
-                place(units[index[dep.key]], visiting)
-        placed.add(key)
-        out.append(pu)
-
-    for pu in units:
-        place(pu, set())
+    for start in units:
+        # Depth-first without recursion: a chain 10,000 deep linked only by files must plan.
+        stack = [(start, iter(start.deps))]
+        visiting = {start.node.key}
+        while stack:
+            pu, deps = stack[-1]
+            dep = next((d for d in deps if d.key in index and d.key not in placed
+                        and d.key not in visiting), None)
+            if dep is not None:
+                visiting.add(dep.key)
+                stack.append((units[index[dep.key]], iter(units[index[dep.key]].deps)))
+                continue
+            stack.pop()
+            if pu.node.key not in placed:
+                placed.add(pu.node.key)
+                out.append(pu)
     return out
 
 

@@ -137,3 +137,16 @@ def test_makers_of_files_in_an_input_folder_or_matching_a_glob_come_first(
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "b.out").read_text() == "1\n"
     assert (tmp_path / "c.out").read_text() == "x.txt\n"
+
+
+def test_a_chain_linked_only_by_files_plans_at_any_depth(tmp_path: Path) -> None:
+    """Listed last-first, each task reading the file of the one before: the plan puts them
+    in order without recursion (3,000 deep is past Python's limit of 1,000)."""
+    n = 3000
+    lines = ["version: 1", "tasks:"]
+    for i in reversed(range(n)):
+        reads = f", inputs: [f{i - 1}.txt]" if i else ""
+        lines.append(f"- {{name: t{i}, command: 'true', outputs: [f{i}.txt]{reads}}}")
+    spec = write(tmp_path, "\n".join(lines) + "\n")
+    plan = build(load_text(tmp_path, spec.read_text()), submits_groups=False)
+    assert [pu.node.name for pu in plan] == [f"t{i}" for i in range(n)]

@@ -80,15 +80,15 @@ class Console:
                 replica: int | None = None) -> None:
         """Report a failed unit (or one ``replica`` of it) with the tail of its stderr and
         where its logs are."""
-        if message.startswith(STILL_FAILING):
+        known = message.startswith(STILL_FAILING)
+        with self.lock:
+            self.failed += 1
+            self.failures.append(node_name)
+            self.known += known
+        if known and self.quiet:
             # Reported when it failed; a cron tick that only finds it still failed is quiet
             # (-q): the exit code says so, and cron mails only what is printed.
-            with self.lock:
-                self.failed += 1
-                self.failures.append(node_name)
-                self.known += 1
-            if self.quiet:
-                return
+            return
         lines = [message]
         if unit_state is not None:
             if replica is None:
@@ -103,9 +103,6 @@ class Console:
                 tail = err.read_text(errors="replace").splitlines()[-TAIL_LINES:]
                 lines += ["  | " + t for t in tail]
                 lines.append(f"  log: {err} (and {unit_state.stdout(attempt, replica).name})")
-        with self.lock:
-            self.failed += 1
-            self.failures.append(node_name)
         self.emit("failed", node_name, "\n".join(lines))
 
     def summary(self, rc_ok: bool, interrupted: bool = False) -> None:

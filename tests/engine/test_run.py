@@ -148,3 +148,18 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_failure_found_still_failing_is_counted_once_quiet_or_not() -> None:
+    import io
+
+    from dodo_jobspec.engine.console import Console
+    from dodo_jobspec.tasks.unit import STILL_FAILING
+
+    for quiet in (False, True):
+        out = io.StringIO()
+        console = Console(None, 2, quiet=quiet, stream=out, live=False)  # type: ignore[arg-type]
+        console.failure("bad", f"{STILL_FAILING} (attempt 1, exit 3): ...", None)
+        console.failure("worse", "exit 4", None)
+        assert (console.failed, console.failures, console.known) == (2, ["bad", "worse"], 1)
+        assert ("bad" in out.getvalue()) is not quiet  # said again only when not quiet
