@@ -76,7 +76,7 @@ def dump():
                    "switches": me.ru_nvcsw + me.ru_nivcsw}, fh)
 atexit.register(dump)
 
-from dodo_jobspec import cli
+from dodo_jobspec.cli import app as cli
 sys.argv = ["jobspec-do", "run", "-q", "-j", "2", sys.argv[4]]
 cli.console()
 """

@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dodo_jobspec.model import Spec, Unit  # noqa: E402
-from dodo_jobspec.resolve import load  # noqa: E402
+from dodo_jobspec.spec.model import Spec, Unit  # noqa: E402
+from dodo_jobspec.spec.resolve import load  # noqa: E402
 from dodo_jobspec.transformers.base import TransformerOptions, UnitContext  # noqa: E402
 from dodo_jobspec.transformers.slurm import SlurmTransformer  # noqa: E402
 

@@ -10,9 +10,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: The "format" of every --json output (status, plan, errors): fields are only ever added
+#: within one format.
+JSON_FORMAT = 1
+
 __all__ = ["Group", "JobspecError", "Problem", "Spec", "SpecError", "Task", "__version__", "load"]
 
-_WHERE = {"load": ".resolve", "Spec": ".model", "Task": ".model", "Group": ".model",
+_WHERE = {"load": ".spec.resolve", "Spec": ".spec.model", "Task": ".spec.model",
+          "Group": ".spec.model",
           "JobspecError": ".errors", "Problem": ".errors", "SpecError": ".errors"}
 
 

@@ -58,7 +58,7 @@ def load(spec: Path, explicit: Path | None = None) -> Config:
     path = find(spec, explicit)
     if path is None:
         return Config()
-    from .source import read_document
+    from .spec.source import read_document
 
     doc = read_document(path)
     data = doc.data
@@ -100,3 +100,8 @@ def load(spec: Path, explicit: Path | None = None) -> Config:
                   state_dir=(base / os.path.expanduser(state)) if state else None,
                   jobs=data.get("jobs"), stager=data.get("stager"),
                   nodes=tuple(str(n) for n in nodes), ssh=ssh, callback=data.get("callback"))
+
+
+def transformer_name(given: str | None, configured: str | None = None) -> str:
+    """-t, else the config file's, else $JOBSPEC_DO_TRANSFORMER, else local."""
+    return given or configured or os.environ.get("JOBSPEC_DO_TRANSFORMER") or "local"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import trees
 from .errors import Problem, SpecError
-from .model import Group, Spec, Task, Unit
-from .source import locate, paused_gc
+from .spec.model import Group, Spec, Task, Unit
+from .spec.source import locate, paused_gc
 
 _GLOB_CHARS = frozenset("*?[")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

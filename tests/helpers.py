@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dodo_jobspec import SpecError, load
 from dodo_jobspec.errors import Problem
-from dodo_jobspec.model import Resource, Spec
+from dodo_jobspec.spec.model import Resource, Spec
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 ONE_CORE = Resource("core", 1)

@@ -24,6 +24,7 @@ so do not run these fixtures from parallel pytest processes (e.g. pytest-xdist).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -55,6 +56,8 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SLURM_SCRIPT = REPO_ROOT / "scripts" / "slurm-cluster.sh"
 SSH_SCRIPT = REPO_ROOT / "scripts" / "ssh-nodes.sh"
+#: Held (flock) while a session's Slurm cluster runs: one cluster per machine.
+SLURM_TURN_LOCK = "/tmp/jsd-slurm.turn.lock"
 
 #: Generous: on a fresh machine ``start`` includes ``apt-get update`` and an install.
 SCRIPT_START_TIMEOUT = 900.0
@@ -272,12 +275,17 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     Sets ``os.environ["SLURM_CONF"]`` for the session (restored afterwards).
     """
     _preflight(SLURM_SCRIPT)
+    # Ports 6817/6818 are fixed: pytest processes of other checkouts on this machine take
+    # turns instead of failing on a cluster that another one started.
+    turn = open(SLURM_TURN_LOCK, "w")  # noqa: SIM115 - held for the whole session
+    fcntl.flock(turn, fcntl.LOCK_EX)
     cluster_dir = Path(tempfile.mkdtemp(prefix="jsd-slurm-", dir="/tmp"))
     started = _run_script([SLURM_SCRIPT, "start", cluster_dir], SCRIPT_START_TIMEOUT)
     if started.returncode != 0:
         stopped = _run_script([SLURM_SCRIPT, "stop", cluster_dir], SCRIPT_STOP_TIMEOUT)
         if stopped.returncode == 0:
             shutil.rmtree(cluster_dir, ignore_errors=True)
+        turn.close()
         need_service(
             f"could not start the Slurm test cluster (scripts/slurm-cluster.sh start"
             f" {cluster_dir}, exit {started.returncode}):\n{_tail(started.stdout)}"
@@ -295,12 +303,14 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             os.environ["SLURM_CONF"] = old_conf
         stopped = _run_script([SLURM_SCRIPT, "stop", cluster_dir], SCRIPT_STOP_TIMEOUT)
         if stopped.returncode != 0:
+            turn.close()
             pytest.fail(
                 f"could not stop the Slurm test cluster in {cluster_dir} (kept for"
                 f" inspection; exit {stopped.returncode}):\n{_tail(stopped.stdout)}",
                 pytrace=False,
             )
         shutil.rmtree(cluster_dir, ignore_errors=True)
+        turn.close()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from doit.tools import config_changed
 
 from ..errors import EXIT_FAILED, EXIT_OK, PluginError
 from ..plan import PlannedUnit
-from ..state import JobRecord, write_record
+from ..records.state import JobRecord, write_record
 from ..tasks.steps import StepRunner
 from ..tasks.unit import Outcome, RunOptions, UnitRunner
 from ..transformers.base import JobState, JobStatus
@@ -187,7 +187,7 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
 def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why: str = ""
             ) -> str | None:
     """Record the intent, submit (after ``after`` job ids), record the id."""
-    from ..resolve import definition
+    from ..spec.resolve import definition
     from ..tasks.unit import _token
 
     old = st.read_job()

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, NamedTuple, TextIO
 
-from ..state import StateDir
+from ..records.state import StateDir
 from ..tasks.unit import STILL_FAILING
 
 TAIL_LINES = 8
@@ -94,7 +94,7 @@ class Console:
             if replica is None:
                 attempt = unit_state.last_attempt()
             else:  # replicas count their own attempts
-                from ..state import read_record
+                from ..records.state import read_record
 
                 attempt = read_record(f"{unit_state.dir_str}/job.{replica}.json",
                                       lenient=True).attempt

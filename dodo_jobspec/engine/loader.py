@@ -22,9 +22,9 @@ from doit.exceptions import TaskError, TaskFailed
 from doit.task import dict_to_task
 from doit.tools import config_changed
 
-from ..model import Task
 from ..plan import PlannedUnit, replica_task, step_task
-from ..state import StateDir
+from ..records.state import StateDir
+from ..spec.model import Task
 from ..tasks.steps import StepRunner
 from ..tasks.unit import Outcome, UnitRunner
 

@@ -27,10 +27,10 @@ from ..errors import (
     SpecError,
     UnsatisfiableError,
 )
-from ..model import Spec
 from ..plan import PlannedUnit, build, with_lines
-from ..resolve import load
-from ..state import StateDir, default_state_dir, locked
+from ..records.state import StateDir, default_state_dir, locked
+from ..spec.model import Spec
+from ..spec.resolve import load
 from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
 
@@ -137,7 +137,7 @@ def run(req: RunRequest) -> int:
         from .why import print_dry_run
 
         return print_dry_run(prep)
-    from .. import callbacks
+    from ..records import callbacks
     from .console import Console
 
     try:

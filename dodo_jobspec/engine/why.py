@@ -25,9 +25,9 @@ from typing import Any
 
 from .. import noop
 from ..errors import EXIT_OK
-from ..model import Task
 from ..plan import replica_task, step_task
-from ..state import read_record
+from ..records.state import read_record
+from ..spec.model import Task
 from ..transformers.base import UnitContext
 
 

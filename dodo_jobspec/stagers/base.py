@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from ..errors import EXIT_FAILED, JobspecError
+from ..paths import check_inside as check_inside  # re-exported for plugins
 
 #: ``progress(node, path, bytes_done, bytes_total)``, called during large transfers.
 ProgressCallback = Callable[[str, str, int, int], None]
@@ -176,27 +177,6 @@ class Stager(ABC):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["settings"])  # type: ignore[misc]
-
-
-def check_inside(root: Path, path: str) -> Path:
-    """Return ``root / path`` resolved, or raise StagingError if it escapes ``root``.
-
-    Both ``..`` components and symlinks (anywhere along the path) are followed before the
-    comparison, so neither can lead outside ``root``.
-    """
-    base = root.resolve()
-    target = (base / path).resolve()
-    if target == base or target.is_relative_to(base):
-        return target
-    lexical = Path(posixpath.normpath((base / path).as_posix()))
-    if Path(path).is_absolute():
-        why = "it is an absolute path"
-    elif not (lexical == base or lexical.is_relative_to(base)):
-        why = "its `..` components lead outside"
-    else:
-        why = f"a symlink leads outside (it resolves to {target})"
-    raise StagingError(f"'{path}' escapes the staging directory {base}: {why}; "
-                       "use a relative path inside it")
 
 
 def walk(source: Path) -> Iterator[tuple[Path, str, bool]]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model import Task
 from ..plan import PlannedUnit
-from ..state import StateDir, atomic_write
+from ..records.state import StateDir, atomic_write
+from ..spec.model import Task
 from .unit import EventSink, Outcome
 
 

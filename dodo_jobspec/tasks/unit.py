@@ -29,10 +29,10 @@ from pathlib import Path
 
 from .. import trees
 from ..errors import PluginError
-from ..model import Group, Spec, Task, Unit
 from ..plan import PlannedUnit
-from ..resolve import definition
-from ..state import JobRecord, StateDir, UnitState, atomic_write, read_record, write_record
+from ..records.state import JobRecord, StateDir, UnitState, atomic_write, read_record, write_record
+from ..spec.model import Group, Spec, Task, Unit
+from ..spec.resolve import definition
 from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 from .gate import SlotGate
 

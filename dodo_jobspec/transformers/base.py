@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..errors import PluginError, Problem
-from ..model import Resource, ResourceRequest, Spec, Task, Unit
+from ..spec.model import Resource, ResourceRequest, Spec, Task, Unit
 
 
 class JobState(StrEnum):

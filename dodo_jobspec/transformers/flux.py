@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError
-from ..model import Counts, Group, Resource, ResourceRequest, Task, Unit
-from ..resources import CORE_TYPES, GPU_TYPES
+from ..spec.model import Counts, Group, Resource, ResourceRequest, Task, Unit
+from ..spec.resources import CORE_TYPES, GPU_TYPES
 from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
 from .local import LocalTransformer
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import Problem
-from ..model import Resource, ResourceRequest, Spec, Task, Unit
+from ..spec.model import Resource, ResourceRequest, Spec, Task, Unit
 from . import spawn
 from .base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
-from ..model import Counts, Group, Resource, ResourceRequest, Spec, Task, Unit
+from ..spec.model import Counts, Group, Resource, ResourceRequest, Spec, Task, Unit
 from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
 
 QUERY_TIMEOUT = 30.0  # a dead controller takes ~9 s to report; leave room for a slow one

@@ -320,7 +320,7 @@ _UNREGISTERED = """
 import sys
 from dodo_jobspec.transformers import local
 local._Watchdog.send = lambda *args: None
-from dodo_jobspec.cli import main
+from dodo_jobspec.cli.app import main
 sys.exit(main(sys.argv[1:]))
 """
 

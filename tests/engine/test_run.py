@@ -15,7 +15,7 @@ import pytest
 from dodo_jobspec.engine.loader import task_dicts
 from dodo_jobspec.engine.run import one_at_a_time
 from dodo_jobspec.plan import build
-from dodo_jobspec.state import StateDir
+from dodo_jobspec.records.state import StateDir
 from dodo_jobspec.tasks.steps import StageConfig, StepRunner
 from dodo_jobspec.tasks.unit import RunOptions, UnitRunner
 from dodo_jobspec.transformers.local import LocalTransformer
@@ -70,7 +70,7 @@ def test_a_pipeline_or_one_job_runs_on_doits_sequential_runner(
     nothing: only one of its tasks can run at a time."""
     from doit.runner import Runner
 
-    from dodo_jobspec.cli import main
+    from dodo_jobspec.cli.app import main
 
     used: list[str] = []
     real = Runner.run_all
@@ -92,7 +92,7 @@ CLI_WITH_AN_HOUR_OF_GRACE = """
 import sys
 from dodo_jobspec.transformers import local
 local.KILL_GRACE = 3600.0
-from dodo_jobspec.cli import main
+from dodo_jobspec.cli.app import main
 sys.exit(main(sys.argv[1:]))
 """
 

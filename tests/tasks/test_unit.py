@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec.plan import build
-from dodo_jobspec.state import JobRecord, StateDir, read_record, write_record
+from dodo_jobspec.records.state import JobRecord, StateDir, read_record, write_record
 from dodo_jobspec.tasks.gate import SlotGate
 from dodo_jobspec.tasks.unit import RunOptions, UnitRunner
 from dodo_jobspec.transformers.base import TransformerOptions

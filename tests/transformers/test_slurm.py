@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dodo_jobspec.model import Group, Spec, Task, Unit
-from dodo_jobspec.resolve import load
+from dodo_jobspec.spec.model import Group, Spec, Task, Unit
+from dodo_jobspec.spec.resolve import load
 from dodo_jobspec.transformers.base import (
     JobState,
     JobStatus,

@@ -141,7 +141,7 @@ def test_without_ctypes_tasks_start_through_os_posix_spawn_just_the_same(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where spawn.py is not available (another libc), the local transformer falls back to
     os.posix_spawn, and a task starts the same: default signals, its logs, its cwd."""
-    from dodo_jobspec.cli import main
+    from dodo_jobspec.cli.app import main
 
     monkeypatch.setattr(spawn, "_LIBC", [None])
     assert not spawn.available()

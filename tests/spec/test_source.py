@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dodo_jobspec import SpecError
-from dodo_jobspec.source import read_document
+from dodo_jobspec.spec.source import read_document
 from tests.helpers import ONE_CORE, jobspec_do
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from dodo_jobspec import callbacks
-from dodo_jobspec.callbacks import (
+from dodo_jobspec.errors import JobspecError, SpecError
+from dodo_jobspec.records import callbacks
+from dodo_jobspec.records.callbacks import (
     SECRET_ENV,
     SECRET_FILE_ENV,
     Webhook,
@@ -23,10 +24,8 @@ from dodo_jobspec.callbacks import (
     callback_url,
     secret_from_env,
 )
-from dodo_jobspec.errors import JobspecError, SpecError
-from dodo_jobspec.state import StateDir, StatusEvent
-
-from .helpers import jobspec_do, load_text, write
+from dodo_jobspec.records.state import StateDir, StatusEvent
+from tests.helpers import jobspec_do, load_text, write
 
 
 class Receiver:

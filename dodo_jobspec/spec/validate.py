@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 
-from .errors import Problem, suggest
+from ..errors import Problem, suggest
 from .source import Document, remember, remembered
 
 if TYPE_CHECKING:  # jsonschema is imported only when a spec is invalid: it costs 40 ms
@@ -44,7 +44,7 @@ def load_schema(strict: bool = False) -> dict[str, Any]:
 @cache
 def _schema_text(strict: bool) -> str:
     name = "jobspec-strict.schema.json" if strict else "jobspec.schema.json"
-    return resources.files("dodo_jobspec").joinpath("schema", name).read_text()
+    return resources.files("dodo_jobspec.spec").joinpath("schema", name).read_text()
 
 
 @cache

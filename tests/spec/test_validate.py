@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from dodo_jobspec.validate import is_valid, load_schema
+from dodo_jobspec.spec.validate import is_valid, load_schema
 from tests.helpers import ONE_CORE, load_text, problems, write
 
 # (spec, line, path, message fragment, hint fragment)
@@ -392,7 +392,7 @@ def test_five_megabyte_valid_spec_loads(tmp_path: Path) -> None:
 
 
 def _parsed_spec_files() -> list[Path]:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = []
     for path in sorted((root / "tests" / "specs").rglob("*.yaml")) + sorted(
             (root / "examples").glob("*.yaml")):

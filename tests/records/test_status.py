@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dodo_jobspec.report import unit_status
-from dodo_jobspec.state import JobRecord, StateDir, UnitState, lock_holder, write_record
+from dodo_jobspec.records.state import JobRecord, StateDir, UnitState, lock_holder, write_record
+from dodo_jobspec.records.status import unit_status
 from tests.helpers import jobspec_do, load_text, write
 
 

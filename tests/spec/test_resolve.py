@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dodo_jobspec.model import Group, Task
-from dodo_jobspec.resolve import parse_duration
+from dodo_jobspec.spec.model import Group, Task
+from dodo_jobspec.spec.resolve import parse_duration
 from tests.helpers import load_text, problems
 
 GROUPED = """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dodo_jobspec.state import (
+from dodo_jobspec.records.state import (
     JobRecord,
     StateDir,
     atomic_write,
@@ -18,8 +18,7 @@ from dodo_jobspec.state import (
     read_record,
     write_record,
 )
-
-from .helpers import counts, jobspec_do, load_text, write
+from tests.helpers import counts, jobspec_do, load_text, write
 
 ONE = """\
 version: 1
@@ -110,7 +109,7 @@ def test_ensure_returns_only_once_the_folder_exists(tmp_path: Path,
     import threading
     import time
 
-    from dodo_jobspec import state
+    from dodo_jobspec.records import state
 
     real_mkdir = os.mkdir
 

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from . import __version__
-from .errors import (
+from .. import JSON_FORMAT, __version__
+from ..errors import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -54,10 +54,6 @@ The transformer comes from -t, else the config file (jobspec-do.yaml beside the 
 
 COMMANDS = ("run", "validate", "graph", "schema", "plan", "status", "logs", "clean", "cancel",
             "plugins", "watch")
-
-# The version of the error object `--json` prints on stdout when a command fails (the same
-# numbering as `status --json`'s "format"): fields are only ever added within format 1.
-JSON_FORMAT = 1
 
 # A word that could be a mistyped command rather than a spec file: no dot, no slash.
 _COMMAND_LIKE = re.compile(r"[A-Za-z][A-Za-z_-]*")
@@ -109,21 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     return top
 
 
-def transformer_name(given: str | None, configured: str | None = None) -> str:
-    """-t, else the config file's, else $JOBSPEC_DO_TRANSFORMER, else local."""
-    return given or configured or os.environ.get("JOBSPEC_DO_TRANSFORMER") or "local"
-
-
 def _default_resources(transformer: str | None):  # type: ignore[no-untyped-def]
-    from . import plugins
+    from .. import config, plugins
 
-    return plugins.load(plugins.TRANSFORMERS, transformer_name(transformer)).default_resources
+    name = config.transformer_name(transformer)
+    return plugins.load(plugins.TRANSFORMERS, name).default_resources
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """`jobspec-do validate SPEC...`"""
-    from .plan import build
-    from .resolve import load
+    from ..plan import build
+    from ..spec.resolve import load
 
     default = _default_resources(args.transformer)
     results = {}
@@ -193,8 +185,8 @@ def _print_json_error(args: argparse.Namespace, exit_code: int, message: str,
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """`jobspec-do graph SPEC`"""
-    from .graph import render
-    from .resolve import load
+    from ..spec.graph import render
+    from ..spec.resolve import load
 
     spec = load(args.spec, default_resources=_default_resources(args.transformer))
     print(render(spec, args.format))
@@ -203,7 +195,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """`jobspec-do schema`"""
-    from .validate import load_schema
+    from ..spec.validate import load_schema
 
     print(json.dumps(load_schema(args.strict), indent=2))
     return EXIT_OK
@@ -211,7 +203,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """`jobspec-do plugins`"""
-    from . import plugins
+    from .. import plugins
 
     for group in (plugins.TRANSFORMERS, plugins.STAGERS):
         print(f"{group.rsplit('.', 1)[1]}:")

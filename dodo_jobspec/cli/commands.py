@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_OK
-from .source import paused_gc
+from ..errors import EXIT_OK
+from ..spec.source import paused_gc
 
 
 def _whole_number(least: int, meaning: str) -> Callable[[str], int]:
@@ -122,16 +122,15 @@ def _state_args(p: argparse.ArgumentParser) -> None:
 
 def _request(args: argparse.Namespace) -> Any:
     """A RunRequest from the command line over the configuration file."""
-    from . import config
-    from .cli import transformer_name
-    from .engine.run import RunRequest
-    from .tasks.steps import StageConfig
+    from .. import config
+    from ..engine.run import RunRequest
+    from ..tasks.steps import StageConfig
 
     cfg = config.load(args.spec, args.config)
     nodes = tuple(n for n in (getattr(args, "nodes", None) or "").split(",") if n)
     return RunRequest(
         config=args.config,
-        spec=args.spec, transformer=transformer_name(getattr(args, "transformer", None),
+        spec=args.spec, transformer=config.transformer_name(getattr(args, "transformer", None),
                                                      cfg.transformer),
         jobs=getattr(args, "jobs", None) or cfg.jobs,
         keep_going=getattr(args, "keep_going", False),
@@ -155,23 +154,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_OK
     if args.dry_run:
         return _dry_run(args)
-    from .engine.run import run
+    from ..engine.run import run
 
     return run(_request(args))
 
 
 def _noop(args: argparse.Namespace) -> int | None:
     """The fast path: everything up to date, known from one stat per file (see noop.py)."""
-    from . import config, noop
-    from .cli import transformer_name
-    from .state import default_state_dir
+    from .. import config, noop
+    from ..records.state import default_state_dir
 
     if not args.spec.is_file():
         return None
     cfg_file = config.find(args.spec, args.config)
     cfg = config.load(args.spec, args.config) if cfg_file else config.Config()
     root = args.state_dir or cfg.state_dir or default_state_dir(args.spec)
-    name = transformer_name(args.transformer, cfg.transformer)
+    name = config.transformer_name(args.transformer, cfg.transformer)
     units = noop.check(root, noop.key(args.spec, name, cfg_file))
     if units is not None:
         noop.report(units, args.quiet or args.cron)
@@ -185,8 +183,8 @@ def _dry_run(args: argparse.Namespace) -> int:
 
     `plan` and `--dry-run` build a large graph of objects that all live until they print:
     automatic garbage collections would walk it again and again for nothing."""
-    from .engine.run import prepare
-    from .engine.why import print_dry_run
+    from ..engine.run import prepare
+    from ..engine.why import print_dry_run
 
     with paused_gc():
         req = _request(args)
@@ -197,8 +195,8 @@ def _dry_run(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """`jobspec-do plan SPEC`"""
-    from .engine.run import prepare
-    from .engine.why import print_plan
+    from ..engine.run import prepare
+    from ..engine.why import print_plan
 
     with paused_gc():
         req = _request(args)
@@ -209,7 +207,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         import io
         import json
 
-        from .cli import JSON_FORMAT
+        from .. import JSON_FORMAT
 
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -221,14 +219,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`jobspec-do status SPEC`"""
-    from .report import print_status
+    from ..records.status import print_status
 
     return print_status(args.spec, _state_dir(args), as_json=args.json)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """`jobspec-do logs SPEC TASK`"""
-    from .report import print_logs
+    from ..records.status import print_logs
 
     return print_logs(args.spec, _state_dir(args), args.task, args.attempt, args.follow)
 
@@ -237,7 +235,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """`jobspec-do clean SPEC`"""
     import shutil
 
-    from .state import check_owner, default_state_dir, locked
+    from ..records.state import check_owner, default_state_dir, locked
 
     root = _state_dir(args) or default_state_dir(args.spec)
     if not root.exists():
@@ -255,13 +253,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def _state_dir(args: argparse.Namespace) -> Path | None:
-    from . import config
+    from .. import config
 
     return args.state_dir or config.load(args.spec, args.config).state_dir
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """`jobspec-do cancel SPEC`"""
-    from .report import cancel_all
+    from .cancel import cancel_all
 
     return cancel_all(_request(args))

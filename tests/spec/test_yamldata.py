@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from dodo_jobspec import yamldata
+from dodo_jobspec.spec import yamldata
 from tests.helpers import REFERENCE
 
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _same(a: Any, b: Any) -> bool:

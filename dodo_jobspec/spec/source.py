@@ -19,7 +19,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import PathPart, Problem, SpecError
+from ..errors import PathPart, Problem, SpecError
 
 if TYPE_CHECKING:  # PyYAML is imported when a file is parsed, not when the cache answers
     import yaml

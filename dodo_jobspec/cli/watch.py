@@ -43,13 +43,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import (
+from ..errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -59,7 +59,7 @@ from .errors import (
     SpecError,
     UnsatisfiableError,
 )
-from .state import atomic_write
+from ..records.state import atomic_write
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 TEMP_PREFIXES = (".", "~", "#")
@@ -201,11 +201,10 @@ class Watcher:
 
     def _settings(self) -> tuple[Any, str, type]:
         """(configuration, transformer name, transformer class) for specs in DIR."""
-        from . import config, plugins
-        from .cli import transformer_name
+        from .. import config, plugins
 
         cfg = config.load(self.folder / "spec.yaml", self.opts.config)
-        name = transformer_name(self.opts.transformer, cfg.transformer)
+        name = config.transformer_name(self.opts.transformer, cfg.transformer)
         return cfg, name, plugins.load(plugins.TRANSFORMERS, name)
 
     def _candidates(self) -> list[Path]:
@@ -241,8 +240,8 @@ class Watcher:
 
     def _process(self, path: Path, cfg: Any, transformer: str, cls: type) -> Outcome | None:
         """Validate, run or advance one settled file, then move it if it is finished."""
-        from .resolve import load
-        from .source import parse_document
+        from ..spec.resolve import load
+        from ..spec.source import parse_document
 
         try:
             raw = path.read_bytes()
@@ -264,7 +263,7 @@ class Watcher:
         req = self._request(path, cfg, transformer, root, polled)
         self._in_run = True
         try:
-            from .engine.run import run
+            from ..engine.run import run
 
             rc = run(req)
         except KeyboardInterrupt:
@@ -289,8 +288,8 @@ class Watcher:
 
     def _request(self, path: Path, cfg: Any, transformer: str, root: Path, polled: bool
                  ) -> Any:
-        from .engine.run import RunRequest
-        from .tasks.steps import StageConfig
+        from ..engine.run import RunRequest
+        from ..tasks.steps import StageConfig
 
         known = {f.name for f in dataclasses.fields(RunRequest)}
         extra: dict[str, Any] = {}
@@ -379,15 +378,15 @@ def _free_name(folder: Path, name: str) -> Path:
 
 
 def _status_rows(spec: Any, root: Path) -> list[dict[str, Any]]:
-    from .report import unit_status
-    from .state import StateDir
+    from ..records.state import StateDir
+    from ..records.status import unit_status
 
     state = StateDir(root, spec)
     return [unit_status(state.unit(n)) for n in spec.nodes.values()]
 
 
 def _status_json(path: Path, root: Path, rc: int, rows: list[dict[str, Any]]) -> str:
-    from .report import STATUS_FORMAT
+    from ..records.status import STATUS_FORMAT
 
     return json.dumps({"format": STATUS_FORMAT, "spec": path.name, "state_dir": str(root),
                        "exit_code": rc,
@@ -397,7 +396,7 @@ def _status_json(path: Path, root: Path, rc: int, rows: list[dict[str, Any]]) ->
 
 # -- command line ------------------------------------------------------------------------------
 def _seconds(value: str) -> float:
-    from .resolve import parse_duration
+    from ..spec.resolve import parse_duration
 
     try:
         seconds = parse_duration(value)
@@ -447,13 +446,3 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         config=args.config, settle=args.settle)
     return Watcher(opts).serve()
 
-
-def main_watch(argv: Sequence[str] | None = None) -> int:
-    """`python -m dodo_jobspec.watch DIR ...`: the watch command without the rest of the CLI."""
-    from .cli import main
-
-    return main(["watch", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main_watch())

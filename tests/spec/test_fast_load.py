@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec import SpecError
-from dodo_jobspec.resolve import load
-from dodo_jobspec.source import paused_gc, read_document
-from dodo_jobspec.validate import schema_problems
+from dodo_jobspec.spec.resolve import load
+from dodo_jobspec.spec.source import paused_gc, read_document
+from dodo_jobspec.spec.validate import schema_problems
 from tests.helpers import ONE_CORE, write
 
 PINNED = """
@@ -122,7 +122,7 @@ def test_no_cache_no_mark(tmp_path: Path, cache: Path, monkeypatch: pytest.Monke
 
 
 def test_pruning_takes_the_marks_along(tmp_path: Path, cache: Path) -> None:
-    from dodo_jobspec import source
+    from dodo_jobspec.spec import source
 
     spec = tmp_path / "spec.yaml"
     for i in range(3):
@@ -139,7 +139,7 @@ def test_a_cache_hit_does_not_import_yaml(tmp_path: Path, cache: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(_big())
     read_document(spec)
-    code = ("import sys; from dodo_jobspec.source import read_document; "
+    code = ("import sys; from dodo_jobspec.spec.source import read_document; "
             f"read_document({str(spec)!r}); print('yaml' in sys.modules)")
     env = {**os.environ, "XDG_CACHE_HOME": str(cache.parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

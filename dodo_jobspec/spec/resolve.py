@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import Problem, SpecError, format_path, suggest
+from ..errors import Problem, SpecError, format_path, suggest
 from .model import (
     EMPTY,
     Attributes,

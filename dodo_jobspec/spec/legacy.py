@@ -24,9 +24,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .errors import PathPart, Problem, SpecError, suggest
+from ..errors import PathPart, Problem, SpecError, suggest
+from ..paths import OutsideError, check_inside
 from .source import Document
-from .stagers.base import StagingError, check_inside
 
 SUPPORTED_STEPS = ("write", "stage", "submit", "batch")
 _TOP_KEYS = ("version", "name", "resources", "task", "attributes", "requires")
@@ -353,7 +353,7 @@ class _Translator:
             return False
         try:
             check_inside(self.root, filename)
-        except StagingError as exc:
+        except OutsideError as exc:
             self.err(f"{kind} path '{filename}' escapes the staging directory "
                      f"({str(exc).split(': ', 1)[-1]})", path, hint)
             return False

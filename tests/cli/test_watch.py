@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from dodo_jobspec.state import locked
-from dodo_jobspec.watch import Outcome, Watcher, WatchOptions, add_watch_command, main_watch
-
-from .helpers import write
-from .services import SlurmCluster
+from dodo_jobspec.cli import main
+from dodo_jobspec.cli.watch import Outcome, Watcher, WatchOptions, add_watch_command
+from dodo_jobspec.records.state import locked
+from tests.helpers import write
+from tests.services import SlurmCluster
 
 GOOD = """
     version: 1
@@ -226,7 +226,7 @@ def test_the_command_line(tmp_path: Path) -> None:
     assert parser.parse_args(["watch", "d"]).every == 60.0
     with pytest.raises(SystemExit):
         parser.parse_args(["watch", "d", "--every", "soon"])
-    assert main_watch([str(tmp_path / "missing"), "--once"]) == 2
+    assert main(["watch", str(tmp_path / "missing"), "--once"]) == 2
 
 
 def test_outcome_line() -> None:
@@ -245,7 +245,7 @@ SLOW = """
 
 
 def start_watch(folder: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "dodo_jobspec.watch", str(folder), *args],
+    return subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", "watch", str(folder), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -282,7 +282,7 @@ def test_sigterm_during_a_run_exits_0_and_leaves_nothing_half_done(tmp_path: Pat
         pass
     # The next start picks it up again and finishes it.
     (tmp_path / "started").unlink()
-    assert main_watch([str(tmp_path), "--once", "--settle", "0.2"]) == 0
+    assert main(["watch", str(tmp_path), "--once", "--settle", "0.2"]) == 0
     assert (tmp_path / "out" / "long.txt").read_text() == "finished\n"
     assert names(tmp_path / "done") == ["slow.yaml", "slow.yaml.status.json"]
 

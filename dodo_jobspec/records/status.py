@@ -7,24 +7,20 @@ while a run is in progress and from any machine that sees the files.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_FAILED, EXIT_OK, JobspecError, StateError
-from .model import Task
-from .resolve import load
+from .. import JSON_FORMAT as STATUS_FORMAT
+from ..errors import EXIT_FAILED, EXIT_OK, JobspecError, StateError
+from ..spec.model import Task
+from ..spec.resolve import load
 from .state import JobRecord, StateDir, UnitState, default_state_dir, lock_holder, read_record
 
-# `status --json` format version; bump on any incompatible change (documented in the README).
-STATUS_FORMAT = 1
 
-
-def _open(spec_path: Path, state_dir: Path | None) -> StateDir:
-    from .transformers.local import LocalTransformer
+def open_state(spec_path: Path, state_dir: Path | None) -> StateDir:
+    from ..transformers.local import LocalTransformer
 
     spec = load(spec_path, default_resources=LocalTransformer.default_resources)
     state = StateDir(state_dir or default_state_dir(spec_path), spec)
@@ -173,7 +169,7 @@ def _local_job_id(info: str) -> str | None:
 def _local_process_alive(info: str) -> bool:
     """Whether the process named in a local "running" line is alive: the watchdog may not
     have killed it yet."""
-    from .transformers.local import process_alive
+    from ..transformers.local import process_alive
 
     job_id = _local_job_id(info)
     return job_id is not None and process_alive(job_id)
@@ -190,7 +186,7 @@ def lock_holder_alive(root: Path) -> bool:
 
 def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False) -> int:
     """`jobspec-do status`: exit 0 when every unit completed, 1 otherwise."""
-    state = _open(spec_path, state_dir)
+    state = open_state(spec_path, state_dir)
     active = lock_holder_alive(state.root)
     rows = [unit_status(state.unit(n), active) for n in state.spec.nodes.values()]
     all_done = all(r["state"] == "completed" for r in rows)
@@ -219,7 +215,7 @@ def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False)
 def print_logs(spec_path: Path, state_dir: Path | None, task: str, attempt: int | None,
                follow: bool) -> int:
     """`jobspec-do logs`: the stdout and stderr of one attempt of a task."""
-    state = _open(spec_path, state_dir)
+    state = open_state(spec_path, state_dir)
     nodes = state.spec.find(task)
     if not nodes:
         raise JobspecError(f"no task or group '{task}' in {spec_path}")
@@ -255,64 +251,3 @@ def print_logs(spec_path: Path, state_dir: Path | None, task: str, attempt: int 
 def _live_attempt(st: UnitState, attempt: int) -> bool:
     rows = [r for r in st.history() if r["attempt"] == str(attempt)]
     return bool(rows) and rows[-1]["state"] in ("submitting", "queued", "running", "attached")
-
-
-def cancel_all(req: Any) -> int:
-    """`jobspec-do cancel`: cancel every queued or running job recorded for the spec."""
-    from . import plugins
-    from .transformers.base import TransformerOptions
-
-    state = _open(req.spec, req.state_dir)
-    cls = plugins.load(plugins.TRANSFORMERS, req.transformer)
-    transformer = cls(TransformerOptions(state_dir=state.root))
-    if not transformer.polled:
-        return _stop_run(state.root)
-    live = []
-    for node in state.spec.nodes.values():
-        st = state.unit(node)
-        for record_file in [st.job_file, *st.dir.glob("job.*.json")] if st.dir.exists() else []:
-            job = read_record(record_file, lenient=record_file != st.job_file)
-            if job.job_id and job.state in ("queued", "running", "submitting") \
-                    and job.transformer == transformer.name:
-                live.append((st, job))
-    if not live:
-        print("nothing queued or running")
-        return EXIT_OK
-    transformer.cancel([j.job_id for _, j in live if j.job_id])
-    for st, job in live:
-        st.append_status(job.attempt, "canceled", f"job {job.job_id}: jobspec-do cancel")
-        job.state = "canceled"
-        st.write_job(job) if job.attempt else None
-        print(f"canceled {st.unit.name}: job {job.job_id}")
-    return EXIT_OK
-
-
-STOP_WAIT = 30.0  # seconds: the run stops each task (SIGTERM, then SIGKILL 5 s later), records
-
-
-def _stop_run(root: Path) -> int:
-    """Cancel for a transformer without a queue: its jobs are processes of the run itself, so
-    stop that run as Ctrl-C would (it stops its tasks and records them as interrupted), and
-    wait for it to let go of the state directory."""
-    try:
-        pid = lock_holder(root)
-    except OSError as exc:
-        raise JobspecError(f"cannot tell which run holds {root} ({exc}); stop it with Ctrl-C "
-                           "or kill -TERM <pid in its lock file>") from exc
-    if pid is None:
-        print("nothing queued or running")
-        return EXIT_OK
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:  # it ended in between
-        print("nothing queued or running")
-        return EXIT_OK
-    deadline = time.monotonic() + STOP_WAIT
-    while lock_holder(root) == pid:
-        if time.monotonic() > deadline:
-            print(f"asked the run (pid {pid}) to stop; it still holds {root} after "
-                  f"{STOP_WAIT:g}s", file=sys.stderr)
-            return EXIT_FAILED
-        time.sleep(0.05)
-    print(f"stopped the run (pid {pid}): its running tasks are recorded as interrupted")
-    return EXIT_OK

@@ -36,8 +36,8 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from .errors import LockedError, StateError
-from .model import Spec, Unit
+from ..errors import LockedError, StateError
+from ..spec.model import Spec, Unit
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec.errors import Problem, SpecError, format_path
-from dodo_jobspec.legacy import is_legacy, translate
-from dodo_jobspec.model import Resource, Spec, Task
-from dodo_jobspec.resolve import resolve
-from dodo_jobspec.source import parse_document, read_document
+from dodo_jobspec.spec.legacy import is_legacy, translate
+from dodo_jobspec.spec.model import Resource, Spec, Task
+from dodo_jobspec.spec.resolve import resolve
+from dodo_jobspec.spec.source import parse_document, read_document
 from tests.helpers import REFERENCE
 
 LEGACY = REFERENCE / "corpus" / "legacy-0.0.11"

@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__
-from .errors import JobspecError, Problem, SpecError
-from .model import Spec
+from .. import __version__
+from ..errors import JobspecError, Problem, SpecError
+from ..spec.model import Spec
 from .state import StateDir, StatusEvent, atomic_write
 
 SECRET_ENV = "JOBSPEC_DO_CALLBACK_SECRET"
@@ -92,7 +92,7 @@ def callback_url(spec: Spec, config_url: str | None) -> str | None:
             problem = (f"callback must be an http:// or https:// URL, not {from_spec!r}",
                        ["attributes", "callback"], "for example https://example.org/hooks/jobspec")
             try:
-                from .source import read_document
+                from ..spec.source import read_document
 
                 doc = read_document(spec.path)
             except SpecError:  # gone since it was loaded: say it without the line

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dodo_jobspec.cli import main
+from dodo_jobspec.cli.app import main
 from tests.helpers import REFERENCE, counts, jobspec_do, write
 from tests.services import SlurmCluster
 
@@ -186,7 +186,7 @@ def test_console_script_help_teaches() -> None:
 
 _CONSOLE = """
 import atexit, sys, threading, time
-from dodo_jobspec import cli
+from dodo_jobspec.cli import app as cli
 
 def fake_main():
     sys.stdout.write("x" * 200_000 + "\\n")  # more than a pipe's buffer: must be flushed
@@ -373,7 +373,7 @@ def test_sigterm_while_a_spec_loads_exits_130_without_a_traceback(tmp_path: Path
     spec.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "JOBSPEC_DO_CACHE": "0"}  # parse it every time: seconds, not ms
     for signum in (signal.SIGTERM, signal.SIGINT):
-        proc = subprocess.Popen([sys.executable, "-c", "from dodo_jobspec.cli import console; "
+        proc = subprocess.Popen([sys.executable, "-c", "from dodo_jobspec.cli.app import console; "
                                  "console()", "plan", str(spec)], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)

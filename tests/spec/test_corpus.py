@@ -11,7 +11,7 @@ from dodo_jobspec import SpecError, load
 from tests.helpers import ONE_CORE, REFERENCE
 
 CORPUS = REFERENCE / "corpus"
-DRAFT2 = Path(__file__).parent / "specs" / "draft2"
+DRAFT2 = Path(__file__).resolve().parents[1] / "specs" / "draft2"
 
 # file -> None (valid) or the fragment the first problem must contain
 EXPECTED: dict[str, str | None] = {
