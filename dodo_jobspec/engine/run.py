@@ -28,7 +28,7 @@ from ..errors import (
     UnsatisfiableError,
 )
 from ..plan import PlannedUnit, build, with_lines
-from ..records.state import StateDir, default_state_dir, locked
+from ..records.state import StateDir, default_state_dir, locked, record_run
 from ..spec.model import Spec
 from ..spec.resolve import load
 from ..tasks.steps import StageConfig
@@ -64,6 +64,7 @@ class RunRequest:
     stage: StageConfig = field(default_factory=StageConfig)
     live: bool | None = None  # None: a live display when stderr is a terminal
     config: Path | None = None  # --config
+    command: str = ""  # the command line, for the runs log that `report` shows
 
 
 @dataclass
@@ -152,6 +153,7 @@ def run(req: RunRequest) -> int:
         prep.transformer.hold_lock(lock_fd)
         prep.state.ensure()
         prep.state.claim()
+        record_run(prep.state.root, req.command, req.transformer)
         hook = callbacks.attach(prep.state, callbacks.callback_url(
             prep.spec, config.load(req.spec, req.config).callback), callbacks.secret_from_env())
         if req.no_wait:

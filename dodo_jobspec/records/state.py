@@ -3,6 +3,7 @@
 Layout (default ``.jobspec-do/<spec file stem>/`` beside the spec)::
 
     lock                 held (flock) by the one run allowed at a time; holds its pid
+    runs.jsonl           one line per run that took the lock: when, its command line
     doit.sqlite3         doit's dependency database (committed at least every 0.25 s)
     tasks/<name>/        one folder per task (groups under groups/<name>/)
         status.csv       history: timestamp,attempt,state,info
@@ -373,6 +374,49 @@ class StateDir:
 
 
 OWNER = "spec"  # the file in a state directory naming the spec file it belongs to
+RUNS_LOG = "runs.jsonl"  # one line per run that took the lock: when, the command line
+
+
+def record_run(root: Path, command: str, transformer: str) -> None:
+    """Append this run to the state directory's runs log (one O_APPEND write: whole or absent).
+
+    Called by a run holding the lock, so every line is a run that really went ahead. A run
+    like the one before it (a cron tick) adds no line: the log keeps when such a series began,
+    and stays small."""
+    path = root / RUNS_LOG
+    runs = read_runs(root, tail=4096)
+    if runs and runs[-1].get("command") == command and \
+            runs[-1].get("transformer") == transformer:
+        return
+    line = json.dumps({"time": round(time.time(), 3), "command": command,
+                       "transformer": transformer}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def read_runs(root: Path, tail: int | None = None) -> list[dict[str, Any]]:
+    """The runs log, oldest first (only its last ``tail`` bytes' lines when given); a line cut
+    by a power loss is skipped."""
+    try:
+        with open(root / RUNS_LOG, "rb") as fh:
+            if tail is not None:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - tail))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return []
+    runs = []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            runs.append(item)
+    return runs
+
 
 
 def check_owner(root: Path, spec_path: Path) -> None:
