@@ -1,0 +1,219 @@
+"""`jobspec-do report`: what a spec's runs did, read back from its records.
+
+Nothing here runs anything or takes the lock: like `status`, the report is a view over the
+state directory (status.csv histories, job.json and job.R.json records, the logs, the runs
+log), so it can be made while a run is going. This module gathers the data; the HTML is
+``report_html``'s job and the graph drawing ``report_graph``'s.
+
+How an attempt's times are known: ``submitting``/``queued`` lines say when a scheduler job
+was submitted, a ``running`` line when a local process started, a terminal line when it
+ended; job.json adds the exact times of its attempt, and a Slurm job's ``job.N.started`` file
+(written by its script as it starts) dates the end of its queue wait. Flux jobs record no start,
+so their queue wait and run are drawn as one bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import JSON_FORMAT
+from ..spec.model import Spec, Task, Unit
+from .state import UnitState, read_record, read_runs
+from .status import lock_holder_alive, unit_status
+
+_TERMINAL = ("completed", "failed", "timeout", "canceled", "lost", "interrupted", "blocked",
+             "unknown", "not run")
+_EXIT = re.compile(r"\bexit (-?\d+)")
+_JOB = re.compile(r"^(?:job|pid) (\S+?)[;]?(?:\s|$)")
+STDERR_TAIL = 12  # lines of a failed attempt's stderr shown in the report
+
+
+@dataclass
+class Attempt:
+    """One attempt of a unit (or of one replica), as the records tell it."""
+
+    number: int
+    replica: int | None = None
+    state: str = "running"  # until a terminal line says otherwise
+    submitted: float | None = None  # handed to a scheduler (None for a local process)
+    started: float | None = None  # began to run
+    ended: float | None = None
+    exit_code: int | None = None
+    job_id: str | None = None
+    info: str = ""
+
+
+@dataclass
+class UnitReport:
+    """One task or group: its status row (as `status --json`) and every attempt."""
+
+    name: str
+    kind: str
+    state: str
+    attempts: int
+    exit_code: int | None
+    duration: float | None
+    job_id: str | None
+    info: str
+    stdout: str | None
+    stderr: str | None
+    where: str  # the transformer that ran its last attempt (and its node when recorded)
+    resources: str  # the resolved request(s), alternatives joined by " | "
+    parent: str | None  # the enclosing group's name
+    depends_on: list[str]
+    history: list[Attempt] = field(default_factory=list)
+    replicas: list[dict[str, Any]] | None = None
+    stderr_tail: list[str] = field(default_factory=list)  # failed units only
+
+
+@dataclass
+class Summary:
+    """The spec as a whole."""
+
+    spec: str  # the spec's name
+    spec_file: str
+    state_dir: str
+    generated: float
+    run_active: bool  # a run holds the state directory right now
+    transformers: list[str]
+    first_start: float | None
+    last_end: float | None
+    wall: float | None
+    counts: dict[str, int]  # units by state
+    attempts: int  # over every unit
+    runs: list[dict[str, Any]]  # the runs log, oldest first: {"time", "command", "transformer"}
+
+
+@dataclass
+class Report:
+    """Everything the report shows; ``to_json`` is `report --json`."""
+
+    summary: Summary
+    units: list[UnitReport]
+
+    def to_json(self) -> dict[str, Any]:
+        """The versioned JSON form (fields are only ever added within one format)."""
+        return {"format": JSON_FORMAT, "summary": asdict(self.summary),
+                "units": [asdict(u) for u in self.units]}
+
+
+def build(spec: Spec, root: Path) -> Report:
+    """Read the records of every unit of ``spec`` in ``root`` into a Report."""
+    active = lock_holder_alive(root)
+    units = []
+    transformers: set[str] = set()
+    for node in spec.nodes.values():
+        st = UnitState(root, node, spec.name)
+        row = unit_status(st, active)
+        history, transformer = _attempts(st, node)
+        if transformer:
+            transformers.add(transformer)
+        unit = UnitReport(
+            name=row["name"], kind=row["kind"], state=row["state"], attempts=row["attempts"],
+            exit_code=row["exit_code"], duration=row["duration"], job_id=row["job_id"],
+            info=row["info"], stdout=row["stdout"], stderr=row["stderr"],
+            where=transformer or "", resources=" | ".join(r.label for r in node.resources),
+            parent=node.parent.name if node.parent else None,
+            depends_on=[d.name for d in node.depends_on], history=history,
+            replicas=row.get("replicas"))
+        if unit.state not in ("completed", "never run", "running", "queued", "submitting"):
+            unit.stderr_tail = _tail(unit.stderr)
+        units.append(unit)
+    runs = read_runs(root)
+    transformers.update(r["transformer"] for r in runs if r.get("transformer"))
+    starts = [t for u in units for a in u.history for t in (a.submitted, a.started) if t]
+    ends = [a.ended for u in units for a in u.history if a.ended]
+    first = min(starts) if starts else None
+    last = max(ends) if ends else None
+    summary = Summary(
+        spec=spec.name, spec_file=str(spec.path.resolve()), state_dir=str(root),
+        generated=time.time(),
+        run_active=active, transformers=sorted(transformers), first_start=first,
+        last_end=last, wall=round(last - first, 3) if first and last and last >= first
+        else None,
+        counts=dict(Counter(u.state for u in units).most_common()),
+        attempts=sum(len(u.history) for u in units), runs=runs)
+    return Report(summary, units)
+
+
+def _attempts(st: UnitState, node: Unit) -> tuple[list[Attempt], str]:
+    """Every attempt of one unit (per replica when its replicas ran apart), and the
+    transformer of its last one."""
+    attempts: dict[int, Attempt] = {}
+    transformer = ""
+    for line in st.history():
+        number = int(line["attempt"]) if line["attempt"].isdigit() else 0
+        at = attempts.setdefault(number, Attempt(number))
+        t, state, info = float(line["timestamp"]), line["state"], line["info"] or ""
+        m = _JOB.match(info)
+        if m and not at.job_id:
+            at.job_id = m.group(1)
+        if state == "submitting":
+            at.submitted = at.submitted or t
+            transformer = info or transformer
+        elif state in ("queued", "attached"):
+            at.submitted = at.submitted or t
+        elif state == "running":
+            at.started = at.started or t
+        elif state in _TERMINAL:
+            at.state, at.ended, at.info = state, t, info
+            m = _EXIT.search(info)
+            at.exit_code = int(m.group(1)) if m else (0 if state == "completed" else None)
+    job = read_record(st.job_str, lenient=True)
+    transformer = job.transformer or transformer
+    at = attempts.get(job.attempt)
+    if at is not None and job.attempt:
+        _merge_record(at, job, st)
+    n = node.replicas if isinstance(node, Task) else 1
+    replicas = [read_record(f"{st.dir_str}/job.{r}.json", lenient=True) for r in range(n)]
+    if n > 1 and any(rec.attempt for rec in replicas):
+        # Replicas run apart share the task's status.csv, whose lines do not say which
+        # replica wrote them: each replica's own record gives its latest attempt.
+        rows = []
+        for r, rec in enumerate(replicas):
+            if rec.attempt:
+                rep = Attempt(rec.attempt, replica=r)
+                _merge_record(rep, rec, st)
+                rows.append(rep)
+        return rows, transformer
+    return [attempts[k] for k in sorted(attempts) if k], transformer
+
+
+def _merge_record(at: Attempt, rec: Any, st: UnitState) -> None:
+    """Take what a job record knows exactly of its attempt."""
+    polled = rec.transformer not in ("", "local")
+    if polled:
+        at.submitted = at.submitted or rec.started
+        started = Path(f"{st.dir_str}/job.{rec.attempt}.started")
+        # A Slurm job's script writes this as it starts: the end of its queue wait.
+        with contextlib.suppress(OSError):
+            at.started = started.stat().st_mtime
+    else:
+        at.started = rec.started or at.started
+    if rec.state in _TERMINAL:
+        at.state = rec.state
+        at.ended = rec.finished or at.ended
+        at.exit_code = rec.exit_code if rec.exit_code is not None else at.exit_code
+    at.job_id = rec.job_id or at.job_id
+    at.info = at.info or rec.info
+
+
+def _tail(path: str | None, lines: int = STDERR_TAIL) -> list[str]:
+    """The last ``lines`` lines of a log (read from its end: a log may be large)."""
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 8192))
+            data = fh.read()
+    except OSError:
+        return []
+    return data.decode(errors="replace").splitlines()[-lines:]

@@ -1,0 +1,409 @@
+"""The report as one self-contained HTML page: inline CSS, SVG and a little JavaScript.
+
+Everything a reader needs is drawn here, on the server side: the summary, the timeline (an
+SVG with a native tooltip per attempt), the graph and the table read without JavaScript and
+print; the script only adds a detail panel on click and a filter over the table. No external
+resource is referenced, so the page opens from ``file://`` with no network.
+
+Scale: the table holds every unit, in chunks the browser may skip laying out until they are
+scrolled to (``content-visibility``); the timeline draws at most TIMELINE_LIMIT rows (every
+unit that did not complete first, then the longest) and says so when it leaves some out.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StateError
+from ..spec.model import Spec
+from .report import Attempt, Report, UnitReport, build
+from .report_graph import COLOURS, Drawn, GraphNode, draw, state_class
+from .state import atomic_write
+
+TIMELINE_LIMIT = 2000  # rows; past this the timeline shows a selection and says so
+TABLE_CHUNK = 500  # table rows per <tbody>: the unit the browser skips while off screen
+_LABEL_W, _PLOT_W, _AXIS_H = 190, 900, 22
+_BAD = ("failed", "timeout", "canceled", "interrupted", "lost", "unknown", "blocked")
+_LIVE = ("running", "queued", "submitting", "attached")
+
+
+@dataclass(frozen=True)
+class _Row:
+    label: str
+    unit: UnitReport
+    attempts: list[Attempt]
+
+
+def render(report: Report, graph_engine: str = "auto") -> str:
+    """The whole page for ``report``; ``graph_engine`` as ``report_graph.draw`` takes it."""
+    s = report.summary
+    graph = draw([GraphNode(u.name, u.kind, u.state, u.parent, tuple(u.depends_on))
+                  for u in report.units], graph_engine)
+    title = f"jobspec-do report: {s.spec}"
+    return "".join([
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_css()}</style></head><body>",
+        f"<header><h1>{_e(title)}</h1></header>",
+        _summary(report),
+        _timeline(report),
+        _graph(graph),
+        _table(report),
+        '<aside id="detail" hidden><button type="button" id="detail-close">close</button>'
+        '<pre id="detail-text"></pre></aside>',
+        f"<script>{_JS}</script></body></html>\n",
+    ])
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _clock(t: float | None) -> str:
+    if t is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
+def _secs(d: float | None) -> str:
+    if d is None:
+        return ""
+    if d < 60:
+        return f"{d:.2f} s" if d < 10 else f"{d:.1f} s"
+    m, sec = divmod(round(d), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+# -- summary ------------------------------------------------------------------------------
+def _summary(report: Report) -> str:
+    s = report.summary
+    chips = "".join(f'<span class="chip {state_class(k)}">{_e(k)}: {v:,}</span>'
+                    for k, v in s.counts.items())
+    runs = s.runs[-10:]
+    commands = "".join(f"<li><time>{_e(_clock(r.get('time')))}</time> "
+                       f"<code>{_e(r.get('command') or '(not recorded)')}</code></li>"
+                       for r in reversed(runs))
+    older = f"<li>… and {len(s.runs) - len(runs)} earlier runs</li>" if len(s.runs) > 10 else ""
+    live = ('<p class="live">A run holds the state directory: this is a snapshot of a run in '
+            'progress.</p>' if s.run_active else "")
+    items = [
+        ("spec", f"{_e(s.spec)} <code>{_e(s.spec_file)}</code>"),
+        ("state directory", f"<code>{_e(s.state_dir)}</code>"),
+        ("transformer", _e(", ".join(s.transformers) or "—")),
+        ("first start", _e(_clock(s.first_start))),
+        ("last end", _e(_clock(s.last_end))),
+        ("wall time", _e(_secs(s.wall) or "—")),
+        ("units", f"{len(report.units):,} ({chips})"),
+        ("attempts", f"{s.attempts:,}"),
+        ("command line", f"<ul class=\"runs\">{commands}{older}</ul>" if runs
+         else "not recorded (no run has taken this state directory since reports began)"),
+        ("report made", _e(_clock(s.generated))),
+    ]
+    rows = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
+    return f'<section id="summary"><h2>Summary</h2>{live}<dl>{rows}</dl></section>'
+
+
+# -- timeline -----------------------------------------------------------------------------
+def _rows(report: Report) -> list[_Row]:
+    rows = []
+    for u in report.units:
+        replicas = sorted({a.replica for a in u.history if a.replica is not None})
+        if replicas:
+            rows += [_Row(f"{u.name}[{r}]", u, [a for a in u.history if a.replica == r])
+                     for r in replicas]
+        else:
+            rows.append(_Row(u.name, u, list(u.history)))
+    return rows
+
+
+def _ends(a: Attempt, now: float) -> tuple[float | None, float | None, float]:
+    """(submitted, started, ended) of an attempt; one still going ends now."""
+    return a.submitted, a.started, a.ended if a.ended is not None else now
+
+
+def _choose(rows: list[_Row], now: float) -> list[_Row]:
+    """At most TIMELINE_LIMIT rows: those that did not complete, then the longest, in the
+    order of the spec."""
+    if len(rows) <= TIMELINE_LIMIT:
+        return rows
+
+    def span(row: _Row) -> float:
+        total = 0.0
+        for a in row.attempts:
+            sub, start, end = _ends(a, now)
+            begin = start if start is not None else sub
+            total += end - begin if begin is not None else 0.0
+        return total
+
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].unit.state == "completed",
+                                                    -span(rows[i])))
+    keep = sorted(order[:TIMELINE_LIMIT])
+    return [rows[i] for i in keep]
+
+
+def _timeline(report: Report) -> str:
+    s = report.summary
+    now = s.generated
+    rows = [r for r in _rows(report) if r.attempts]
+    if not rows or s.first_start is None:
+        return ('<section id="timeline"><h2>Timeline</h2><p>Nothing has run yet: no attempt '
+                'is recorded.</p></section>')
+    shown = _choose(rows, now)
+    t0 = s.first_start
+    t1 = max([s.last_end or t0, *(now for r in shown for a in r.attempts if a.ended is None)])
+    span = max(t1 - t0, 1e-3)
+    row_h = 16 if len(shown) <= 300 else 5
+    labels = row_h >= 12
+
+    def x(t: float) -> float:
+        return _LABEL_W + (t - t0) / span * _PLOT_W
+
+    height = _AXIS_H + 50 + len(shown) * row_h + 6
+    width = _LABEL_W + _PLOT_W + 20
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{width}" '
+           f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           f'aria-label="timeline of {len(shown)} rows">']
+    out += _axis(span, height)
+    out += _concurrency([a for r in rows for a in r.attempts], t0, span, now)
+    top = _AXIS_H + 50
+    for k, row in enumerate(shown):
+        y = top + k * row_h
+        if k % 2:
+            out.append(f'<rect class="stripe" x="0" y="{y}" width="{width}" height="{row_h}"/>')
+        if labels:
+            name = row.label if len(row.label) <= 28 else row.label[:27] + "…"
+            out.append(f'<text class="label" x="{_LABEL_W - 6}" y="{y + row_h - 4}">'
+                       f"{_e(name)}</text>")
+        for a in row.attempts:
+            out.append(_bar(row, a, now, x, y, row_h))
+    out.append("</svg>")
+    note = ""
+    if len(shown) < len(rows):
+        note = (f'<p class="note">The timeline shows {len(shown):,} of {len(rows):,} rows: every '
+                "one that did not complete, then the longest. The table below lists every unit; "
+                "the strip above the rows counts every attempt.</p>")
+    legend = "".join(f'<span class="chip {state_class(k)}">{k}</span>'
+                     for k in ("completed", "failed", "timeout", "canceled", "running", "lost"))
+    return (f'<section id="timeline"><h2>Timeline</h2>{note}<p class="legend">{legend}'
+            '<span class="chip wait">queue wait</span> Hover a bar for its attempt; click it '
+            f'for the details.</p><div class="scroll">{"".join(out)}</div></section>')
+
+
+def _axis(span: float, height: int) -> list[str]:
+    step = _nice(span / 8)
+    out = [f'<line class="axis" x1="{_LABEL_W}" x2="{_LABEL_W + _PLOT_W}" y1="{_AXIS_H}" '
+           f'y2="{_AXIS_H}"/>']
+    k = 0
+    while k * step <= span * 1.0001:
+        px = _LABEL_W + k * step / span * _PLOT_W
+        out.append(f'<line class="tick" x1="{px:.1f}" x2="{px:.1f}" y1="{_AXIS_H - 4}" '
+                   f'y2="{height}"/><text class="tick" x="{px:.1f}" y="{_AXIS_H - 7}">'
+                   f"+{_secs(k * step) or '0'}</text>")
+        k += 1
+    return out
+
+
+def _nice(raw: float) -> float:
+    """A round step (1, 2 or 5 times a power of ten seconds) of at least ``raw``."""
+    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    for m in (1, 2, 5, 10):
+        if m * power >= raw:
+            return m * power
+    return 10 * power
+
+
+def _concurrency(attempts: Iterable[Attempt], t0: float, span: float, now: float
+                 ) -> list[str]:
+    """A strip counting the attempts running at each moment, over every row (shown or not)."""
+    bins = 300
+    counts = [0] * bins
+    for a in attempts:
+        sub, start, end = _ends(a, now)
+        begin = start if start is not None else sub
+        if begin is None:
+            continue
+        lo = min(bins - 1, max(0, int((begin - t0) / span * bins)))
+        hi = min(bins - 1, max(lo, int((end - t0) / span * bins)))
+        for b in range(lo, hi + 1):
+            counts[b] += 1
+    peak = max(counts) or 1
+    top, h = _AXIS_H + 6, 36
+    pts = [f"{_LABEL_W},{top + h}"]
+    for b, c in enumerate(counts):
+        px0 = _LABEL_W + b / bins * _PLOT_W
+        px1 = _LABEL_W + (b + 1) / bins * _PLOT_W
+        py = top + h - c / peak * h
+        pts += [f"{px0:.1f},{py:.1f}", f"{px1:.1f},{py:.1f}"]
+    pts.append(f"{_LABEL_W + _PLOT_W},{top + h}")
+    return [f'<text class="label" x="{_LABEL_W - 6}" y="{top + h / 2 + 4}">running at once '
+            f"(max {peak:,})</text>",
+            f'<polygon class="concurrency" points="{" ".join(pts)}"/>']
+
+
+def _bar(row: _Row, a: Attempt, now: float, x: Callable[[float], float], y: int,
+         row_h: int) -> str:
+    sub, start, end = _ends(a, now)
+    begin = start if start is not None else sub
+    if begin is None:  # a group run as its children: no time of its own
+        begin = end
+    h = max(row_h - 4, 2)
+    parts = []
+    if sub is not None and start is not None and start > sub:
+        parts.append(f'<rect class="wait" x="{x(sub):.1f}" y="{y + 2}" '
+                     f'width="{max(x(start) - x(sub), 0.5):.1f}" height="{h}"/>')
+    open_ = " open" if a.ended is None else ""
+    parts.append(f'<rect class="bar {state_class(a.state)}{open_}" x="{x(begin):.1f}" '
+                 f'y="{y + 2}" width="{max(x(end) - x(begin), 1.5):.1f}" height="{h}"/>')
+    lines = [f"{row.label} · {row.unit.kind} · attempt {a.number} · "
+             f"{a.state if a.ended is not None else a.state + ' (still going)'}"]
+    if sub is not None:
+        wait = f" (waited {_secs(start - sub)})" if start is not None and start >= sub else ""
+        lines.append(f"submitted {_clock(sub)}{wait}")
+    if start is not None:
+        lines.append(f"started {_clock(start)}")
+    lines.append(f"ended {_clock(a.ended)}" + (f" after {_secs(end - begin)}"
+                                               if a.ended is not None else ""))
+    facts = [f"exit {a.exit_code}" if a.exit_code is not None else "",
+             f"job {a.job_id}" if a.job_id else "", f"on {row.unit.where}" if row.unit.where
+             else ""]
+    if any(facts):
+        lines.append(" · ".join(f for f in facts if f))
+    if a.info:
+        lines.append(a.info)
+    return (f'<g class="attempt" data-unit="{_e(row.unit.name)}" data-attempt="{a.number}">'
+            f"<title>{_e(chr(10).join(lines))}</title>{''.join(parts)}</g>")
+
+
+# -- graph --------------------------------------------------------------------------------
+def _graph(drawn: Drawn) -> str:
+    body = f'<div class="scroll graph-box">{drawn.svg}</div>' if drawn.svg else ""
+    return (f'<section id="graph" data-engine="{drawn.engine}"><h2>Dependency graph</h2>'
+            f'<p class="note">{_e(drawn.note)}</p>{body}</section>')
+
+
+# -- table --------------------------------------------------------------------------------
+def _rank(u: UnitReport) -> int:
+    if u.state in _BAD:
+        return 0
+    if u.state in _LIVE:
+        return 1
+    return 3 if u.state == "completed" else 2
+
+
+def _table(report: Report) -> str:
+    units = sorted(report.units, key=_rank)  # stable: the spec's order within a rank
+    head = ("<thead><tr><th>task</th><th>state</th><th>attempts</th><th>exit</th>"
+            "<th>duration</th><th>job id</th><th>where</th><th>resources</th>"
+            "<th>info</th></tr></thead>")
+    chunks, rows = [], []
+    for k, u in enumerate(units):
+        name = u.name + ("/" if u.kind == "group" else "")
+        rows.append(f'<tr class="{state_class(u.state)}"><td>{_e(name)}</td>'
+                    f'<td><span class="chip {state_class(u.state)}">{_e(u.state)}</span></td>'
+                    f"<td>{u.attempts}</td><td>{'' if u.exit_code is None else u.exit_code}"
+                    f"</td><td>{_secs(u.duration)}</td><td>{_e(u.job_id or '')}</td>"
+                    f"<td>{_e(u.where)}</td><td>{_e(u.resources)}</td><td>{_e(u.info)}</td>"
+                    "</tr>")
+        if u.state in _BAD:
+            logs = " ".join(f"<code>{_e(p)}</code>" for p in (u.stderr, u.stdout) if p)
+            tail = (f"<pre class=\"stderr\">{_e(chr(10).join(u.stderr_tail))}</pre>"
+                    if u.stderr_tail else "<p>(its stderr is empty)</p>")
+            rows.append(f'<tr class="detail"><td colspan="9">{tail}'
+                        f"<p>logs: {logs or '—'}</p></td></tr>")
+        if (k + 1) % TABLE_CHUNK == 0:
+            chunks.append(rows)
+            rows = []
+    if rows:
+        chunks.append(rows)
+    bodies = "".join(f'<tbody class="chunk">{"".join(c)}</tbody>' for c in chunks)
+    return (f'<section id="tasks"><h2>Tasks</h2><p class="note">{len(units):,} units, '
+            "those that did not complete first, with the last lines of their stderr.</p>"
+            f'<div class="scroll"><table id="task-table">{head}{bodies}</table></div></section>')
+
+
+# -- CSS and JS ---------------------------------------------------------------------------
+def _css() -> str:
+    colours = "".join(f".{state_class(k)}{{--c:{v}}}" for k, v in COLOURS.items())
+    return colours + _CSS
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;padding:0 1.5em 2em;max-width:1240px;
+color:#222;background:#fff}
+h1{font-size:1.4em;margin:.8em 0 .2em}h2{font-size:1.15em;margin:1.4em 0 .4em;
+border-bottom:1px solid #ddd}
+code,pre{font:12px ui-monospace,monospace}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:0}
+dt{color:#666}dd{margin:0}ul.runs{margin:0;padding:0;list-style:none}
+.chip{display:inline-block;padding:0 .5em;border-radius:.7em;background:var(--c,#eee);
+color:#000;font-size:12px;margin:0 .2em .1em 0;border:1px solid rgba(0,0,0,.15)}
+.chip.wait{background:repeating-linear-gradient(45deg,#ccc 0 3px,#fff 3px 6px)}
+.note,.live{color:#555}.live{color:#1565c0;font-weight:600}
+.scroll{overflow:auto}
+svg text{font:11px system-ui,sans-serif;fill:#333}
+svg.timeline text.label{text-anchor:end}svg.timeline text.tick{text-anchor:middle;fill:#777}
+svg.timeline line.axis{stroke:#999}svg.timeline line.tick{stroke:#eee}
+svg.timeline rect.stripe{fill:#fafafa}
+svg.timeline rect.bar{fill:var(--c,#999)}svg.timeline rect.bar.open{opacity:.6}
+svg.timeline rect.wait{fill:#ccc}svg.timeline polygon.concurrency{fill:#bbdefb;stroke:#64b5f6}
+svg.timeline g.attempt{cursor:pointer}svg.timeline g.attempt:hover rect.bar,
+svg.timeline g.attempt.picked rect.bar{stroke:#000;stroke-width:1}
+svg.graph path{fill:none;stroke:#888}svg.graph path.member{stroke-dasharray:4 3;stroke:#bbb}
+svg.graph text{text-anchor:middle}svg.graph g.group rect{stroke:#555;stroke-dasharray:3 2}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.15em .5em;
+border-bottom:1px solid #eee;vertical-align:top}th{background:#f5f5f5;position:sticky;top:0}
+tbody.chunk{content-visibility:auto;contain-intrinsic-size:auto 12000px}
+tr.detail td{background:#fff8f8}pre.stderr{margin:.2em 0;padding:.4em;background:#fff;
+border:1px solid #f3caca;white-space:pre-wrap;max-height:16em;overflow:auto}
+#detail{position:fixed;right:1em;bottom:1em;max-width:40em;background:#fff;border:1px solid
+#999;box-shadow:0 2px 8px rgba(0,0,0,.3);padding:.5em 1em}#detail pre{white-space:pre-wrap}
+#detail-close{float:right}input.filter{margin:.3em 0;padding:.2em .4em;width:20em}
+@media print{#detail,input.filter{display:none}.scroll{overflow:visible}
+svg{max-width:100%;height:auto}tbody.chunk{content-visibility:visible}
+tr{break-inside:avoid}body{max-width:none}}
+"""
+
+# Works on the DOM the server drew: nothing here is needed to read the page.
+_JS = """
+(function(){
+'use strict';
+var panel=document.getElementById('detail'),text=document.getElementById('detail-text');
+var picked=null;
+document.getElementById('detail-close').addEventListener('click',function(){
+  panel.hidden=true;if(picked){picked.classList.remove('picked');picked=null;}});
+var tl=document.querySelector('svg.timeline');
+if(tl){tl.addEventListener('click',function(ev){
+  var g=ev.target.closest('g.attempt');if(!g)return;
+  if(picked)picked.classList.remove('picked');picked=g;g.classList.add('picked');
+  text.textContent=g.querySelector('title').textContent;panel.hidden=false;});}
+var table=document.getElementById('task-table');
+if(table){var box=document.createElement('input');box.className='filter';box.type='search';
+  box.placeholder='filter tasks by name or state';
+  table.parentNode.parentNode.insertBefore(box,table.parentNode);
+  box.addEventListener('input',function(){var q=box.value.toLowerCase();
+    table.querySelectorAll('tbody tr').forEach(function(tr){
+      var row=tr.classList.contains('detail')?tr.previousElementSibling:tr;
+      tr.hidden=q!==''&&row.textContent.toLowerCase().indexOf(q)<0;});});}
+document.documentElement.setAttribute('data-bars',
+  String(document.querySelectorAll('svg.timeline g.attempt').length));
+})();
+"""
+
+
+def write(spec: Spec, root: Path, dest: Path, graph_engine: str = "auto") -> Path:
+    """Build the report of ``spec``'s records in ``root`` and write it to ``dest`` atomically
+    (a browser reloading it never sees half a page). StateError when ``dest`` cannot be
+    written, naming it."""
+    page = render(build(spec, root), graph_engine)
+    try:
+        atomic_write(dest, page)
+    except OSError as exc:
+        raise StateError(f"cannot write the report to {dest}: {exc.strerror or exc}; pass "
+                         "-o FILE to write it elsewhere") from exc
+    return dest
