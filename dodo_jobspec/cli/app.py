@@ -53,7 +53,7 @@ The transformer comes from -t, else the config file (jobspec-do.yaml beside the 
 """
 
 COMMANDS = ("run", "validate", "graph", "schema", "plan", "status", "logs", "clean", "cancel",
-            "plugins", "watch")
+            "plugins", "watch", "report")
 
 # A word that could be a mistyped command rather than a spec file: no dot, no slash.
 _COMMAND_LIKE = re.compile(r"[A-Za-z][A-Za-z_-]*")

@@ -72,6 +72,8 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only failures and a closing line (nothing when nothing ran)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print up-to-date tasks")
+    p.add_argument("--report", action="store_true",
+                   help="when the run ends, write the HTML report to <state dir>/report.html")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", help="what would run, where and why; runs nothing")
@@ -88,6 +90,8 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="stable JSON (see README)")
     _state_args(p)
     p.set_defaults(func=cmd_status)
+
+    _add_report_command(sub)
 
     p = sub.add_parser("logs", help="print a task's stdout and stderr")
     p.add_argument("spec", type=Path, metavar="SPEC")
@@ -110,6 +114,25 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     transformer_arg(p)
     _state_args(p)
     p.set_defaults(func=cmd_cancel)
+
+
+def _add_report_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "report", help="a self-contained HTML report: timeline, graph, every attempt",
+        description="Write one HTML file (no network needed to open it) showing what the runs "
+                    "of SPEC did: a summary, a timeline of every attempt, the dependency graph "
+                    "and every task with its logs. It reads the records only, so it can be made "
+                    "while a run is going.")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="where to write it (default: <state dir>/report.html)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report's data as JSON instead (\"format\": 1, like status)")
+    p.add_argument("--graph", choices=("auto", "dot", "layered"), default="auto",
+                   help="who draws the graph: Graphviz dot when installed (auto), or "
+                        "jobspec-do's own layered layout")
+    _state_args(p)
+    p.set_defaults(func=cmd_report)
 
 
 def _state_args(p: argparse.ArgumentParser) -> None:
@@ -142,21 +165,57 @@ def _request(args: argparse.Namespace) -> Any:
         no_wait=getattr(args, "no_wait", False) or getattr(args, "cron", False),
         cron=getattr(args, "cron", False), no_wait_asked=getattr(args, "no_wait", False),
         resources_choice=getattr(args, "resources_choice", None),
+        command=_command_line(args) if args.func is cmd_run else "",
         stage=StageConfig(getattr(args, "stager", None) or cfg.stager or "shared",
                           nodes or cfg.nodes, dict(cfg.ssh)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`jobspec-do [run] SPEC`"""
-    if not (args.force or args.dry_run):
+    if args.dry_run:
+        return _dry_run(args)
+    rc = _run(args)
+    if args.report:  # a failed run's report is the one most wanted
+        from ..records.report_html import write
+        from ..records.status import open_state
+
+        state = open_state(args.spec, _state_dir(args))
+        write(state.spec, state.root, state.root / "report.html")
+    return rc
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.force:
         units = _noop(args)
         if units is not None:
             return EXIT_OK
-    if args.dry_run:
-        return _dry_run(args)
     from ..engine.run import run
 
     return run(_request(args))
+
+
+# Run options as (attribute, flag): the command line a run records, as it was understood.
+_FLAGS = (("transformer", "-t"), ("jobs", "-j"), ("resources_choice", "--resources-choice"),
+          ("stager", "--stager"), ("nodes", "--nodes"), ("state_dir", "--state-dir"),
+          ("config", "--config"))
+_SWITCHES = (("keep_going", "-k"), ("resume", "--resume"), ("no_wait", "--no-wait"),
+             ("cron", "--cron"), ("wait_lock", "--wait-lock"), ("quiet", "-q"),
+             ("verbose", "-v"), ("report", "--report"))
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The `run` command line in its canonical spelling, for the runs log and the report."""
+    import shlex
+
+    words = ["jobspec-do"]
+    words += [flag for name, flag in _SWITCHES if getattr(args, name, False)]
+    for name, flag in _FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            words += [flag, str(value)]
+    for task in getattr(args, "force", ()):
+        words += ["--force", task]
+    return shlex.join([*words, str(args.spec)])
 
 
 def _noop(args: argparse.Namespace) -> int | None:
@@ -222,6 +281,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..records.status import print_status
 
     return print_status(args.spec, _state_dir(args), as_json=args.json)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`jobspec-do report SPEC`"""
+    from ..records.status import open_state
+
+    state = open_state(args.spec, _state_dir(args))
+    if args.json:
+        import json
+
+        from ..records.report import build
+
+        print(json.dumps(build(state.spec, state.root).to_json(), indent=2))
+        return EXIT_OK
+    from ..records.report_html import write
+
+    dest = args.output or state.root / "report.html"
+    if args.output is None:
+        state.root.mkdir(parents=True, exist_ok=True)
+    print(f"report: {write(state.spec, state.root, dest, args.graph)}")
+    return EXIT_OK
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

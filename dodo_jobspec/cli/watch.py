@@ -18,7 +18,8 @@ Each cycle (every ``--every``, or once with ``--once`` for cron):
 5. One line per spec is printed: its name, the exit code and the outcome. A spec that finished
    (exit 0, every task completed) moves to ``DIR/done/``; one that failed (exit 1, nothing
    still queued or running) moves to ``DIR/failed/``; both with ``<name>.status.json``, the
-   final `status --json` record. Anything else stays in DIR to be advanced by the next cycle.
+   final `status --json` record, and ``<name>.report.html``, the `jobspec-do report` page.
+   Anything else stays in DIR to be advanced by the next cycle.
 
 Tasks run with DIR as their directory, as they would for ``jobspec-do DIR/<name>``: a task that
 writes ``*.yaml``/``*.json`` files should write them into a sub-folder, not into DIR itself.
@@ -38,6 +39,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -299,6 +301,8 @@ class Watcher:
             extra["no_wait"] = polled
         if "callback" in known:
             extra["callback"] = cfg.callback
+        if "command" in known:  # what the report shows as the run's command line
+            extra["command"] = f"jobspec-do watch {shlex.quote(str(self.folder))}"
         return RunRequest(spec=path, transformer=transformer, jobs=cfg.jobs, state_dir=root,
                           quiet=True, resume=True,
                           stage=StageConfig(cfg.stager or "shared", cfg.nodes, dict(cfg.ssh)),
@@ -310,13 +314,25 @@ class Watcher:
         live = polled and any(r["state"] in LIVE_STATES for r in rows)
         if rc == EXIT_OK and complete:
             dest = self._move(path, "done", ".status.json", _status_json(path, root, rc, rows))
+            self._report(spec, root, dest)
             return Outcome(path.name, rc, "done", dest)
         if rc == EXIT_FAILED and not live:
             dest = self._move(path, "failed", ".status.json", _status_json(path, root, rc, rows))
+            self._report(spec, root, dest)
             failed = [r["name"] for r in rows if r["state"] not in ("completed", "never run")]
             return Outcome(path.name, rc, "failed", dest, ", ".join(failed[:5]))
         done = sum(r["state"] == "completed" for r in rows)
         return Outcome(path.name, rc, "in progress", detail=f"{done}/{len(rows)} done")
+
+    def _report(self, spec: Any, root: Path, dest: Path) -> None:
+        """The HTML report beside a finished spec, as ``<name>.report.html``. A report that
+        cannot be written is said, and stops nothing: the spec's records stay in its state."""
+        from ..records.report_html import write
+
+        try:
+            write(spec, root, dest.with_name(dest.name + ".report.html"))
+        except (JobspecError, OSError) as exc:
+            self._say(f"{dest.name}: no report: {exc}")
 
     def _invalid(self, path: Path, exc: Exception) -> Outcome:
         text = f"{exc}\n"
