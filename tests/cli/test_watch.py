@@ -69,7 +69,10 @@ def test_a_valid_file_runs_to_completion_and_moves_to_done(tmp_path: Path) -> No
     [outcome] = w.cycle()
     assert (outcome.name, outcome.rc, outcome.what) == ("good.yaml", 0, "done")
     assert (tmp_path / "out" / "used.txt").read_text() == "made\n"
-    assert names(tmp_path / "done") == ["good.yaml", "good.yaml.status.json"]
+    assert names(tmp_path / "done") == ["good.yaml", "good.yaml.report.html",
+                                        "good.yaml.status.json"]
+    report = (tmp_path / "done" / "good.yaml.report.html").read_text()
+    assert report.count('<g class="attempt"') == 2  # make and use, one attempt each
     assert not (tmp_path / "good.yaml").exists()
     status = json.loads((tmp_path / "done" / "good.yaml.status.json").read_text())
     assert status["complete"] and status["exit_code"] == 0
@@ -102,6 +105,9 @@ def test_a_failing_spec_moves_to_failed_with_its_last_status(tmp_path: Path) -> 
     status = json.loads((tmp_path / "failed" / "failing.yaml.status.json").read_text())
     assert not status["complete"]
     assert status["units"][0]["state"] == "failed" and status["units"][0]["exit_code"] == 3
+    report = (tmp_path / "failed" / "failing.yaml.report.html").read_text()
+    assert '<tr class="st-failed"><td>boom</td>' in report
+    assert "jobspec-do watch" in report  # the command line that ran it
 
 
 def test_a_file_still_being_written_is_not_picked_up(tmp_path: Path) -> None:
@@ -284,7 +290,8 @@ def test_sigterm_during_a_run_exits_0_and_leaves_nothing_half_done(tmp_path: Pat
     (tmp_path / "started").unlink()
     assert main(["watch", str(tmp_path), "--once", "--settle", "0.2"]) == 0
     assert (tmp_path / "out" / "long.txt").read_text() == "finished\n"
-    assert names(tmp_path / "done") == ["slow.yaml", "slow.yaml.status.json"]
+    assert names(tmp_path / "done") == ["slow.yaml", "slow.yaml.report.html",
+                                        "slow.yaml.status.json"]
 
 
 def _holds(pid: int, path: Path) -> bool:

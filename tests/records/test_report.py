@@ -1,0 +1,258 @@
+"""`jobspec-do report`: the page holds what the records say, for real runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dodo_jobspec.records import report_html
+from dodo_jobspec.records.report import build
+from dodo_jobspec.records.report_graph import OWN_LIMIT, GraphNode, draw
+from dodo_jobspec.records.status import open_state
+from tests.helpers import jobspec_do, write
+from tests.services import need_service
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+FAILING_B = "mkdir -p $OUT && echo 'shard b: disk full' >&2 && exit 3"
+
+
+class Page(HTMLParser):
+    """Every element's tag and attributes, and the text inside each element with an id or a
+    class we look at."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def having(self, tag: str, *classes: str) -> list[dict[str, str]]:
+        return [a for t, a in self.elements
+                if t == tag and set(classes) <= set(a.get("class", "").split())]
+
+    @property
+    def all_text(self) -> str:
+        return "".join(self.text)
+
+
+def _fan_out_in(tmp_path: Path) -> Path:
+    """examples/fan-out-in.yaml with shard-b failing (exit 3, a line on stderr)."""
+    text = (EXAMPLES / "fan-out-in.yaml").read_text()
+    text = text.replace('command: "mkdir -p $OUT && echo b > $OUT/b.txt"',
+                        f'command: "{FAILING_B}"')
+    assert FAILING_B in text
+    return write(tmp_path, text, "fan.yaml")
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fan-out-in run twice with one failing shard: shard-b has two attempts, merge none."""
+    folder = tmp_path_factory.mktemp("fan")
+    spec = _fan_out_in(folder)
+    assert jobspec_do("-k", spec, cwd=folder).returncode == 1
+    assert jobspec_do("--report", spec, cwd=folder).returncode == 1
+    return spec
+
+
+def _status(spec: Path) -> dict[str, dict[str, Any]]:
+    out = jobspec_do("status", spec, "--json", cwd=spec.parent)
+    return {u["name"]: u for u in json.loads(out.stdout)["units"]}
+
+
+def _recorded_attempts(spec: Path) -> dict[str, int]:
+    """Attempts per task, counted from status.csv the way a reader would: running lines."""
+    tasks = spec.parent / ".jobspec-do" / spec.stem / "tasks"
+    return {p.name: (p / "status.csv").read_text().count(",running,")
+            for p in tasks.iterdir()}
+
+
+def test_run_with_report_writes_a_page_that_holds_what_the_records_say(ran: Path) -> None:
+    page_file = ran.parent / ".jobspec-do" / "fan" / "report.html"
+    page = Page(page_file.read_text())
+    status = _status(ran)
+    # The summary counts units by state as `status` sees them.
+    counts = Counter(u["state"] for u in status.values())
+    assert counts == {"completed": 2, "failed": 1, "never run": 1}
+    text = page_file.read_text()
+    summary = Page(text[text.index('<section id="summary"'):text.index('<section id="timeline"')])
+    chips = [t for t in summary.text if ": " in t]
+    assert len(summary.having("span", "chip")) == len(counts)
+    assert sorted(chips) == sorted(f"{state}: {n}" for state, n in counts.items())
+    # One bar per recorded attempt: shard-b's two, one each for the others, none for merge.
+    attempts = page.having("g", "attempt")
+    per_unit = Counter(a["data-unit"] for a in attempts)
+    assert per_unit == {k: v for k, v in _recorded_attempts(ran).items() if v}
+    assert per_unit["shard-b"] == 2 and "merge" not in per_unit
+    bars = page.having("rect", "bar")
+    assert len(bars) == len(attempts)
+    assert Counter(b["class"].split()[1] for b in bars) == {"st-completed": 2, "st-failed": 2}
+    # The failed task leads the table, with its stderr's last line and its log paths.
+    rows = [a for a in page.having("tr") if a.get("class", "").startswith("st-")]
+    assert rows[0]["class"] == "st-failed"
+    assert "shard b: disk full" in page.all_text
+    assert status["shard-b"]["stderr"] in page.all_text
+    # The command line that ran, as the runs log kept it.
+    assert f"jobspec-do --report {ran}" in summary.all_text
+
+
+def test_the_page_is_self_contained(ran: Path) -> None:
+    text = (ran.parent / ".jobspec-do" / "fan" / "report.html").read_text()
+    page = Page(text)
+    assert not page.having("link") and not page.having("img") and not page.having("iframe")
+    assert all("src" not in a for t, a in page.elements if t == "script")
+    for tag, attrs in page.elements:
+        for name, value in attrs.items():
+            if name in ("href", "src", "xlink:href"):
+                assert value.startswith("#"), (tag, name, value)  # in-page references only
+    assert "url(http" not in text and "@import" not in text
+
+
+def test_json_holds_every_attempt_and_matches_status(ran: Path) -> None:
+    out = jobspec_do("report", ran, "--json", cwd=ran.parent)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["format"] == 1
+    status = _status(ran)
+    units = {u["name"]: u for u in data["units"]}
+    assert {k: u["state"] for k, u in units.items()} == {k: u["state"] for k, u in
+                                                          status.items()}
+    recorded = _recorded_attempts(ran)
+    assert {k: len(u["history"]) for k, u in units.items()} == {**recorded, "merge": 0}
+    b = units["shard-b"]
+    assert [a["exit_code"] for a in b["history"]] == [3, 3]
+    assert [a["state"] for a in b["history"]] == ["failed", "failed"]
+    for a in b["history"]:
+        assert a["started"] <= a["ended"] and a["job_id"]
+    assert b["stderr_tail"] == ["shard b: disk full"]
+    assert units["merge"]["depends_on"] == ["shard-a", "shard-b", "shard-c"]
+    s = data["summary"]
+    assert s["attempts"] == sum(recorded.values()) == 4
+    assert s["transformers"] == ["local"]
+    assert s["first_start"] <= s["last_end"]
+    # Both runs are in the runs log, the second with --report.
+    assert [r["command"] for r in s["runs"]] == [f"jobspec-do -k {ran}",
+                                                 f"jobspec-do --report {ran}"]
+
+
+def test_report_command_writes_to_the_state_dir_or_to_o(ran: Path, tmp_path: Path) -> None:
+    out = jobspec_do("report", ran, "-o", tmp_path / "r.html", cwd=ran.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"report: {tmp_path / 'r.html'}"
+    assert Page((tmp_path / "r.html").read_text()).having("g", "attempt")
+    bad = jobspec_do("report", ran, "-o", tmp_path / "missing" / "r.html", cwd=ran.parent)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert f"cannot write the report to {tmp_path / 'missing' / 'r.html'}" in bad.stderr
+
+
+def _graph_counts(text: str) -> tuple[int, int]:
+    page = Page(text)
+    return len(page.having("g", "node")), len(page.having("g", "edge") +
+                                              page.having("path", "edge"))
+
+
+@pytest.mark.parametrize("engine", ["dot", "layered"])
+def test_the_graph_has_every_task_and_dependency(ran: Path, engine: str) -> None:
+    if engine == "dot" and not shutil.which("dot"):
+        need_service("Graphviz dot is not installed (Debian: graphviz)")
+    state = open_state(ran, None)
+    page = report_html.render(build(state.spec, state.root), engine)
+    section = page[page.index('<section id="graph"'):page.index('<section id="tasks"')]
+    assert f'data-engine="{engine}"' in section
+    assert _graph_counts(section) == (4, 3)
+    nodes = Page(section).having("g", "node")
+    assert sum("st-failed" in n["class"] for n in nodes) == 1
+    assert sum("st-never-run" in n["class"] for n in nodes) == 1
+
+
+GROUPS = """
+    version: 1
+    name: nested
+    groups:
+    - name: outer
+      tasks:
+      - {name: prep, command: "true"}
+      - {name: work, command: "true", depends_on: [prep]}
+    tasks:
+    - {name: first, command: "true"}
+    - {group: outer, depends_on: [first]}
+    - {name: last, command: "true", depends_on: [outer]}
+"""
+
+
+def test_groups_are_nodes_and_layers_follow_dependencies(tmp_path: Path) -> None:
+    spec = write(tmp_path, GROUPS)
+    state = open_state(spec, None)
+    nodes = [GraphNode(n.name, "group" if n.is_group else "task", "never run",
+                       n.parent.name if n.parent else None, tuple(d.name for d in n.depends_on))
+             for n in state.spec.nodes.values()]
+    layered = draw(nodes, "layered")
+    deps = sum(len(n.depends_on) for n in nodes)
+    assert _graph_counts(layered.svg) == (len(nodes), deps)
+    members = Page(layered.svg).having("path", "member")
+    assert len(members) == sum(n.parent is not None for n in nodes)
+    # Left to right: each box starts right of every box it depends on, a group's members
+    # right of the group.
+    x = {m.group(2): int(m.group(3)) for m in
+         re.finditer(r'<title>(task|group) ([^:]+): [^<]*</title><rect x="(\d+)"', layered.svg)}
+    assert len(x) == len(nodes)
+    for n in nodes:
+        assert all(x[d] < x[n.name] for d in n.depends_on), (n, x)
+        assert n.parent is None or x[n.parent] < x[n.name], (n, x)
+    if shutil.which("dot"):
+        drawn = draw(nodes, "dot")
+        assert drawn.engine == "dot"
+        assert _graph_counts(drawn.svg) == (len(nodes), deps)
+        assert len(Page(drawn.svg).having("g", "cluster")) == 1  # the group's box
+
+
+def test_a_graph_too_big_to_draw_is_left_out_and_the_page_says_so() -> None:
+    nodes = [GraphNode(f"t{i}", "task", "completed", None, ()) for i in range(OWN_LIMIT + 1)]
+    drawn = draw(nodes, "layered")
+    assert drawn.svg == "" and "left out" in drawn.note
+
+
+def test_a_long_timeline_shows_what_did_not_complete_and_says_it_left_rows_out(
+        ran: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_html, "TIMELINE_LIMIT", 1)
+    state = open_state(ran, None)
+    page = Page(report_html.render(build(state.spec, state.root), "layered"))
+    assert {a["data-unit"] for a in page.having("g", "attempt")} == {"shard-b"}
+    assert "The timeline shows 1 of 3 rows" in page.all_text
+    assert "the strip above the rows counts every attempt" in page.all_text
+
+
+def test_replicas_run_apart_get_a_row_each(tmp_path: Path) -> None:
+    spec = tmp_path / "replicas.yaml"
+    shutil.copy(EXAMPLES / "replicas.yaml", spec)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    state = open_state(spec, None)
+    report = build(state.spec, state.root)
+    sample = next(u for u in report.units if u.name == "sample")
+    assert sorted(a.replica for a in sample.history) == [0, 1, 2, 3]
+    page = Page(report_html.render(report, "layered"))
+    labels = [t for t in page.text if t.startswith("sample[") and "\n" not in t]
+    assert labels == ["sample[0]", "sample[1]", "sample[2]", "sample[3]"]
+    assert Counter(a["data-unit"] for a in page.having("g", "attempt")) == {"sample": 4,
+                                                                            "collect": 1}
+
+
+def test_a_spec_that_never_ran_still_gets_a_page(tmp_path: Path) -> None:
+    spec = write(tmp_path, "version: 1\ntasks:\n- {name: a, command: 'true'}\n")
+    out = jobspec_do("report", spec, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    page = Page((tmp_path / ".jobspec-do" / "spec" / "report.html").read_text())
+    assert "Nothing has run yet" in page.all_text
+    assert not page.having("g", "attempt")
