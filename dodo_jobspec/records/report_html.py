@@ -6,7 +6,7 @@ print; the script only adds a detail panel on click and a filter over the table.
 resource is referenced, so the page opens from ``file://`` with no network.
 
 Scale: the table holds every unit, in chunks the browser may skip laying out until they are
-scrolled to (``content-visibility``); the timeline draws at most TIMELINE_LIMIT rows (every
+scrolled near (``content-visibility``); the timeline draws at most TIMELINE_LIMIT rows (every
 unit that did not complete first, then the longest) and says so when it leaves some out.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 
 from ..errors import StateError
 from ..spec.model import Spec
-from .report import Attempt, Report, UnitReport, build
+from .report import TAILS, Attempt, Report, UnitReport, build
 from .report_graph import COLOURS, Drawn, GraphNode, draw, state_class
 from .state import atomic_write
 
-TIMELINE_LIMIT = 2000  # rows; past this the timeline shows a selection and says so
+TIMELINE_LIMIT = 1000  # rows; past this the timeline shows a selection and says so
 TABLE_CHUNK = 500  # table rows per <tbody>: the unit the browser skips while off screen
 _LABEL_W, _PLOT_W, _AXIS_H = 190, 900, 22
 _BAD = ("failed", "timeout", "canceled", "interrupted", "lost", "unknown", "blocked")
@@ -296,35 +296,49 @@ def _rank(u: UnitReport) -> int:
     return 3 if u.state == "completed" else 2
 
 
+# Fixed column widths: every chunk is a table of its own, and they must line up.
+_COLUMNS = (("task", 15), ("state", 9), ("attempts", 6), ("exit", 5), ("duration", 7),
+            ("job id", 11), ("where", 6), ("resources", 17), ("info", 24))
+_COLGROUP = "<colgroup>" + "".join(f'<col style="width:{w}%">' for _, w in _COLUMNS) + \
+    "</colgroup>"
+
+
 def _table(report: Report) -> str:
+    """Every unit, failed first. In chunks of TABLE_CHUNK rows, each its own fixed-layout
+    table in a box the browser skips until it is scrolled near (``content-visibility``, which
+    table parts themselves do not take): 10,000 rows in one table cost seconds to lay out."""
     units = sorted(report.units, key=_rank)  # stable: the spec's order within a rank
-    head = ("<thead><tr><th>task</th><th>state</th><th>attempts</th><th>exit</th>"
-            "<th>duration</th><th>job id</th><th>where</th><th>resources</th>"
-            "<th>info</th></tr></thead>")
+    head = "".join(f"<th>{name}</th>" for name, _ in _COLUMNS)
     chunks, rows = [], []
+    lines = 0  # rows of text in the chunk, for the size it claims while skipped
     for k, u in enumerate(units):
         name = u.name + ("/" if u.kind == "group" else "")
         rows.append(f'<tr class="{state_class(u.state)}"><td>{_e(name)}</td>'
-                    f'<td><span class="chip {state_class(u.state)}">{_e(u.state)}</span></td>'
+                    f"<td>{_e(u.state)}</td>"
                     f"<td>{u.attempts}</td><td>{'' if u.exit_code is None else u.exit_code}"
                     f"</td><td>{_secs(u.duration)}</td><td>{_e(u.job_id or '')}</td>"
                     f"<td>{_e(u.where)}</td><td>{_e(u.resources)}</td><td>{_e(u.info)}</td>"
                     "</tr>")
+        lines += 2
         if u.state in _BAD:
             logs = " ".join(f"<code>{_e(p)}</code>" for p in (u.stderr, u.stdout) if p)
             tail = (f"<pre class=\"stderr\">{_e(chr(10).join(u.stderr_tail))}</pre>"
-                    if u.stderr_tail else "<p>(its stderr is empty)</p>")
+                    if u.stderr_tail else "")
             rows.append(f'<tr class="detail"><td colspan="9">{tail}'
                         f"<p>logs: {logs or '—'}</p></td></tr>")
-        if (k + 1) % TABLE_CHUNK == 0:
-            chunks.append(rows)
-            rows = []
-    if rows:
-        chunks.append(rows)
-    bodies = "".join(f'<tbody class="chunk">{"".join(c)}</tbody>' for c in chunks)
+            lines += 4 + len(u.stderr_tail)
+        if (k + 1) % TABLE_CHUNK == 0 or k == len(units) - 1:
+            chunks.append(f'<div class="chunk" style="contain-intrinsic-size:auto '
+                          f'{lines * 11}px"><table class="tasks">{_COLGROUP}<tbody>'
+                          f'{"".join(rows)}</tbody></table></div>')
+            rows, lines = [], 0
+    bad = sum(u.state in _BAD for u in units)
+    shown = (f"the last lines of the stderr of the first {TAILS} (the others' log paths "
+             "say where to look)" if bad > TAILS else "the last lines of their stderr")
     return (f'<section id="tasks"><h2>Tasks</h2><p class="note">{len(units):,} units, '
-            "those that did not complete first, with the last lines of their stderr.</p>"
-            f'<div class="scroll"><table id="task-table">{head}{bodies}</table></div></section>')
+            f"those that did not complete first, with {shown}.</p>"
+            f'<div id="task-table"><table class="tasks">{_COLGROUP}<thead><tr>{head}</tr>'
+            f"</thead></table>{''.join(chunks)}</div></section>")
 
 
 # -- CSS and JS ---------------------------------------------------------------------------
@@ -356,16 +370,17 @@ svg.timeline g.attempt{cursor:pointer}svg.timeline g.attempt:hover rect.bar,
 svg.timeline g.attempt.picked rect.bar{stroke:#000;stroke-width:1}
 svg.graph path{fill:none;stroke:#888}svg.graph path.member{stroke-dasharray:4 3;stroke:#bbb}
 svg.graph text{text-anchor:middle}svg.graph g.group rect{stroke:#555;stroke-dasharray:3 2}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.15em .5em;
-border-bottom:1px solid #eee;vertical-align:top}th{background:#f5f5f5;position:sticky;top:0}
-tbody.chunk{content-visibility:auto;contain-intrinsic-size:auto 12000px}
+table.tasks{border-collapse:collapse;width:100%;table-layout:fixed}
+th,td{text-align:left;padding:.15em .5em;border-bottom:1px solid #eee;vertical-align:top;
+overflow-wrap:anywhere}th{background:#f5f5f5}div.chunk{content-visibility:auto}
+table.tasks tr td:nth-child(2){background:var(--c)}
 tr.detail td{background:#fff8f8}pre.stderr{margin:.2em 0;padding:.4em;background:#fff;
 border:1px solid #f3caca;white-space:pre-wrap;max-height:16em;overflow:auto}
 #detail{position:fixed;right:1em;bottom:1em;max-width:40em;background:#fff;border:1px solid
 #999;box-shadow:0 2px 8px rgba(0,0,0,.3);padding:.5em 1em}#detail pre{white-space:pre-wrap}
 #detail-close{float:right}input.filter{margin:.3em 0;padding:.2em .4em;width:20em}
 @media print{#detail,input.filter{display:none}.scroll{overflow:visible}
-svg{max-width:100%;height:auto}tbody.chunk{content-visibility:visible}
+svg{max-width:100%;height:auto}div.chunk{content-visibility:visible}
 tr{break-inside:avoid}body{max-width:none}}
 """
 
@@ -385,7 +400,7 @@ if(tl){tl.addEventListener('click',function(ev){
 var table=document.getElementById('task-table');
 if(table){var box=document.createElement('input');box.className='filter';box.type='search';
   box.placeholder='filter tasks by name or state';
-  table.parentNode.parentNode.insertBefore(box,table.parentNode);
+  table.parentNode.insertBefore(box,table);
   box.addEventListener('input',function(){var q=box.value.toLowerCase();
     table.querySelectorAll('tbody tr').forEach(function(tr){
       var row=tr.classList.contains('detail')?tr.previousElementSibling:tr;

@@ -7,6 +7,7 @@ while a run is in progress and from any machine that sees the files.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,16 +34,21 @@ _IN_FLIGHT = ("submitting", "queued", "running")
 _ENDED_BADLY = ("failed", "timeout", "canceled", "lost", "interrupted", "blocked", "unknown")
 
 
-def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]:
+def unit_status(st: UnitState, run_active: bool | None = None,
+                history: list[dict[str, str]] | None = None,
+                job: JobRecord | None = None) -> dict[str, Any]:
     """One unit's status as plain data (the `status --json` entry).
 
     A process that a run started on this machine dies with the run (its watchdog kills it),
     so when the run is gone without recording the end (killed with -9), the unit is ``lost``,
     not the ``running`` on disk. ``run_active`` says whether a run holds the state directory
-    (None: look it up). Slurm and Flux jobs outlive their run and keep their recorded state."""
-    history = st.history()
+    (None: look it up). Slurm and Flux jobs outlive their run and keep their recorded state.
+    ``history`` and ``job`` are its status.csv and job.json when the caller has read them
+    already (the report reads every unit's)."""
+    if history is None:
+        history = st.history()
     try:
-        job, unreadable = st.read_job(), ""
+        job, unreadable = job or st.read_job(), ""
     except StateError as exc:  # one damaged record: say so there, show every other unit
         # The completion record is a copy of the last completed job.json, unless the damage
         # reached both (a truncation in place does: they are hard links).
@@ -54,7 +60,7 @@ def unit_status(st: UnitState, run_active: bool | None = None) -> dict[str, Any]
     if unreadable:
         state, info = "unknown", (f"{unreadable.split(' (')[0]}: the next run (or --resume) "
                                   "runs it again and writes it afresh")
-    if st.done.exists() and state == "completed":
+    if state == "completed" and os.path.exists(st.done_str):
         state = "completed"
     newer = int(last["attempt"]) if last and last["attempt"].isdigit() else 0
     if newer > job.attempt:
