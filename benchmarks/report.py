@@ -92,8 +92,10 @@ def measure(n: int, rounds: int, workdir: Path, browser: bool) -> dict[str, floa
         samples["build"].append(t1 - t0)
         samples["render"].append(t2 - t1)
         t0 = time.perf_counter()
-        subprocess.run([*CLI, "report", str(spec), "-o", str(page)], cwd=folder, check=True,
-                       capture_output=True)
+        out = subprocess.run([*CLI, "report", str(spec), "-o", str(page)], cwd=folder,
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"`jobspec-do report` failed: {out.stderr}")
         samples["command"].append(time.perf_counter() - t0)
         if browser:
             samples["blank"].append(_chromium(blank, folder / f"profile-b{r}")[0])

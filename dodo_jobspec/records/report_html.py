@@ -220,18 +220,25 @@ def _nice(raw: float) -> float:
 
 def _concurrency(attempts: Iterable[Attempt], t0: float, span: float, now: float
                  ) -> list[str]:
-    """A strip counting the attempts running at each moment, over every row (shown or not)."""
+    """A strip counting the attempts running at each moment, over every row (shown or not):
+    each of its bins shows the most that ran at once within it."""
     bins = 300
-    counts = [0] * bins
+    events: list[tuple[float, int]] = []
     for a in attempts:
         sub, start, end = _ends(a, now)
         begin = start if start is not None else sub
-        if begin is None:
-            continue
-        lo = min(bins - 1, max(0, int((begin - t0) / span * bins)))
-        hi = min(bins - 1, max(lo, int((end - t0) / span * bins)))
-        for b in range(lo, hi + 1):
-            counts[b] += 1
+        if begin is not None:
+            events += [(begin, 1), (max(end, begin), -1)]
+    events.sort()  # at one instant an end (-1) comes before a start: no false overlap
+    counts = [0] * bins
+    running, last = 0, 0
+    for t, step in events:
+        b = min(bins - 1, max(0, int((t - t0) / span * bins)))
+        for k in range(last, b):  # the bins since the last event held what ran then
+            counts[k] = max(counts[k], running)
+        running += step
+        counts[b] = max(counts[b], running)
+        last = b
     peak = max(counts) or 1
     top, h = _AXIS_H + 6, 36
     pts = [f"{_LABEL_W},{top + h}"]
@@ -297,8 +304,8 @@ def _rank(u: UnitReport) -> int:
 
 
 # Fixed column widths: every chunk is a table of its own, and they must line up.
-_COLUMNS = (("task", 15), ("state", 9), ("attempts", 6), ("exit", 5), ("duration", 7),
-            ("job id", 11), ("where", 6), ("resources", 17), ("info", 24))
+_COLUMNS = (("task", 15), ("state", 9), ("attempts", 8), ("exit", 5), ("duration", 8),
+            ("job id", 11), ("where", 6), ("resources", 17), ("info", 21))
 _COLGROUP = "<colgroup>" + "".join(f'<col style="width:{w}%">' for _, w in _COLUMNS) + \
     "</colgroup>"
 
@@ -373,7 +380,7 @@ svg.graph text{text-anchor:middle}svg.graph g.group rect{stroke:#555;stroke-dash
 table.tasks{border-collapse:collapse;width:100%;table-layout:fixed}
 th,td{text-align:left;padding:.15em .5em;border-bottom:1px solid #eee;vertical-align:top;
 overflow-wrap:anywhere}th{background:#f5f5f5}div.chunk{content-visibility:auto}
-table.tasks tr td:nth-child(2){background:var(--c)}
+table.tasks tr td:nth-child(2){box-shadow:inset 6px 0 var(--c);padding-left:12px}
 tr.detail td{background:#fff8f8}pre.stderr{margin:.2em 0;padding:.4em;background:#fff;
 border:1px solid #f3caca;white-space:pre-wrap;max-height:16em;overflow:auto}
 #detail{position:fixed;right:1em;bottom:1em;max-width:40em;background:#fff;border:1px solid
