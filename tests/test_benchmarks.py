@@ -57,3 +57,15 @@ def test_budget_runs_the_skeleton_against_xargs(tmp_path: Path) -> None:
     assert rows[0][2] == "1.00"  # xargs is the floor the others are divided by
     assert all(float(wall) > 0 and float(ratio) > 0 for _, wall, ratio in rows)
     assert not (tmp_path / "budget").exists()
+
+
+def test_report_benchmark_measures_a_real_run(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "report.py"), "--n", "20", "--rounds", "1",
+                          "--no-browser", "--workdir", str(tmp_path / "report")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    [row] = _table(out.stdout)
+    n, build, render, command, mb, laid_out, chromium = row
+    assert n == "20" and float(build) > 0 and float(render) > 0 and float(command) > 0
+    assert 0 < float(mb) < 1 and laid_out == chromium == "—"
+    assert not (tmp_path / "report").exists()  # its workload is removed afterwards

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,9 +16,10 @@ import pytest
 from dodo_jobspec.records import report_html
 from dodo_jobspec.records.report import build
 from dodo_jobspec.records.report_graph import OWN_LIMIT, GraphNode, draw
+from dodo_jobspec.records.state import RUNS_LOG, read_runs, record_run
 from dodo_jobspec.records.status import open_state
 from tests.helpers import jobspec_do, write
-from tests.services import need_service
+from tests.services import SlurmCluster, need_service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FAILING_B = "mkdir -p $OUT && echo 'shard b: disk full' >&2 && exit 3"
@@ -256,3 +258,54 @@ def test_a_spec_that_never_ran_still_gets_a_page(tmp_path: Path) -> None:
     page = Page((tmp_path / ".jobspec-do" / "spec" / "report.html").read_text())
     assert "Nothing has run yet" in page.all_text
     assert not page.having("g", "attempt")
+
+
+def test_a_slurm_jobs_queue_wait_is_drawn_apart_from_its_run(tmp_path: Path,
+                                                             slurm: SlurmCluster) -> None:
+    """`--no-wait` submits `after` at once with afterok on `first`: it waits in Slurm's queue
+    while `first` runs, and its script's start ends the wait."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: first, command: "sleep 3", attributes: {duration: 60s}}
+        - {name: after, depends_on: [first], command: "true", attributes: {duration: 60s}}
+        """)
+    deadline = time.monotonic() + 120
+    while True:
+        r = jobspec_do(spec, "-t", "slurm", "--no-wait", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        if json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["complete"]:
+            break
+        assert time.monotonic() < deadline, "the spec did not complete on Slurm"
+        time.sleep(0.5)
+    state = open_state(spec, None)
+    report = build(state.spec, state.root)
+    units = {u.name: u for u in report.units}
+    assert report.summary.transformers == ["slurm"]
+    [first], [after] = units["first"].history, units["after"].history
+    for a in (first, after):
+        assert a.state == "completed" and a.exit_code == 0 and a.job_id
+        assert a.submitted is not None and a.started is not None and a.ended is not None
+        assert a.submitted <= a.started <= a.ended
+    # `after` was in the queue for as long as `first` ran (3 s), and started after it.
+    assert after.started - after.submitted > 2.0
+    assert after.started >= first.started + 2.0
+    page = Page(report_html.render(report, "layered"))
+    waits = page.having("rect", "wait")
+    assert len(waits) >= 1
+    assert float(waits[-1]["width"]) > 1.0  # drawn, grey, before the bar
+    titles = [t for t in page.text if t.startswith("after · task · attempt 1")]
+    assert len(titles) == 1 and "waited" in titles[0] and f"job {after.job_id}" in titles[0]
+
+
+def test_the_runs_log_keeps_one_line_per_different_run(tmp_path: Path) -> None:
+    """A crontab calling the same command every minute must not grow the file each time."""
+    record_run(tmp_path, "jobspec-do --cron spec.yaml", "slurm")
+    record_run(tmp_path, "jobspec-do --cron spec.yaml", "slurm")
+    record_run(tmp_path, "jobspec-do --resume spec.yaml", "slurm")
+    record_run(tmp_path, "jobspec-do --cron spec.yaml", "slurm")
+    with open(tmp_path / RUNS_LOG, "a") as fh:
+        fh.write('{"time": 1, "comm')  # cut by a power loss
+    assert [r["command"] for r in read_runs(tmp_path)] == [
+        "jobspec-do --cron spec.yaml", "jobspec-do --resume spec.yaml",
+        "jobspec-do --cron spec.yaml"]
