@@ -3,8 +3,9 @@
     python benchmarks/report.py --n 100,10000 --rounds 3
 
 For each N: the fan workload (N tasks + `gather`), every 1000th task made to fail, is run once
-for real (`jobspec-do -k -j 2`); then, interleaved over the rounds, the report's data and
-page are built in this process (`build` + `render`: what `jobspec-do report` does after the
+for real (`jobspec-do -k -j 2`); then, interleaved over the rounds, every unit's status.csv and
+job.json are read and parsed and nothing more (the floor), the report's data and page are
+built in this process (`build` + `render`: what `jobspec-do report` does after the
 spec is loaded), the whole `jobspec-do report` command is timed, and, side by side, headless
 chromium loads the page and an empty page (so its start-up can be taken off: the difference is
 what the page costs the browser); the page also times itself from navigation to laid out
@@ -14,6 +15,8 @@ what the page costs the browser); the page also times itself from navigation to 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
 import statistics
@@ -69,6 +72,18 @@ def _chromium(page: Path, profile: Path) -> tuple[float, float]:
     return wall, int(m.group(1)) / 1000
 
 
+def _floor(root: Path) -> float:
+    """The peer of `build`: read every unit's status.csv and job.json and parse the JSON,
+    nothing else. What the report must do at least; `build` / this is its overhead."""
+    t0 = time.perf_counter()
+    for entry in os.scandir(root / "tasks"):
+        with open(f"{entry.path}/status.csv", "rb") as fh:
+            fh.read()
+        with open(f"{entry.path}/job.json", "rb") as fh:
+            json.loads(fh.read())
+    return time.perf_counter() - t0
+
+
 def measure(n: int, rounds: int, workdir: Path, browser: bool) -> dict[str, float]:
     folder = workdir / f"n{n}"
     folder.mkdir(parents=True)
@@ -82,8 +97,9 @@ def measure(n: int, rounds: int, workdir: Path, browser: bool) -> dict[str, floa
     blank = folder / "blank.html"
     blank.write_text("<!DOCTYPE html><html><body></body></html>")
     samples: dict[str, list[float]] = {"build": [], "render": [], "command": [],
-                                       "browser": [], "blank": [], "laid_out": []}
+                                       "browser": [], "blank": [], "laid_out": [], "floor": []}
     for r in range(rounds):
+        samples["floor"].append(_floor(state.root))
         t0 = time.perf_counter()
         report = build(state.spec, state.root)
         t1 = time.perf_counter()
@@ -118,15 +134,16 @@ def main() -> int:
     browser = not args.no_browser and shutil.which("chromium") is not None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="jsd-report-bench-"))
     try:
-        print("| N tasks | build s | render s | `report` command s | page MB | laid out s | "
-              "chromium wall s (page - blank) |")
-        print("|---|---|---|---|---|---|---|")
+        print("| N tasks | records floor s | build s (x floor) | render s | `report` command s "
+              "| page MB | laid out s | chromium wall s (page - blank) |")
+        print("|---|---|---|---|---|---|---|---|")
         for n in (int(x) for x in args.n.split(",")):
             m = measure(n, args.rounds, workdir, browser)
             chrome = (f"{m['browser']:.2f} - {m['blank']:.2f} = {m['browser'] - m['blank']:.2f}"
                       if "browser" in m else "—")
             laid = f"{m['laid_out']:.2f}" if "laid_out" in m else "—"
-            print(f"| {n:,} | {m['build']:.3f} | {m['render']:.3f} | {m['command']:.3f} | "
+            print(f"| {n:,} | {m['floor']:.3f} | {m['build']:.3f} (x {m['build'] / m['floor']:.1f})"
+                  f" | {m['render']:.3f} | {m['command']:.3f} | "
                   f"{m['bytes'] / 1e6:.2f} | {laid} | {chrome} |", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

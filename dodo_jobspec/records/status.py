@@ -84,8 +84,9 @@ def unit_status(st: UnitState, run_active: bool | None = None,
         "exit_code": exit_code, "duration": duration,
         "updated": float(last["timestamp"]) if last else None,
         "info": info,
-        "stdout": str(st.stdout(attempt)) if attempt else None,
-        "stderr": str(st.stderr(attempt)) if attempt else None,
+        # Strings made directly: a Path per log costs more than reading the records (report).
+        "stdout": f"{st.dir_str}/stdout.{attempt}" if attempt else None,
+        "stderr": f"{st.dir_str}/stderr.{attempt}" if attempt else None,
     }
     n = st.unit.replicas if isinstance(st.unit, Task) else 1
     if n > 1 and attempt:
