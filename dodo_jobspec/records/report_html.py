@@ -12,7 +12,9 @@ unit that did not complete first, then the longest) and says so when it leaves s
 
 from __future__ import annotations
 
+import bisect
 import html
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -147,6 +149,68 @@ def _choose(rows: list[_Row], now: float) -> list[_Row]:
     return [rows[i] for i in keep]
 
 
+class _Scale:
+    """Time to x: linear, except that a long idle stretch between runs (a resume the next
+    morning) is cut down to GAP_PX and labelled, so the runs around it keep their width."""
+
+    GAP_PX = 56
+
+    def __init__(self, spans: list[tuple[float, float]], t0: float, t1: float) -> None:
+        busy: list[list[float]] = []
+        for begin, end in sorted(spans):
+            if busy and begin <= busy[-1][1]:
+                busy[-1][1] = max(busy[-1][1], end)
+            else:
+                busy.append([begin, end])
+        worked = sum(e - b for b, e in busy) or (t1 - t0) or 1e-3
+        # Idle stretches worth cutting: long in themselves and against the work around them.
+        self.gaps = [(a[1], b[0]) for a, b in itertools.pairwise(busy)
+                     if b[0] - a[1] > max(5.0, 0.25 * worked)]
+        shown = (t1 - t0) - sum(g1 - g0 for g0, g1 in self.gaps)
+        self.px_per_s = (_PLOT_W - self.GAP_PX * len(self.gaps)) / max(shown, 1e-3)
+        self.t0, self.t1 = t0, t1
+        # Segments between the gaps: (first second, last second, x of the first).
+        self.segments: list[tuple[float, float, float]] = []
+        start, px = t0, float(_LABEL_W)
+        for g0, g1 in self.gaps:
+            self.segments.append((start, g0, px))
+            px += (g0 - start) * self.px_per_s + self.GAP_PX
+            start = g1
+        self.segments.append((start, t1, px))
+        self._starts = [seg[0] for seg in self.segments]
+
+    def x(self, t: float) -> float:
+        k = max(0, bisect.bisect_right(self._starts, t) - 1)
+        start, end, px = self.segments[k]
+        if t <= end or k == len(self.segments) - 1:
+            return px + (t - start) * self.px_per_s
+        # Inside a cut gap: spread over its width.
+        g0, g1 = self.gaps[k]
+        gap_px = px + (g0 - start) * self.px_per_s
+        return gap_px + (t - g0) / max(g1 - g0, 1e-9) * self.GAP_PX
+
+    def axis(self, height: int) -> list[str]:
+        shown = sum(e - b for b, e, _ in self.segments)
+        step = _nice(shown / 8)
+        out = [f'<line class="axis" x1="{_LABEL_W}" x2="{_LABEL_W + _PLOT_W}" y1="{_AXIS_H}" '
+               f'y2="{_AXIS_H}"/>']
+        for start, end, _ in self.segments:
+            k = math.ceil((start - self.t0) / step - 1e-9)
+            while self.t0 + k * step <= end + step * 1e-4:
+                px = self.x(self.t0 + k * step)
+                out.append(f'<line class="tick" x1="{px:.1f}" x2="{px:.1f}" y1="{_AXIS_H - 4}"'
+                           f' y2="{height}"/><text class="tick" x="{px:.1f}" '
+                           f'y="{_AXIS_H - 7}">+{_tick(k * step, step)}</text>')
+                k += 1
+        for g0, g1 in self.gaps:
+            px = self.x(g0)
+            out.append(f'<g class="gap"><title>{_e(_secs(g1 - g0))} when nothing ran, cut short'
+                       f'</title><rect x="{px + 4:.1f}" y="{_AXIS_H}" width="{self.GAP_PX - 8}"'
+                       f' height="{height - _AXIS_H}"/><text x="{px + self.GAP_PX / 2:.1f}" '
+                       f'y="{_AXIS_H - 7}">{_e(_secs(g1 - g0))} idle</text></g>')
+        return out
+
+
 def _timeline(report: Report) -> str:
     s = report.summary
     now = s.generated
@@ -155,22 +219,25 @@ def _timeline(report: Report) -> str:
         return ('<section id="timeline"><h2>Timeline</h2><p>Nothing has run yet: no attempt '
                 'is recorded.</p></section>')
     shown = _choose(rows, now)
-    t0 = s.first_start
-    t1 = max([s.last_end or t0, *(now for r in shown for a in r.attempts if a.ended is None)])
-    span = max(t1 - t0, 1e-3)
+    spans = []
+    for row in rows:
+        for a in row.attempts:
+            sub, start, end = _ends(a, now)
+            begin = sub if sub is not None else start
+            spans.append((begin if begin is not None else end, end))
+    t0 = min(b for b, _ in spans)
+    t1 = max(e for _, e in spans)
+    scale = _Scale(spans, t0, max(t1, t0 + 1e-3))
     row_h = 16 if len(shown) <= 300 else 5
     labels = row_h >= 12
-
-    def x(t: float) -> float:
-        return _LABEL_W + (t - t0) / span * _PLOT_W
 
     height = _AXIS_H + 50 + len(shown) * row_h + 6
     width = _LABEL_W + _PLOT_W + 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'aria-label="timeline of {len(shown)} rows">']
-    out += _axis(span, height)
-    out += _concurrency([a for r in rows for a in r.attempts], t0, span, now)
+    out += scale.axis(height)
+    out += _concurrency([a for r in rows for a in r.attempts], scale.x, now)
     top = _AXIS_H + 50
     for k, row in enumerate(shown):
         y = top + k * row_h
@@ -181,13 +248,16 @@ def _timeline(report: Report) -> str:
             out.append(f'<text class="label" x="{_LABEL_W - 6}" y="{y + row_h - 4}">'
                        f"{_e(name)}</text>")
         for a in row.attempts:
-            out.append(_bar(row, a, now, x, y, row_h))
+            out.append(_bar(row, a, now, scale.x, y, row_h))
     out.append("</svg>")
     note = ""
     if len(shown) < len(rows):
         note = (f'<p class="note">The timeline shows {len(shown):,} of {len(rows):,} rows: every '
                 "one that did not complete, then the longest. The table below lists every unit; "
                 "the strip above the rows counts every attempt.</p>")
+    if scale.gaps:
+        note += ('<p class="note">Stretches when nothing ran (between runs) are cut short and '
+                 "marked “idle”; the times on the axis stay true.</p>")
     legend = "".join(f'<span class="chip {state_class(k)}">{k}</span>'
                      for k in ("completed", "failed", "timeout", "canceled", "running", "lost"))
     return (f'<section id="timeline"><h2>Timeline</h2>{note}<p class="legend">{legend}'
@@ -195,18 +265,16 @@ def _timeline(report: Report) -> str:
             f'for the details.</p><div class="scroll">{"".join(out)}</div></section>')
 
 
-def _axis(span: float, height: int) -> list[str]:
-    step = _nice(span / 8)
-    out = [f'<line class="axis" x1="{_LABEL_W}" x2="{_LABEL_W + _PLOT_W}" y1="{_AXIS_H}" '
-           f'y2="{_AXIS_H}"/>']
-    k = 0
-    while k * step <= span * 1.0001:
-        px = _LABEL_W + k * step / span * _PLOT_W
-        out.append(f'<line class="tick" x1="{px:.1f}" x2="{px:.1f}" y1="{_AXIS_H - 4}" '
-                   f'y2="{height}"/><text class="tick" x="{px:.1f}" y="{_AXIS_H - 7}">'
-                   f"+{_secs(k * step) or '0'}</text>")
-        k += 1
-    return out
+def _tick(value: float, step: float) -> str:
+    """An axis label: as precise as the step between ticks, so no two read the same."""
+    digits = 0 if step >= 1 else 1 if step >= 0.1 else 2 if step >= 0.01 else 3
+    value = round(value, digits)
+    if value < 60:
+        return f"{value:.{digits}f} s"
+    minutes, sec = divmod(value, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    secs = f"{sec:0{3 + digits if digits else 2}.{digits}f}s"
+    return f"{hours}h{minutes:02d}m{secs}" if hours else f"{minutes}m{secs}"
 
 
 def _nice(raw: float) -> float:
@@ -218,7 +286,7 @@ def _nice(raw: float) -> float:
     return 10 * power
 
 
-def _concurrency(attempts: Iterable[Attempt], t0: float, span: float, now: float
+def _concurrency(attempts: Iterable[Attempt], x: Callable[[float], float], now: float
                  ) -> list[str]:
     """A strip counting the attempts running at each moment, over every row (shown or not):
     each of its bins shows the most that ran at once within it."""
@@ -233,7 +301,7 @@ def _concurrency(attempts: Iterable[Attempt], t0: float, span: float, now: float
     counts = [0] * bins
     running, last = 0, 0
     for t, step in events:
-        b = min(bins - 1, max(0, int((t - t0) / span * bins)))
+        b = min(bins - 1, max(0, int((x(t) - _LABEL_W) / _PLOT_W * bins)))
         for k in range(last, b):  # the bins since the last event held what ran then
             counts[k] = max(counts[k], running)
         running += step
@@ -372,7 +440,9 @@ svg.timeline text.label{text-anchor:end}svg.timeline text.tick{text-anchor:middl
 svg.timeline line.axis{stroke:#999}svg.timeline line.tick{stroke:#eee}
 svg.timeline rect.stripe{fill:#fafafa}
 svg.timeline rect.bar{fill:var(--c,#999)}svg.timeline rect.bar.open{opacity:.6}
-svg.timeline rect.wait{fill:#ccc}svg.timeline polygon.concurrency{fill:#bbdefb;stroke:#64b5f6}
+svg.timeline rect.wait{fill:#ccc}svg.timeline g.gap rect{fill:#f3f3f3}
+svg.timeline g.gap text{text-anchor:middle;fill:#777;font-size:10px}
+svg.timeline polygon.concurrency{fill:#bbdefb;stroke:#64b5f6}
 svg.timeline g.attempt{cursor:pointer}svg.timeline g.attempt:hover rect.bar,
 svg.timeline g.attempt.picked rect.bar{stroke:#000;stroke-width:1}
 svg.graph path{fill:none;stroke:#888}svg.graph path.member{stroke-dasharray:4 3;stroke:#bbb}

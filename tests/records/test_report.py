@@ -309,3 +309,21 @@ def test_the_runs_log_keeps_one_line_per_different_run(tmp_path: Path) -> None:
     assert [r["command"] for r in read_runs(tmp_path)] == [
         "jobspec-do --cron spec.yaml", "jobspec-do --resume spec.yaml",
         "jobspec-do --cron spec.yaml"]
+
+
+def test_idle_time_between_runs_is_cut_short_and_the_axis_stays_true() -> None:
+    scale = report_html._Scale([(0.0, 1.0), (1.5, 2.0), (100.0, 101.0)], 0.0, 101.0)
+    assert scale.gaps == [(2.0, 100.0)]  # the half second between the first two stays
+    left, right = report_html._LABEL_W, report_html._LABEL_W + report_html._PLOT_W
+    assert scale.x(0.0) == left and abs(scale.x(101.0) - right) < 1e-6
+    assert abs(scale.x(100.0) - scale.x(2.0) - scale.GAP_PX) < 1e-6
+    xs = [scale.x(t / 4) for t in range(0, 405)]
+    assert xs == sorted(xs)  # time never runs backwards
+    # Equal times take equal widths on both sides of the cut.
+    assert abs((scale.x(1.0) - scale.x(0.0)) - (scale.x(101.0) - scale.x(100.0))) < 1e-6
+    axis = "".join(scale.axis(200))
+    assert "1m38s idle" in axis
+    ticks = re.findall(r'<text class="tick"[^>]*>\+([^<]*)</text>', axis)
+    # True elapsed times on both sides of the cut, no two alike.
+    assert ticks == ["0.0 s", "0.5 s", "1.0 s", "1.5 s", "2.0 s", "1m40.0s", "1m40.5s",
+                     "1m41.0s"]
