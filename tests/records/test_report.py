@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from html.parser import HTMLParser
@@ -327,3 +329,30 @@ def test_idle_time_between_runs_is_cut_short_and_the_axis_stays_true() -> None:
     # True elapsed times on both sides of the cut, no two alike.
     assert ticks == ["0.0 s", "0.5 s", "1.0 s", "1.5 s", "2.0 s", "1m40.0s", "1m40.5s",
                      "1m41.0s"]
+
+
+def _flux() -> str | None:
+    return shutil.which("flux") or next(
+        (p for p in ("/opt/flux-core/bin/flux",) if Path(p).is_file()), None)
+
+
+def test_a_flux_run_reports_each_job(tmp_path: Path) -> None:
+    flux = _flux()
+    if flux is None:
+        pytest.skip("flux is not installed here (see tests/transformers/test_flux.py)")
+    spec = _fan_out_in(tmp_path)
+    run = subprocess.run([flux, "start", "--test-size=1", sys.executable, "-m",
+                          "dodo_jobspec.cli", "-k", "-t", "flux", str(spec)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr  # shard-b failed
+    state = open_state(spec, None)
+    report = build(state.spec, state.root)
+    assert report.summary.transformers == ["flux"]
+    units = {u.name: u for u in report.units}
+    [b] = units["shard-b"].history
+    assert (b.state, b.exit_code) == ("failed", 3) and b.job_id == units["shard-b"].job_id
+    assert b.submitted is not None and b.ended is not None and b.submitted <= b.ended
+    assert units["shard-b"].where == "flux" and units["merge"].history == []
+    page = Page(report_html.render(report, "layered"))
+    assert Counter(a["data-unit"] for a in page.having("g", "attempt")) == {
+        "shard-a": 1, "shard-b": 1, "shard-c": 1}
