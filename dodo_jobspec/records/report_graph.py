@@ -9,7 +9,6 @@ dashed lines (class ``member``) in our layout, and sit in its box (a cluster) in
 from __future__ import annotations
 
 import html
-import json
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -98,12 +97,12 @@ def _dot_source(nodes: Sequence[GraphNode]) -> str:
         if item is None:
             out.append(pad + "}")
             continue
-        attrs = (f'label={json.dumps(item.name)}, fillcolor="{COLOURS.get(item.state, "#e0e0e0")}"'
-                 f', tooltip={json.dumps(f"{item.kind} {item.name}: {item.state}")}'
+        attrs = (f'label={_quote(item.name)}, fillcolor="{COLOURS.get(item.state, "#e0e0e0")}"'
+                 f', tooltip={_quote(f"{item.kind} {item.name}: {item.state}")}'
                  f', class="{state_class(item.state)}"')
         if item.kind == "group":
             out.append(f"{pad}subgraph cluster_{ids[('group', item.name)]} {{")
-            out.append(f'{pad}  label={json.dumps("group " + item.name)}; style=dashed;')
+            out.append(f'{pad}  label={_quote("group " + item.name)}; style=dashed;')
             out.append(f"{pad}  {ids[('group', item.name)]} [{attrs}, shape=folder];")
             stack.append((None, depth))
             stack.extend((c, depth + 1) for c in reversed(children.get(item.name, [])))
@@ -116,6 +115,12 @@ def _dot_source(nodes: Sequence[GraphNode]) -> str:
                 out.append(f"  {ids[(src.kind, src.name)]} -> {ids[(n.kind, n.name)]};")
     out.append("}")
     return "\n".join(out)
+
+
+def _quote(text: str) -> str:
+    """A dot string: quotes and backslashes escaped, any other character as itself (dot
+    reads UTF-8; JSON's \\uXXXX would show literally)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _dot_svg(nodes: Sequence[GraphNode]) -> str:
