@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import JSON_FORMAT
 from ..errors import StateError
-from ..spec.model import Spec, Task, Unit
+from ..spec.model import ResourceRequest, Spec, Task, Unit
 from .state import JobRecord, UnitState, read_record, read_runs
 from .status import lock_holder_alive, unit_status
 
@@ -113,6 +113,7 @@ def build(spec: Spec, root: Path) -> Report:
     units = []
     transformers: set[str] = set()
     tails = 0
+    labels: dict[int, str] = {}
     for node in spec.nodes.values():
         st = UnitState(root, node, spec.name)
         lines = read_history(st.status_str)
@@ -128,7 +129,7 @@ def build(spec: Spec, root: Path) -> Report:
             name=row["name"], kind=row["kind"], state=row["state"], attempts=row["attempts"],
             exit_code=row["exit_code"], duration=row["duration"], job_id=row["job_id"],
             info=row["info"], stdout=row["stdout"], stderr=row["stderr"],
-            where=transformer or "", resources=" | ".join(r.label for r in node.resources),
+            where=transformer or "", resources=_label(node.resources, labels),
             parent=node.parent.name if node.parent else None,
             depends_on=[d.name for d in node.depends_on], history=history,
             replicas=row.get("replicas"))
@@ -152,6 +153,14 @@ def build(spec: Spec, root: Path) -> Report:
         counts=dict(Counter(u.state for u in units).most_common()),
         attempts=sum(len(u.history) for u in units), runs=runs)
     return Report(summary, units)
+
+
+def _label(requests: tuple[ResourceRequest, ...], seen: dict[int, str]) -> str:
+    """The resolved request(s) as text; tasks that share their resources share the text."""
+    text = seen.get(id(requests))
+    if text is None:
+        text = seen[id(requests)] = " | ".join(r.label for r in requests)
+    return text
 
 
 def read_history(path: str) -> list[dict[str, str]]:
