@@ -204,6 +204,7 @@ def test_groups_are_nodes_and_layers_follow_dependencies(tmp_path: Path) -> None
              for n in state.spec.nodes.values()]
     layered = draw(nodes, "layered")
     deps = sum(len(n.depends_on) for n in nodes)
+    assert (len(nodes), deps) == (5, 3)  # first, outer, prep, work, last; 3 depends_on
     assert _graph_counts(layered.svg) == (len(nodes), deps)
     members = Page(layered.svg).having("path", "member")
     assert len(members) == sum(n.parent is not None for n in nodes)
