@@ -138,6 +138,7 @@ def build(spec: Spec, root: Path) -> Report:
             unit.stderr_tail = _tail(unit.stderr)
             tails += 1
         units.append(unit)
+    _date_groups(spec, units)
     runs = read_runs(root)
     transformers.update(r["transformer"] for r in runs if r.get("transformer"))
     starts = [t for u in units for a in u.history for t in (a.submitted, a.started) if t]
@@ -153,6 +154,22 @@ def build(spec: Spec, root: Path) -> Report:
         counts=dict(Counter(u.state for u in units).most_common()),
         attempts=sum(len(u.history) for u in units), runs=runs)
     return Report(summary, units)
+
+
+def _date_groups(spec: Spec, units: list[UnitReport]) -> None:
+    """Give a group attempt that records no start of its own (the local transformer runs a
+    group as its members and records only its end) the earliest start of its members since
+    the group's previous attempt ended, so its bar spans its members'."""
+    by_key = {node.key: unit for node, unit in zip(spec.nodes.values(), units, strict=True)}
+    for node in spec.groups:
+        begins = sorted(b for child in node.walk() for a in by_key[child.key].history
+                        if (b := a.started or a.submitted) is not None)
+        previous = float("-inf")
+        for at in by_key[node.key].history:
+            if at.started is None and at.submitted is None and at.ended is not None:
+                since = [b for b in begins if previous < b <= at.ended]
+                at.started = since[0] if since else None
+            previous = at.ended if at.ended is not None else previous
 
 
 def _label(requests: tuple[ResourceRequest, ...], seen: dict[int, str]) -> str:

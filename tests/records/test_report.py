@@ -357,3 +357,14 @@ def test_a_flux_run_reports_each_job(tmp_path: Path) -> None:
     page = Page(report_html.render(report, "layered"))
     assert Counter(a["data-unit"] for a in page.having("g", "attempt")) == {
         "shard-a": 1, "shard-b": 1, "shard-c": 1}
+
+
+def test_a_group_run_as_its_members_spans_them_on_the_timeline(tmp_path: Path) -> None:
+    spec = write(tmp_path, GROUPS)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    state = open_state(spec, None)
+    units = {u.name: u for u in build(state.spec, state.root).units}
+    [outer] = units["outer"].history
+    members = [a for name in ("prep", "work") for a in units[name].history]
+    assert outer.started == min(a.started for a in members)  # its first member's start
+    assert outer.ended is not None and outer.ended >= max(a.ended for a in members)
