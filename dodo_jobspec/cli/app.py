@@ -33,17 +33,22 @@ Run a JobSpec the way Make runs a Makefile.
 jobspec-do validates SPEC, turns every task and group into a unit of work with inputs and
 outputs, and runs what is out of date on the local machine, Slurm or Flux, in dependency order.
 A second run skips everything already done; after a failure, fix the task and run
-`jobspec-do --resume SPEC`: only what failed and what depends on it runs again.
+`jobspec-do --resume`: only what failed and what depends on it runs again.
 """
 
 EPILOG = """\
 examples:
   jobspec-do examples/build-run.yaml            run on this machine (the default)
   jobspec-do -t slurm -j 8 spec.yaml            run on Slurm, 8 jobs in flight
-  jobspec-do --resume spec.yaml                 after a failure or a kill: finish the work
+  jobspec-do --resume                           after a failure or a kill: finish the work
   jobspec-do plan spec.yaml                     what would run, where, and why
   jobspec-do validate spec.yaml                 check a spec; errors name file, line, path
   jobspec-do status spec.yaml --json            per-task state for scripts
+
+no SPEC named: every command that takes one uses jobspec.yaml or jobspec.yml in the current
+folder, else the spec whose state folder (.jobspec-do/<stem>/) a run used last. Both names,
+two state folders used at the same moment, or nothing found is an error (exit 2), never a
+guess. The chosen file is named first. -f/--file SPEC names one as SPEC does.
 
 exit codes:
   0 everything done   1 a task failed   2 invalid spec or usage

@@ -360,3 +360,14 @@ def test_logs_with_a_spec_but_no_task_says_so(ran: Path,
     assert main(["logs", "pipe.yaml"]) == 2
     assert capsys.readouterr().err == ("jobspec-do: error: 'pipe.yaml' is a file, and logs "
                                        "needs a TASK: jobspec-do logs pipe.yaml TASK\n")
+
+
+def test_help_and_readme_teach_plain_resume_and_the_search_order() -> None:
+    top = jobspec_do("--help").stdout
+    assert "jobspec-do --resume    " in top  # the example line, with no spec
+    assert "jobspec.yaml or jobspec.yml in the current\nfolder, else the spec whose state" in top
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    first = readme.split("\n\n", 3)[2]  # the paragraph after the two command lines
+    assert "`jobspec-do --resume` in its folder" in first
+    assert "1. `jobspec.yaml` or `jobspec.yml`" in readme and ".jobspec-do/<stem>/` a run used" \
+        in readme
