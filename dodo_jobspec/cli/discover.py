@@ -95,9 +95,10 @@ def choose(args: argparse.Namespace, typed: list[str]) -> Found | None:
 
 
 def _check_logs_task(args: argparse.Namespace) -> None:
-    """`jobspec-do logs spec.yaml` is a spec without its TASK, not a task named spec.yaml."""
+    """`jobspec-do logs spec.yaml` is a spec without its TASK, not a task named spec.yaml.
+    (A task may well share its name with a file it writes: only a spec-like name counts.)"""
     task = getattr(args, "task", None)
-    if task is not None and os.path.isfile(task):
+    if task is not None and task.endswith((".yaml", ".yml", ".json")) and os.path.isfile(task):
         raise JobspecError(f"'{task}' is a file, and logs needs a TASK: "
                            f"jobspec-do logs {shlex.quote(task)} TASK")
 

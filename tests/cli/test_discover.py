@@ -360,6 +360,9 @@ def test_logs_with_a_spec_but_no_task_says_so(ran: Path,
     assert main(["logs", "pipe.yaml"]) == 2
     assert capsys.readouterr().err == ("jobspec-do: error: 'pipe.yaml' is a file, and logs "
                                        "needs a TASK: jobspec-do logs pipe.yaml TASK\n")
+    (ran / "build").write_text("a file named like the task, as a task's output may be\n")
+    assert main(["logs", "build"]) == 0
+    assert "build-log" in capsys.readouterr().out
 
 
 def test_help_and_readme_teach_plain_resume_and_the_search_order() -> None:
