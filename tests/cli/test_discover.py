@@ -374,3 +374,16 @@ def test_help_and_readme_teach_plain_resume_and_the_search_order() -> None:
     assert "`jobspec-do --resume` in its folder" in first
     assert "1. `jobspec.yaml` or `jobspec.yml`" in readme and ".jobspec-do/<stem>/` a run used" \
         in readme
+
+
+def test_a_found_spec_that_is_invalid_is_reported_like_a_named_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, "version: 1\ntasks:\n- comand: [x]\n", "jobspec.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--json"]) == 2
+    out, err = capsys.readouterr()
+    data = json.loads(out)  # nothing but JSON on stdout
+    assert data["spec"] == "jobspec.yaml"
+    assert data["error"]["problems"][0]["file"] == "jobspec.yaml"
+    assert err.startswith("jobspec.yaml:3:3: tasks[0].comand: unknown key 'comand'")
