@@ -12,10 +12,11 @@ Nothing else is ever taken for a spec: a CI configuration or any other YAML file
 spec is not, unless a jobspec-do run has recorded it as its spec. Two candidates of the same
 rank (rank 2: the same last-use time) are an error listing both, never a guess.
 
-Everything under ``.jobspec-do/`` is untrusted: a state folder counts only if it and its
-``spec`` and ``lock`` files are no symlinks, and its ``spec`` file names, by absolute path, a
-regular file in this folder whose stem is the state folder's name (the folder a run of that
-file really uses). Any other folder is passed over without a word from its contents.
+Everything under ``.jobspec-do/`` is untrusted: a state folder counts only if neither it
+nor its ``spec`` file is a symlink, and that file names, by absolute path, a regular file (no
+symlink) in this folder whose stem is the state folder's name (the folder a run of that file
+really uses). Any other folder is passed over without a word from its contents. A ``lock``
+that is not a regular file gives no time: the claim's is used.
 
 This module runs before every spec command, the no-op fast path included: only the standard
 library, a few stats when ``jobspec.yaml`` is there.
@@ -81,10 +82,10 @@ def choose(args: argparse.Namespace, typed: list[str]) -> Found | None:
             args.specs = [*args.specs, *args.file]
             return None
     elif args.spec is not None or args.file is not None:
-        if args.spec is not None and args.file is not None:
+        if args.spec is not None and args.file is not None and args.spec != args.file:
             raise JobspecError(f"two specs named: {args.spec} and --file {args.file}; "
                                "name one (SPEC or -f SPEC)")
-        args.spec = args.spec if args.spec is not None else args.file
+        args.spec = args.file if args.spec is None else args.spec
         return None
     _check_logs_task(args)
     found = find(Path.cwd(), typed)
