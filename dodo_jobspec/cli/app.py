@@ -25,6 +25,7 @@ from ..errors import (
     format_path,
     suggest,
 )
+from .discover import add_spec_args, choose
 
 DESCRIPTION = """\
 Run a JobSpec the way Make runs a Makefile.
@@ -32,17 +33,22 @@ Run a JobSpec the way Make runs a Makefile.
 jobspec-do validates SPEC, turns every task and group into a unit of work with inputs and
 outputs, and runs what is out of date on the local machine, Slurm or Flux, in dependency order.
 A second run skips everything already done; after a failure, fix the task and run
-`jobspec-do --resume SPEC`: only what failed and what depends on it runs again.
+`jobspec-do --resume`: only what failed and what depends on it runs again.
 """
 
 EPILOG = """\
 examples:
   jobspec-do examples/build-run.yaml            run on this machine (the default)
   jobspec-do -t slurm -j 8 spec.yaml            run on Slurm, 8 jobs in flight
-  jobspec-do --resume spec.yaml                 after a failure or a kill: finish the work
+  jobspec-do --resume                           after a failure or a kill: finish the work
   jobspec-do plan spec.yaml                     what would run, where, and why
   jobspec-do validate spec.yaml                 check a spec; errors name file, line, path
   jobspec-do status spec.yaml --json            per-task state for scripts
+
+no SPEC named: every command that takes one uses jobspec.yaml or jobspec.yml in the current
+folder, else the spec whose state folder (.jobspec-do/<stem>/) a run used last. Both names,
+two state folders used at the same moment, or nothing found is an error (exit 2), never a
+guess. The chosen file is named first. -f/--file SPEC names one as SPEC does.
 
 exit codes:
   0 everything done   1 a task failed   2 invalid spec or usage
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check specs and report every problem",
                        description="Check each SPEC; print `SPEC: ok` or every problem found.")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    add_spec_args(p, many=True)
     p.add_argument("--strict", action="store_true",
                    help="accept only the current upstream spec (no older-draft conveniences "
                         "or jobspec-do extensions)")
@@ -84,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("graph", help="print the task/group dependency graph")
-    p.add_argument("spec", metavar="SPEC")
+    add_spec_args(p, note_stderr=True)
     p.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
     _transformer_arg(p)
     p.set_defaults(func=cmd_graph)
@@ -179,8 +185,10 @@ def _print_json_error(args: argparse.Namespace, exit_code: int, message: str,
         return
     error = {"exit_code": exit_code, "message": message,
              "problems": [_problem_dict(p) for p in problems]}
-    print(json.dumps({"format": JSON_FORMAT, "ok": False, "error": error}, indent=2,
-                     default=str))
+    out: dict[str, object] = {"format": JSON_FORMAT, "ok": False}
+    if getattr(args, "spec", None) is not None:  # named or found: which, as `status` says it
+        out["spec"] = str(args.spec)
+    print(json.dumps({**out, "error": error}, indent=2, default=str))
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -214,10 +222,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _with_default_command(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """`jobspec-do [opts] SPEC` means `jobspec-do run [opts] SPEC`; a first word that is no
-    file and is close to a command's name is a usage error naming the command."""
-    if not argv or argv[0] in ("-h", "--help", "--version"):
+    """`jobspec-do [opts] [SPEC]` means `jobspec-do run [opts] [SPEC]` (plain `jobspec-do`
+    too, as plain `make` does); a first word that is no file and is close to a command's name
+    is a usage error naming the command."""
+    if argv and argv[0] in ("-h", "--help", "--version"):
         return argv
+    if not argv:
+        return ["run"]
     first = argv[0]
     if first in COMMANDS:
         return argv
@@ -239,13 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv), parser)
-    if not args_list:
-        parser.print_help()
-        return EXIT_USAGE
-    args = parser.parse_args(args_list)
+    typed = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_with_default_command(typed, parser))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        choose(args, typed)
         return func(args)
     except SpecError as exc:
         exc = with_file_hints(exc)

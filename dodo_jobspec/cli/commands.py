@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import EXIT_OK
 from ..spec.source import paused_gc
+from .discover import add_spec_args
 
 
 def _whole_number(least: int, meaning: str) -> Callable[[str], int]:
@@ -38,7 +39,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
         description="Run every task of SPEC that is not up to date, in dependency order. A "
                     "task is up to date when it completed before, its definition is unchanged, "
                     "its inputs are unchanged, its outputs exist and nothing upstream re-ran.")
-    p.add_argument("spec", type=Path, metavar="SPEC")
+    add_spec_args(p, note_stderr=True)  # where its progress goes
     transformer_arg(p)
     p.add_argument("-j", "--jobs", type=_JOBS, metavar="N",
                    help="run at most N tasks at once (default: the number of cores locally, "
@@ -77,7 +78,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", help="what would run, where and why; runs nothing")
-    p.add_argument("spec", type=Path, metavar="SPEC")
+    add_spec_args(p)
     transformer_arg(p)
     p.add_argument("--resources-choice", type=_CHOICE, metavar="I",
                    help="for `a|b` resources, use alternative I (0-based) where it exists")
@@ -86,7 +87,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("status", help="each task's state, attempts, exit code, logs")
-    p.add_argument("spec", type=Path, metavar="SPEC")
+    add_spec_args(p)
     p.add_argument("--json", action="store_true", help="stable JSON (see README)")
     _state_args(p)
     p.set_defaults(func=cmd_status)
@@ -94,7 +95,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     _add_report_command(sub)
 
     p = sub.add_parser("logs", help="print a task's stdout and stderr")
-    p.add_argument("spec", type=Path, metavar="SPEC")
+    add_spec_args(p, short=False)  # -f is --follow here, as in tail
     p.add_argument("task", metavar="TASK")
     p.add_argument("--attempt", type=_ATTEMPT, help="which attempt (default: the last)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing as it grows")
@@ -102,7 +103,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("clean", help="forget all recorded state of SPEC")
-    p.add_argument("spec", type=Path, metavar="SPEC")
+    add_spec_args(p)
     _state_args(p)
     p.set_defaults(func=cmd_clean)
 
@@ -110,7 +111,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
                        description="Cancel every queued or running job of SPEC on its "
                        "scheduler. On the local default the jobs are processes of the run "
                        "itself: cancel stops that run as Ctrl-C would, and waits for it.")
-    p.add_argument("spec", type=Path, metavar="SPEC")
+    add_spec_args(p)
     transformer_arg(p)
     _state_args(p)
     p.set_defaults(func=cmd_cancel)

@@ -283,11 +283,15 @@ def test_json_commands_print_a_json_error_on_an_invalid_spec(
 @pytest.mark.parametrize("command", ["plan", "validate"])
 def test_json_commands_print_a_json_error_on_a_handled_error(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
-    assert main([command, "--json", "-t", "lcoal", str(write(tmp_path, GOOD))]) == 2
+    spec = write(tmp_path, GOOD)
+    assert main([command, "--json", "-t", "lcoal", str(spec)]) == 2
     out, err = capsys.readouterr()
     assert err == "jobspec-do: error: unknown transformer 'lcoal' (did you mean 'local'?)\n"
     assert _json_error(out) == {"exit_code": 2, "problems": [],
                                 "message": "unknown transformer 'lcoal' (did you mean 'local'?)"}
+    # The one spec a command works on is named as `status --json` names it; validate's many
+    # are the keys of its own answer.
+    assert json.loads(out).get("spec") == (str(spec) if command == "plan" else None)
     assert main([command, "-t", "lcoal", str(write(tmp_path, GOOD))]) == 2
     assert capsys.readouterr().out == ""  # without --json, stdout stays empty
 
