@@ -35,6 +35,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -44,6 +45,7 @@ from typing import Any
 from ..errors import PluginError
 from ..spec.model import Counts, Group, Resource, ResourceRequest, Task, Unit
 from ..spec.resources import CORE_TYPES, GPU_TYPES
+from . import flux_bindings
 from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
 from .local import LocalTransformer
 
@@ -215,6 +217,9 @@ class FluxTransformer(Transformer):
         self._local = LocalTransformer(options)
         self._api_lock = threading.Lock()
         self._handle: Any = None
+        self._bindings: Any = None
+        # Why the Python API is not used although FLUX_URI is set (said once, on stderr).
+        self.api_note: str | None = None
 
     # -- what is submitted ----------------------------------------------------------------------
     def jobs(self, unit: Unit, ctx: UnitContext) -> list[FluxJob]:
@@ -477,9 +482,50 @@ class FluxTransformer(Transformer):
 
     # -- the two ways to submit -----------------------------------------------------------------
     def _api(self) -> bool:
-        if self.use_api is None:
-            self.use_api = bool(os.environ.get("FLUX_URI")) and _flux_module() is not None
-        return self.use_api
+        """Whether to submit through the Python bindings (decided once per transformer).
+
+        Automatically: when FLUX_URI is set and bindings that match the instance import. With
+        the setting api=python, missing or mismatched bindings are an error instead.
+        """
+        if self.use_api is False:
+            return False
+        with self._api_lock:
+            if self._handle is not None:
+                return True
+            if self.use_api is None and not os.environ.get("FLUX_URI"):
+                self.use_api = False
+                return False
+            problem = self._connect()
+            if problem is None:
+                self.use_api = True
+                return True
+            if self.use_api:
+                raise SubmitError(f"{problem} (the transformer setting api=python asks for "
+                                  "the bindings; api=cli uses the flux command instead)")
+            if self.api_note is None:
+                print(f"jobspec-do: warning: {problem}; submitting with the flux command",
+                      file=sys.stderr)
+            self.api_note = problem
+            self.use_api = False
+            return False
+
+    def _connect(self) -> str | None:
+        """Open a handle through bindings that fit the instance; else say why not."""
+        bindings = flux_bindings.find()
+        if bindings is None:
+            return f"the flux Python bindings are not usable: {flux_bindings.why_missing()}"
+        try:
+            handle = bindings.module.Flux()
+        except OSError as exc:
+            return f"the flux Python bindings cannot reach $FLUX_URI: {exc}"
+        try:
+            version = str(handle.attr_get("version"))
+        except (AttributeError, OSError):
+            version = None  # the bindings cannot say: nothing to compare
+        problem = flux_bindings.mismatch(bindings, version)
+        if problem is None:
+            self._bindings, self._handle = bindings, handle
+        return problem
 
     def _submit_cli(self, unit: Unit, jobs: list[FluxJob], _script: str | None) -> list[str]:
         ids: list[str] = []
@@ -499,15 +545,10 @@ class FluxTransformer(Transformer):
         return ids
 
     def _submit_api(self, unit: Unit, jobs: list[FluxJob], script: str | None) -> list[str]:
-        flux = _flux_module()
-        if flux is None:
-            raise SubmitError("the flux Python bindings are not importable (settings: api=cli "
-                              "uses the flux command instead)")
+        flux = self._bindings.module
         rlimits = _cli_rlimits()
         ids: list[str] = []
         with self._api_lock:
-            if self._handle is None:
-                self._handle = flux.Flux()
             try:
                 for job in jobs:
                     for copy in [job.copy(r) for r in range(job.cc)] if job.cc > 1 else [job]:
@@ -706,15 +747,6 @@ def _submit_error(unit: Unit, what: str, rc: int, err: str) -> SubmitError:
 
 
 # -- the Python bindings -----------------------------------------------------------------------
-def _flux_module() -> Any:
-    try:
-        import flux  # type: ignore[import-not-found]
-        import flux.job  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return flux
-
-
 def _cli_rlimits() -> dict[str, int] | None:
     """The soft limits `flux submit` propagates by default, so both paths match."""
     try:
