@@ -31,6 +31,7 @@ so do not run these fixtures from parallel pytest processes (e.g. pytest-xdist).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -59,6 +60,7 @@ __all__ = [
     "flux_instance",
     "free_port",
     "need_service",
+    "running_flux",
     "slurm",
     "slurm_cluster",
     "ssh_nodes",
@@ -548,21 +550,25 @@ def _flux_env(flux_bin: str, uri: str | None) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def flux_instance() -> Iterator[FluxInstance]:
-    """A 4-broker Flux instance for the whole session, shut down at its end."""
+@contextlib.contextmanager
+def running_flux(brokers: int = FLUX_BROKERS) -> Iterator[FluxInstance]:
+    """Start ``flux start --test-size=BROKERS``, yield it, shut it down and remove its folder.
+
+    Gives up through :func:`need_service` when flux is missing or does not start; fails the
+    test when the instance does not shut down (its folder is then kept, with the broker log).
+    """
     flux_bin = flux_command()
     if flux_bin is None:
         need_service("flux is not installed: run ./scripts/test (it installs flux-core from"
                      " ../shared/flux/install.sh), or put flux on PATH")
     folder = Path(tempfile.mkdtemp(prefix="jsd-flux-", dir="/tmp"))
     urifile = folder / "uri"
-    log = open(folder / "broker.log", "w")  # noqa: SIM115 - the broker writes it all session
+    log = open(folder / "broker.log", "w")  # noqa: SIM115 - the broker writes it all along
     env = _flux_env(flux_bin, None)
     env.pop("FLUX_URI", None)  # a test run inside an instance still starts its own
     # The initial program publishes the URI, then keeps the instance up until shutdown.
     proc = subprocess.Popen(
-        [flux_bin, "start", f"--test-size={FLUX_BROKERS}", "bash", "-c",
+        [flux_bin, "start", f"--test-size={brokers}", "bash", "-c",
          'echo "$FLUX_URI" >"$0.tmp" && mv "$0.tmp" "$0" && exec sleep infinity', str(urifile)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
         start_new_session=True)
@@ -574,11 +580,11 @@ def flux_instance() -> Iterator[FluxInstance]:
         log.close()
         text = _tail((folder / "broker.log").read_text(errors="replace"))
         shutil.rmtree(folder, ignore_errors=True)
-        need_service(f"could not start Flux ({flux_bin} start --test-size={FLUX_BROKERS},"
+        need_service(f"could not start Flux ({flux_bin} start --test-size={brokers},"
                      f" exit {proc.returncode}):\n{text}")
     uri = urifile.read_text().strip()
     try:
-        yield FluxInstance(dir=folder, uri=uri, flux=flux_bin, brokers=FLUX_BROKERS,
+        yield FluxInstance(dir=folder, uri=uri, flux=flux_bin, brokers=brokers,
                            env=_flux_env(flux_bin, uri))
     finally:
         stopped = _stop_flux(proc, flux_bin, uri, env)
@@ -587,6 +593,13 @@ def flux_instance() -> Iterator[FluxInstance]:
             pytest.fail(f"the Flux test instance did not shut down; its log is in {folder}",
                         pytrace=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def flux_instance() -> Iterator[FluxInstance]:
+    """A 4-broker Flux instance for the whole session, shut down at its end."""
+    with running_flux() as instance:
+        yield instance
 
 
 def _stop_flux(proc: subprocess.Popen[bytes], flux_bin: str, uri: str | None,
