@@ -42,11 +42,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import PluginError
-from ..spec.model import Counts, Group, Resource, ResourceRequest, Task, Unit
+from ..errors import PluginError, Problem, suggest
+from ..spec.model import Counts, Group, Resource, ResourceRequest, Spec, Task, Unit
 from ..spec.resources import CORE_TYPES, GPU_TYPES
 from . import flux_bindings
 from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
+from .flux_instance import InstanceInfo
 from .local import LocalTransformer
 
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
@@ -218,8 +219,48 @@ class FluxTransformer(Transformer):
         self._api_lock = threading.Lock()
         self._handle: Any = None
         self._bindings: Any = None
+        self._asked_instance = False
+        self._instance: InstanceInfo | None = None
         # Why the Python API is not used although FLUX_URI is set (said once, on stderr).
         self.api_note: str | None = None
+
+    # -- before anything is submitted -----------------------------------------------------------
+    @property
+    def instance(self) -> InstanceInfo | None:
+        """The instance's queues and nodes (asked once), or None when it cannot be asked."""
+        if not self._asked_instance:
+            self._asked_instance = True
+            self._instance = InstanceInfo.ask(self.runner)
+        return self._instance
+
+    def check(self, spec: Spec) -> list[Problem]:
+        """The base checks, plus every queue the instance lacks and every request its nodes
+        cannot satisfy (nothing is checked when the instance cannot be asked)."""
+        problems = super().check(spec)
+        nodes = [n for n in spec.nodes.values() if not (isinstance(n, Task) and n.local)]
+        if not nodes or self.instance is None:
+            return problems
+        instance = self.instance
+        for node in nodes:
+            kind = "task" if isinstance(node, Task) else "group"
+            queue = node.attributes.extra.get("queue")
+            if queue is not None and str(queue) not in instance.queues:
+                near = suggest(str(queue), instance.queues)
+                problems.append(Problem(
+                    f"{kind} '{node.name}' asks for queue '{queue}', which this Flux instance "
+                    f"does not have: {instance.describe_queues()}",
+                    (node.spec_path, "attributes", "queue"),
+                    f"did you mean '{near}'?" if near else "remove the queue attribute, or "
+                    "name one of the instance's queues", str(spec.path)))
+            req, _why = self.choose(node)
+            reason = instance.unfit(req.counts) if req is not None else None
+            if reason is not None:
+                problems.append(Problem(
+                    f"{kind} '{node.name}' asks for {req.label}, which cannot run here: "
+                    f"{reason}", (node.spec_path,),
+                    "ask for fewer resources, or run it in a larger Flux instance",
+                    str(spec.path)))
+        return problems
 
     # -- what is submitted ----------------------------------------------------------------------
     def jobs(self, unit: Unit, ctx: UnitContext) -> list[FluxJob]:

@@ -606,6 +606,56 @@ def test_attributes_map_to_flux_options(tmp_path: Path) -> None:
     assert "system.queue=debug" in ns.setattr and "user.custom=[1,2]" in ns.setattr
 
 
+# -- what the instance can never run ----------------------------------------------------------
+R_2X4 = json.dumps({"version": 1, "execution": {"R_lite": [
+    {"rank": "0-1", "children": {"core": "0-3", "gpu": "0"}}]}})
+
+
+def instance(queues: str = "{}") -> Recorder:
+    return Recorder({("flux", "resource", "R"): (0, R_2X4, ""),
+                     ("flux", "config", "get"): (0, queues, "")})
+
+
+def test_check_refuses_queues_and_requests_the_instance_lacks(tmp_path: Path) -> None:
+    spec = load(write(tmp_path, """
+        version: 1
+        resources:
+          three-nodes: {type: node, count: 3}
+          wide: {type: slot, count: 1, with: [{type: core, count: 5}]}
+          gpus: {type: slot, count: 1, with: [{type: core, count: 1}, {type: gpu, count: 2}]}
+          fits: {type: node, count: 2, with: [{type: core, count: 4}]}
+        tasks:
+        - {name: q, command: [x], attributes: {queue: bach}}
+        - {name: n, command: [x], resources: three-nodes}
+        - {name: c, command: [x], resources: wide}
+        - {name: g, command: [x], resources: gpus}
+        - {name: ok, command: [x], resources: fits, attributes: {queue: batch}}
+        - {name: here, command: [x], local: true, attributes: {queue: nowhere}}
+        """), default_resources=FluxTransformer.default_resources)
+    t = cli(instance('{"batch": {}, "debug": {}}'))
+    found = {p.message.split("'")[1]: p for p in t.check(spec)}
+    assert sorted(found) == ["c", "g", "n", "q"]
+    assert "queue 'bach'" in found["q"].message and "'batch', 'debug'" in found["q"].message
+    assert found["q"].hint == "did you mean 'batch'?"
+    assert found["q"].path == ("tasks[0]", "attributes", "queue")
+    assert "3 nodes asked, the instance has 2" in found["n"].message
+    assert "5 cores per slot asked, the largest node has 4" in found["c"].message
+    assert "2 gpus per slot asked, the most on one node is 1" in found["g"].message
+    assert t.runner.calls.count(["flux", "resource", "R"]) == 1  # asked once
+
+
+def test_check_says_a_test_instance_has_no_queues_and_skips_when_flux_does_not_answer(
+        tmp_path: Path) -> None:
+    spec = load(write(tmp_path, """
+        version: 1
+        tasks: [{name: q, command: [x], attributes: {queue: pdebug}}]
+        """), default_resources=FluxTransformer.default_resources)
+    [problem] = cli(instance()).check(spec)
+    assert "it has no queues configured" in problem.message
+    down = Recorder({("flux",): (1, "", "flux-config: Unable to connect to Flux")})
+    assert cli(down).check(spec) == []
+
+
 # -- the Python API path -----------------------------------------------------------------------
 class FakeJobspec:
     """Records how flux.job.JobspecV1 is built, as a plain dict."""
