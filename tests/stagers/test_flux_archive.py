@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import pytest
 
 from dodo_jobspec.stagers.base import StageItem, StagerSettings, StagingError
 from dodo_jobspec.stagers.flux_archive import FluxArchiveStager
+from tests.services import FluxInstance
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,17 +134,12 @@ _LIVE = textwrap.dedent("""
 """)
 
 
-def test_live_flux_instance(tmp_path: Path) -> None:
-    flux = shutil.which("flux")
-    if flux is None:
-        pytest.skip("flux is not on PATH: the live flux-archive test needs flux-core "
-                    "(the golden tests above pin the commands)")
+def test_live_flux_instance(tmp_path: Path, flux: FluxInstance) -> None:
+    """Staged through the session's 4-broker instance (tests/services.py): every rank has it."""
     src = _tree(tmp_path)
     (src / "job.sh").chmod(0o755)
     dest = tmp_path / "dest"
     cmd = [sys.executable, "-c", _LIVE, str(src), str(dest)]
-    if not os.environ.get("FLUX_URI"):  # not inside an instance: start a 2-broker one
-        cmd = [flux, "start", "--test-size=2", *cmd]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -152,3 +147,7 @@ def test_live_flux_instance(tmp_path: Path) -> None:
     assert (dest / "job.sh").read_text() == "#!/bin/sh\necho hi\n"
     assert (dest / "job.sh").stat().st_mode & 0o111
     assert (dest / "data" / "in.txt").read_text() == "1234"
+    # Each broker rank reads the files itself (here they share one filesystem).
+    seen = flux.run("exec", "-r", "all", "-l", "sh", "-c",
+                    f"cat {dest}/data/in.txt; echo").stdout
+    assert sorted(seen.splitlines()) == [f"{rank}: 1234" for rank in range(flux.brokers)]
