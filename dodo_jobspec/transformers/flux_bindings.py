@@ -59,6 +59,8 @@ def find() -> Bindings | None:
     The search (and what it changes: sys.path, loaded libraries) happens once per process;
     the module itself is taken from ``sys.modules`` on every call.
     """
+    if _found.done and _found.origin is not None and _try_import() is not None:
+        _found.done = False  # found once, but they no longer import (a stand-in went away)
     if not _found.done:
         _found.done = True
         _found.origin, _found.reason = _search()
