@@ -267,7 +267,7 @@ groups:
     depends_on: [b]
     replicas: 2
     command: [sh, -c, 'echo c$JOBSPEC_REPLICA']
-    attributes: {tags: {team: y}}
+    attributes: {tier: gold}
   - group: inner
 - name: inner
   tasks:
