@@ -13,7 +13,8 @@
   (``${VAR:-x}``, JSON attributes) is submitted once per replica instead, with the same
   environment (JOBSPEC_REPLICA, FLUX_JOB_CC) and output names.
 - A group -> a generated batch script (``# flux:`` directives) that submits its children
-  waitable, runs ``local: true`` children in order as plain lines, writes each child's exit code
+  waitable, each after the siblings it depends on or reads files from (order.py), runs
+  ``local: true`` children in order as plain lines, writes each child's exit code
   into the child's state folder, and waits for every child before the allocation ends.
 - A nested group -> ``flux batch`` of its own script, a file next to its parent's
   (``job.<attempt>.<group>.flux``), not a heredoc: flux batch reads every line of a script for
@@ -49,6 +50,7 @@ from . import flux_bindings
 from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
 from .flux_instance import InstanceInfo
 from .local import LocalTransformer
+from .order import launch_order
 
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
 
@@ -426,20 +428,19 @@ class FluxTransformer(Transformer):
             lines += [_shell([["mkdir", "-p"], *[[f] for f in folders]]), ""]
         index = {id(c): i for i, c in enumerate(group.children, 1)}
         out[frame.path] = ""  # keep the parent's script first in the mapping
-        for child in group.children:
-            lines += [*self._child_block(child, index, ctx, job.duration or frame.limit, out),
-                      ""]
+        for child, deps in launch_order(group, ctx.spec.path.parent):
+            lines += [*self._child_block(child, deps, index, ctx, job.duration or frame.limit,
+                                         out), ""]
         if any(not (isinstance(c, Task) and c.local) for c in group.children):
             lines += ["# Wait for every child, so the allocation does not end under them.",
                       "flux job wait --all >/dev/null || jd_failed=1"]
         lines += ["wait  # for the exit-code recorders", "exit $jd_failed", ""]
         out[frame.path] = "\n".join(lines)
 
-    def _child_block(self, child: Unit, index: dict[int, int], ctx: UnitContext,
-                     limit: float | None, out: dict[Path, str]) -> list[str]:
-        """The lines that start one child of a group script."""
+    def _child_block(self, child: Unit, deps: list[Unit], index: dict[int, int],
+                     ctx: UnitContext, limit: float | None, out: dict[Path, str]) -> list[str]:
+        """The lines that start one child of a group script, after its siblings ``deps``."""
         i = index[id(child)]
-        deps = [d for d in child.after if id(d) in index]
         after = f", after {', '.join(d.key for d in deps)}" if deps else ""
         if isinstance(child, Task) and child.local:
             return [f"# -- {child.key}: local, so it runs here, in order{after}",

@@ -245,3 +245,29 @@ def test_a_planned_script_runs_unchanged_with_flux_batch(tmp_path: Path,
     assert (tmp_path / "service.state").read_text() == "up\ndown\n"
     exits = sorted(p.read_text() for p in (tmp_path / ".jobspec-do").glob("**/exit.1"))
     assert exits == ["0\n"] * 4
+
+
+READS_A_SIBLING = """
+    version: 1
+    resources:
+      two: {type: node, count: 1, with: [{type: slot, count: 2, with: [{type: core, count: 1}]}]}
+      one: {type: core, count: 1}
+    groups:
+    - name: g
+      resources: two
+      tasks:
+      - {name: reader, resources: one, command: "cat made.txt > read.txt",
+         inputs: [made.txt], outputs: [read.txt]}
+      - {name: maker, resources: one, command: "sleep 2; echo made > made.txt",
+         outputs: [made.txt]}
+    tasks:
+    - {group: g}
+    """
+
+
+def test_a_child_reading_a_siblings_output_starts_after_it(tmp_path: Path,
+                                                           flux: FluxInstance) -> None:
+    spec = write(tmp_path, READS_A_SIBLING)
+    r = jobspec_do(spec, "-t", "flux", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "read.txt").read_text() == "made\n"
