@@ -317,15 +317,45 @@ class FluxTransformer(Transformer):
 
     # -- running --------------------------------------------------------------------------------
     def submit(self, unit: Unit, ctx: UnitContext) -> str:
-        for path in {Path(ctx.stdout).parent, Path(ctx.stderr).parent}:
-            path.mkdir(parents=True, exist_ok=True)
         if isinstance(unit, Task) and unit.local:
+            _folders(ctx)
             return LOCAL_PREFIX + self._local.submit(unit, ctx)
+        jobs, script = self._prepare(unit, ctx)
+        if not self._api():
+            return ",".join(self._submit_cli(unit, jobs, script))
+        [result] = self._send_api([(unit, jobs, script)])
+        if isinstance(result, PluginError):
+            raise result
+        return ",".join(result)
+
+    def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
+        """Through the Python API, every jobspec is sent before any answer is awaited."""
+        if not self._api():
+            return super().submit_many(items)
+        results: list[str | PluginError] = []
+        batch: list[tuple[Unit, list[FluxJob], str | None]] = []
+        slots: list[int] = []
+        for unit, ctx in items:
+            if isinstance(unit, Task) and unit.local:
+                results += super().submit_many([(unit, ctx)])
+                continue
+            try:
+                batch.append((unit, *self._prepare(unit, ctx)))
+            except PluginError as exc:
+                results.append(exc)
+                continue
+            slots.append(len(results))
+            results.append("")  # filled in below
+        for slot, result in zip(slots, self._send_api(batch), strict=True):
+            results[slot] = result if isinstance(result, PluginError) else ",".join(result)
+        return results
+
+    def _prepare(self, unit: Unit, ctx: UnitContext) -> tuple[list[FluxJob], str | None]:
+        """Folders made, dependencies checked, scripts written: the unit's submissions."""
+        _folders(ctx)
         _check_after(unit, ctx.after_jobs)
-        jobs = self.jobs(unit, ctx)
         script = self._write_scripts(unit, ctx) if isinstance(unit, Group) else None
-        submit = self._submit_api if self._api() else self._submit_cli
-        return ",".join(submit(unit, jobs, script))
+        return self.jobs(unit, ctx), script
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
@@ -586,24 +616,44 @@ class FluxTransformer(Transformer):
             ids += got
         return ids
 
-    def _submit_api(self, unit: Unit, jobs: list[FluxJob], script: str | None) -> list[str]:
+    def _send_api(self, batch: Sequence[tuple[Unit, list[FluxJob], str | None]]
+                  ) -> list[list[str] | PluginError]:
+        """Submit every job of ``batch`` before waiting for any answer (Flux validates the
+        requests it holds together), then collect each unit's ids. A unit with a refused job
+        gets its error instead, and its other jobs are cancelled: all replicas or none."""
         flux = self._bindings.module
         rlimits = _cli_rlimits()
-        ids: list[str] = []
+        sent: list[tuple[Unit, list[Any], Exception | None]] = []
         with self._api_lock:
-            try:
-                for job in jobs:
-                    for copy in [job.copy(r) for r in range(job.cc)] if job.cc > 1 else [job]:
-                        js = copy.jobspec(flux.job.JobspecV1, script)
-                        if rlimits:
-                            js.setattr_shell_option("rlimit", rlimits)
-                        jid = flux.job.submit(self._handle, js, waitable=job.waitable)
-                        ids.append(_normalize_id(str(jid)))
-            except (OSError, ValueError) as exc:
+            for unit, jobs, script in batch:
+                futures: list[Any] = []
+                error: Exception | None = None
+                try:
+                    for job in jobs:
+                        for copy in [job.copy(r) for r in range(job.cc)] if job.cc > 1 else [job]:
+                            js = copy.jobspec(flux.job.JobspecV1, script)
+                            if rlimits:
+                                js.setattr_shell_option("rlimit", rlimits)
+                            futures.append(flux.job.submit_async(self._handle, js,
+                                                                 waitable=job.waitable))
+                except (OSError, ValueError) as exc:
+                    error = exc
+                sent.append((unit, futures, error))
+            out: list[list[str] | PluginError] = []
+            for unit, futures, error in sent:
+                ids: list[str] = []
+                for future in futures:
+                    try:
+                        ids.append(_normalize_id(str(future.get_id())))
+                    except (OSError, ValueError) as exc:
+                        error = error or exc
+                if error is None:
+                    out.append(ids)
+                    continue
                 if ids:
                     self.cancel(ids)
-                raise _submit_error(unit, "flux.job.submit", 1, str(exc)) from exc
-        return ids
+                out.append(_submit_error(unit, "flux.job.submit", 1, str(error)))
+        return out
 
     # -- asking Flux ----------------------------------------------------------------------------
     def _query(self, ids: list[str]) -> dict[str, JobStatus]:
@@ -769,6 +819,11 @@ def _parts(jid: str) -> list[str]:
 
 def _flatten(ids: Iterable[str]) -> list[str]:
     return [p for j in ids for p in _parts(j)]
+
+
+def _folders(ctx: UnitContext) -> None:
+    for path in {Path(ctx.stdout).parent, Path(ctx.stderr).parent}:
+        path.mkdir(parents=True, exist_ok=True)
 
 
 def _check_after(unit: Unit, after: Sequence[str]) -> None:

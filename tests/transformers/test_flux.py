@@ -693,6 +693,18 @@ class FakeFluxModule:
         self.submitted.append((js, waitable))
         return "\u0192" + f58(100 + len(self.submitted))[1:]
 
+    def submit_async(self, handle: object, js: FakeJobspec,
+                     waitable: bool = False) -> FakeFuture:
+        return FakeFuture(self.submit(handle, js, waitable))
+
+
+class FakeFuture:
+    def __init__(self, jid: str) -> None:
+        self.jid = jid
+
+    def get_id(self) -> str:
+        return self.jid
+
 
 @pytest.fixture
 def fake_api(monkeypatch: pytest.MonkeyPatch) -> FakeFluxModule:
