@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.services import FluxInstance
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -57,3 +59,15 @@ def test_budget_runs_the_skeleton_against_xargs(tmp_path: Path) -> None:
     assert rows[0][2] == "1.00"  # xargs is the floor the others are divided by
     assert all(float(wall) > 0 and float(ratio) > 0 for _, wall, ratio in rows)
     assert not (tmp_path / "budget").exists()
+
+
+def test_flux_submit_compares_jobspec_do_with_flux_itself(flux: FluxInstance) -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "flux_submit.py"), "--n", "4",
+                          "--rounds", "1"], capture_output=True, text=True, timeout=180,
+                         env=flux.env)
+    assert out.returncode == 0, out.stderr
+    rows = _table(out.stdout)
+    assert [r[0] for r in rows] == ["jobspec-do, 4 tasks", "jobspec-do, 1 task x 4 replicas",
+                                    "flux.job.submit_async", "flux submit loop"]
+    assert rows[2][2] == "1.00"  # submit_async is what the others are divided by
+    assert all(float(seconds) > 0 for _, seconds, _ratio in rows)

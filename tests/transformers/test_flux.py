@@ -794,6 +794,26 @@ def test_python_api_submits_a_group_with_its_script(tmp_path: Path,
     assert js.duration == 600.0 and js.environment["GREETING"] == "hi $USER"
 
 
+def test_submit_many_sends_every_jobspec_before_awaiting_any_id(
+        tmp_path: Path, fake_api: FakeFluxModule, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    sent = fake_api.submit_async
+
+    def submit_async(handle: object, js: FakeJobspec, waitable: bool = False) -> FakeFuture:
+        events.append("sent")
+        future = sent(handle, js, waitable)
+        monkeypatch.setattr(future, "get_id", lambda: events.append("got") or future.jid)
+        return future
+
+    monkeypatch.setattr(fake_api, "submit_async", submit_async)
+    spec = hello(tmp_path)
+    items = [(u, context(spec, u, tmp_path / "state")) for u in FluxTransformer().units(spec)]
+    ids = FluxTransformer(FAST).submit_many(items)
+    replicas = sum(u.replicas for u, _ in items)
+    assert events == ["sent"] * replicas + ["got"] * replicas
+    assert [len(str(i).split(",")) for i in ids] == [u.replicas for u, _ in items]
+
+
 # -- 3b. generated scripts, run for real by a fake flux ----------------------------------------
 FAKE_FLUX = r'''
 import argparse, fcntl, json, os, re, shlex, string, subprocess, sys, time
