@@ -55,6 +55,7 @@ from .order import launch_order
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
 
 TOKEN_ATTR = "user.jobspec_do.token"
+API_ENV = "JOBSPEC_DO_FLUX_API"  # cli | python | auto: how jobs are submitted
 LOCAL_PREFIX = "local:"
 # Attributes that are Flux system attributes rather than free-form user data.
 SYSTEM_ATTRS = {"queue": "system.queue", "bank": "system.bank"}
@@ -214,8 +215,9 @@ class FluxTransformer(Transformer):
     def __init__(self, options: TransformerOptions | None = None) -> None:
         super().__init__(options)
         self.runner: Runner = run_command
-        # None: use the Python API when it imports and FLUX_URI is set; settings api=cli|python.
-        mode = self.options.settings.get("api", "auto")
+        # None: use the Python API when it imports and FLUX_URI is set. The setting api, else
+        # $JOBSPEC_DO_FLUX_API (cli|python|auto), decides otherwise.
+        mode = self.options.settings.get("api") or os.environ.get(API_ENV, "auto")
         self.use_api: bool | None = {"cli": False, "python": True}.get(mode)
         self._local = LocalTransformer(options)
         self._api_lock = threading.Lock()
@@ -557,7 +559,7 @@ class FluxTransformer(Transformer):
         """Whether to submit through the Python bindings (decided once per transformer).
 
         Automatically: when FLUX_URI is set and bindings that match the instance import. With
-        the setting api=python, missing or mismatched bindings are an error instead.
+        JOBSPEC_DO_FLUX_API=python, missing or mismatched bindings are an error instead.
         """
         if self.use_api is False:
             return False
@@ -572,8 +574,8 @@ class FluxTransformer(Transformer):
                 self.use_api = True
                 return True
             if self.use_api:
-                raise SubmitError(f"{problem} (the transformer setting api=python asks for "
-                                  "the bindings; api=cli uses the flux command instead)")
+                raise SubmitError(f"{problem} ({API_ENV}=python asks for the bindings; "
+                                  f"{API_ENV}=cli uses the flux command instead)")
             if self.api_note is None:
                 print(f"jobspec-do: warning: {problem}; submitting with the flux command",
                       file=sys.stderr)

@@ -92,7 +92,7 @@ def mismatch(bindings: Bindings, instance_version: str | None) -> str | None:
         return (f"the flux Python bindings ({bindings.origin}) are version {ours} but the "
                 f"Flux instance at $FLUX_URI runs flux-core {instance_version}: "
                 f"pip install 'flux-python=={instance_version}', or use the flux command "
-                "(transformer setting api=cli)")
+                "(JOBSPEC_DO_FLUX_API=cli)")
     return None
 
 

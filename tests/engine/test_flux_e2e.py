@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from dodo_jobspec.transformers import flux_bindings
 from tests.helpers import counts, jobspec_do, write
-from tests.services import FluxInstance
+from tests.services import FluxInstance, need_service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Top-level submissions per example: a group is one batch job, its children run inside it
@@ -39,8 +40,18 @@ def _status(spec: Path, cwd: Path) -> dict[str, object]:
     return dict(json.loads(jobspec_do("status", spec, "--json", cwd=cwd).stdout))
 
 
+@pytest.fixture(params=["cli", "python"])
+def api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How jobspec-do submits: the flux command, or the Python bindings (required then)."""
+    monkeypatch.setenv("JOBSPEC_DO_FLUX_API", request.param)
+    if request.param == "python" and flux_bindings.find() is None:
+        need_service(f"the flux Python bindings: {flux_bindings.why_missing()}")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("name", sorted(SUBMITTED))
-def test_example_through_the_cli(tmp_path: Path, flux: FluxInstance, name: str) -> None:
+def test_example_through_the_cli(tmp_path: Path, flux: FluxInstance, name: str,
+                                 api: str) -> None:
     shutil.copy(EXAMPLES / name, tmp_path / name)
     before = _ids(flux)
     r = jobspec_do(tmp_path / name, "-t", "flux", cwd=tmp_path, timeout=240)
@@ -142,7 +153,7 @@ CRON = """
 
 @pytest.mark.parametrize("mode", ["--no-wait", "--cron"])
 def test_ticks_drive_a_spec_to_completion(tmp_path: Path, flux: FluxInstance,
-                                          mode: str) -> None:
+                                          mode: str, api: str) -> None:
     spec = write(tmp_path, CRON)
     before = _ids(flux)
     deadline = time.monotonic() + 90

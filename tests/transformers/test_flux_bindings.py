@@ -104,5 +104,5 @@ def test_bindings_of_another_version_are_refused_with_a_clear_message(
     assert auto._api() is False and auto.api_note == message
     assert "warning: " + message in capsys.readouterr().err
     asked = FluxTransformer(TransformerOptions(settings={"api": "python"}))
-    with pytest.raises(SubmitError, match=r"0\.87\.0 .* flux-core 0\.88\.0.*api=python"):
+    with pytest.raises(SubmitError, match=r"0\.87\.0 .* flux-core 0\.88\.0.*FLUX_API=python"):
         asked._api()
