@@ -50,8 +50,9 @@ def api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(SUBMITTED))
-def test_example_through_the_cli(tmp_path: Path, flux: FluxInstance, name: str,
-                                 api: str) -> None:
+def test_example_through_the_cli(tmp_path: Path, flux: FluxInstance, name: str) -> None:
+    """Automatic path (the bindings where installed); tests/transformers/test_flux.py runs
+    every example through both paths, and the ticks below do too."""
     shutil.copy(EXAMPLES / name, tmp_path / name)
     before = _ids(flux)
     r = jobspec_do(tmp_path / name, "-t", "flux", cwd=tmp_path, timeout=240)
