@@ -332,7 +332,11 @@ class FluxTransformer(Transformer):
 
     def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
         """Through the Python API, every jobspec is sent before any answer is awaited."""
-        if not self._api():
+        try:
+            api = self._api()
+        except SubmitError as exc:  # JOBSPEC_DO_FLUX_API=python without usable bindings
+            return [exc for _ in items]
+        if not api:
             return super().submit_many(items)
         results: list[str | PluginError] = []
         batch: list[tuple[Unit, list[FluxJob], str | None]] = []
