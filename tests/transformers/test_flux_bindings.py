@@ -106,3 +106,19 @@ def test_bindings_of_another_version_are_refused_with_a_clear_message(
     asked = FluxTransformer(TransformerOptions(settings={"api": "python"}))
     with pytest.raises(SubmitError, match=r"0\.87\.0 .* flux-core 0\.88\.0.*FLUX_API=python"):
         asked._api()
+
+
+def test_a_batch_without_usable_bindings_fails_each_unit(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.transformers.test_flux import context, hello
+
+    monkeypatch.setattr(flux_bindings, "find", lambda: None)
+    monkeypatch.setattr(flux_bindings, "why_missing", lambda: "import flux failed: nope")
+    monkeypatch.setenv("FLUX_URI", "local:///nowhere")
+    monkeypatch.setenv("JOBSPEC_DO_FLUX_API", "python")
+    spec = hello(tmp_path)
+    t = FluxTransformer()
+    items = [(u, context(spec, u, tmp_path / "state")) for u in t.units(spec)]
+    results = t.submit_many(items)
+    assert len(results) == len(items) and all(isinstance(r, SubmitError) for r in results)
+    assert "import flux failed: nope" in str(results[0])
