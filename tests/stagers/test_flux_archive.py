@@ -85,6 +85,22 @@ def test_remove_runs_even_when_extract_fails(tmp_path: Path) -> None:
     assert rec.calls[-1] == ["flux", "archive", "remove", "--name", "jobspec-do-test"]
 
 
+def test_a_racing_extract_on_a_shared_filesystem_is_done_rank_by_rank(tmp_path: Path) -> None:
+    src = _tree(tmp_path)
+    calls: list[list[str]] = []
+
+    def runner(argv: Sequence[str]) -> tuple[int, str, str]:
+        calls.append(list(argv))
+        if argv[:4] == ["flux", "exec", "-r", "all"] and "extract" in argv:
+            return 1, "", "flux-archive: job.sh: Can't unlink already-existing object\n2: Exit 1"
+        return 0, "2\n" if argv[:2] == ["flux", "getattr"] else "", ""
+
+    report = _stager(runner).put([StageItem(src / "job.sh", "/scratch/job.sh")])  # type: ignore[arg-type]
+    by_rank = [c[3] for c in calls if c[:2] == ["flux", "exec"] and "extract" in c]
+    assert by_rank == ["all", "0", "1"]
+    assert report.nodes["all ranks"].sent == ["/scratch/job.sh"]
+
+
 def test_remove_runs_even_when_create_fails(tmp_path: Path) -> None:
     src = _tree(tmp_path)
     rec = Recorder(fail="create")
