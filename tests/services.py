@@ -11,6 +11,13 @@ Load this plugin with ``pytest_plugins = ["tests.services"]`` in ``tests/conftes
     slurmctld, slurmd) started by ``scripts/slurm-cluster.sh`` in a fresh ``/tmp/jsd-slurm-*``
     directory. ``os.environ["SLURM_CONF"]`` points at it for the whole session, so
     ``sbatch``/``squeue``/``scontrol`` run by the code under test reach it.
+``flux_instance``
+    Session-scoped :class:`FluxInstance`: a real 4-broker Flux (``flux start --test-size=4``)
+    that lives for the whole session and is shut down at its end. ``flux`` is found on PATH,
+    else under ``/opt/flux-core/bin`` (where ``../shared/flux/install.sh`` puts it).
+``flux``
+    Function-scoped: the session's :class:`FluxInstance` with ``FLUX_URI`` and ``PATH`` set in
+    ``os.environ`` for the test, and every job the test left behind cancelled afterwards.
 ``ssh_nodes``
     Session-scoped :class:`SSHNodes`: real ``sshd`` servers on 127.0.0.1 and 127.0.0.2 on
     one free port, started by ``scripts/ssh-nodes.sh``, with a client key and a
@@ -24,7 +31,9 @@ so do not run these fixtures from parallel pytest processes (e.g. pytest-xdist).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -43,11 +52,15 @@ if TYPE_CHECKING:
     import paramiko
 
 __all__ = [
+    "FluxInstance",
     "SSHNodes",
     "SlurmCluster",
     "SlurmCommandError",
+    "flux",
+    "flux_instance",
     "free_port",
     "need_service",
+    "running_flux",
     "slurm",
     "slurm_cluster",
     "ssh_nodes",
@@ -468,3 +481,148 @@ def ssh_nodes() -> Iterator[SSHNodes]:
                 pytrace=False,
             )
         shutil.rmtree(nodes_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Flux
+
+#: Where ../shared/flux/install.sh installs flux-core (the build has this prefix compiled in).
+FLUX_PREFIX = Path("/opt/flux-core")
+FLUX_BROKERS = 4
+FLUX_START_TIMEOUT = 60.0
+
+
+def flux_command() -> str | None:
+    """The ``flux`` to test with: the one on PATH, else the shared build's, else None."""
+    found = shutil.which("flux")
+    if found:
+        return found
+    shared = FLUX_PREFIX / "bin" / "flux"
+    return str(shared) if os.access(shared, os.X_OK) else None
+
+
+@dataclass(frozen=True)
+class FluxInstance:
+    """A running ``flux start --test-size=4`` instance, reached through ``uri``.
+
+    ``env`` is a complete environment for subprocesses: ``os.environ`` plus ``FLUX_URI``, the
+    folder of ``flux`` first on ``PATH``, and ASCII job ids (``FLUX_F58_FORCE_ASCII``). Every
+    broker is this machine (2 cores each here), all on one filesystem.
+    """
+
+    dir: Path
+    uri: str
+    flux: str
+    brokers: int
+    env: dict[str, str] = field(hash=False, repr=False)
+
+    @property
+    def bindir(self) -> str:
+        """The folder of the ``flux`` command (put first on PATH for the code under test)."""
+        return str(Path(self.flux).parent)
+
+    def run(self, *args: str, check: bool = True,
+            timeout: float = CLIENT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run ``flux ARGS...`` against this instance (raises on failure when ``check``)."""
+        proc = subprocess.run([self.flux, *args], env=self.env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout,
+                                                proc.stderr)
+        return proc
+
+    def jobs(self, name: str | None = None) -> list[dict[str, object]]:
+        """Every job the instance knows (active or not), as ``flux jobs -a --json`` has it."""
+        args = ["jobs", "-a", "--json", *([f"--name={name}"] if name else [])]
+        data = json.loads(self.run(*args).stdout or "{}")
+        return list(data.get("jobs", []))
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Cancel every job still queued or running and wait until none is left."""
+        self.run("cancel", "--all", check=False)
+        self.run("queue", "drain", f"--timeout={timeout:.0f}s", timeout=timeout + 10)
+
+
+def _flux_env(flux_bin: str, uri: str | None) -> dict[str, str]:
+    env = {**os.environ, "FLUX_F58_FORCE_ASCII": "1"}
+    env["PATH"] = f"{Path(flux_bin).parent}{os.pathsep}{env.get('PATH', '')}"
+    if uri:
+        env["FLUX_URI"] = uri
+    return env
+
+
+@contextlib.contextmanager
+def running_flux(brokers: int = FLUX_BROKERS) -> Iterator[FluxInstance]:
+    """Start ``flux start --test-size=BROKERS``, yield it, shut it down and remove its folder.
+
+    Gives up through :func:`need_service` when flux is missing or does not start; fails the
+    test when the instance does not shut down (its folder is then kept, with the broker log).
+    """
+    flux_bin = flux_command()
+    if flux_bin is None:
+        need_service("flux is not installed: run ./scripts/test (it installs flux-core from"
+                     " ../shared/flux/install.sh), or put flux on PATH")
+    folder = Path(tempfile.mkdtemp(prefix="jsd-flux-", dir="/tmp"))
+    urifile = folder / "uri"
+    log = open(folder / "broker.log", "w")  # noqa: SIM115 - the broker writes it all along
+    env = _flux_env(flux_bin, None)
+    env.pop("FLUX_URI", None)  # a test run inside an instance still starts its own
+    # The initial program publishes the URI, then keeps the instance up until shutdown.
+    proc = subprocess.Popen(
+        [flux_bin, "start", f"--test-size={brokers}", "bash", "-c",
+         'echo "$FLUX_URI" >"$0.tmp" && mv "$0.tmp" "$0" && exec sleep infinity', str(urifile)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
+        start_new_session=True)
+    deadline = time.monotonic() + FLUX_START_TIMEOUT
+    while not urifile.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not urifile.exists():
+        _stop_flux(proc, flux_bin, None, env)
+        log.close()
+        text = _tail((folder / "broker.log").read_text(errors="replace"))
+        shutil.rmtree(folder, ignore_errors=True)
+        need_service(f"could not start Flux ({flux_bin} start --test-size={brokers},"
+                     f" exit {proc.returncode}):\n{text}")
+    uri = urifile.read_text().strip()
+    try:
+        yield FluxInstance(dir=folder, uri=uri, flux=flux_bin, brokers=brokers,
+                           env=_flux_env(flux_bin, uri))
+    finally:
+        stopped = _stop_flux(proc, flux_bin, uri, env)
+        log.close()
+        if not stopped:
+            pytest.fail(f"the Flux test instance did not shut down; its log is in {folder}",
+                        pytrace=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def flux_instance() -> Iterator[FluxInstance]:
+    """A 4-broker Flux instance for the whole session, shut down at its end."""
+    with running_flux() as instance:
+        yield instance
+
+
+def _stop_flux(proc: subprocess.Popen[bytes], flux_bin: str, uri: str | None,
+               env: dict[str, str]) -> bool:
+    """Shut the instance down cleanly, else kill its process group; True if it stopped."""
+    if uri and proc.poll() is None:
+        subprocess.run([flux_bin, "shutdown", "--quiet"],
+                       env={**env, "FLUX_URI": uri}, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=SCRIPT_STOP_TIMEOUT, check=False)
+    try:
+        proc.wait(timeout=30 if uri else 0.1)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)  # our own session: flux start and its brokers only
+        proc.wait(timeout=30)
+        return False
+
+
+@pytest.fixture
+def flux(flux_instance: FluxInstance, monkeypatch: pytest.MonkeyPatch) -> Iterator[FluxInstance]:
+    """The session's Flux, reachable through os.environ for this test; its jobs ended after."""
+    monkeypatch.setenv("FLUX_URI", flux_instance.uri)
+    monkeypatch.setenv("FLUX_F58_FORCE_ASCII", "1")
+    monkeypatch.setenv("PATH", flux_instance.env["PATH"])
+    yield flux_instance
+    flux_instance.drain()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.services import FluxInstance
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -71,3 +73,15 @@ def test_report_benchmark_measures_a_real_run(tmp_path: Path) -> None:
     assert float(render) > 0 and float(command) > 0
     assert 0 < float(mb) < 1 and laid_out == chromium == "—"
     assert not (tmp_path / "report").exists()  # its workload is removed afterwards
+
+
+def test_flux_submit_compares_jobspec_do_with_flux_itself(flux: FluxInstance) -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "flux_submit.py"), "--n", "4",
+                          "--rounds", "1"], capture_output=True, text=True, timeout=180,
+                         env=flux.env)
+    assert out.returncode == 0, out.stderr
+    rows = _table(out.stdout)
+    assert [r[0] for r in rows] == ["jobspec-do, 4 tasks", "jobspec-do, 1 task x 4 replicas",
+                                    "flux.job.submit_async", "flux submit loop"]
+    assert rows[2][2] == "1.00"  # submit_async is what the others are divided by
+    assert all(float(seconds) > 0 for _, seconds, _ratio in rows)

@@ -36,6 +36,7 @@ from .loader import task_dicts
 from .why import analyse
 
 LIVE = ("submitting", "queued", "running")
+PENDING = "pending"  # a unit whose submission waits in the current batch
 
 
 @dataclass
@@ -75,11 +76,18 @@ def advance(prep: Any, req: Any, console: Any) -> int:
     dep = Dependency(IncrementalSqliteDB, str(state.db), checker_cls=MD5Checker,
                      codec_cls=JSONCodec)
     progress = Progress()
-    where: dict[str, str] = {}  # unit key -> done | failed | blocked | job id in flight
+    where: dict[str, str] = {}  # unit key -> done | failed | blocked | pending | job id
+    # Units ready to submit are sent together (a scheduler with a pipelined API answers a
+    # batch in about the time of one submission); a unit that waits on one of them needs its
+    # job id, so the batch goes out first.
+    pending: list[_Intent] = []
     try:
         for pu in prep.plan:
+            if pending and any(where.get(d.key) == PENDING for d in pu.deps):
+                _flush(pending, runner, where, progress)
             where[pu.key] = _step(pu, verdicts, records, statuses, runner, steps, dicts, dep,
-                                  where, progress, req)
+                                  where, progress, req, pending)
+        _flush(pending, runner, where, progress)
     finally:
         dep.close()
     _report(progress, console, len(prep.plan))
@@ -89,7 +97,7 @@ def advance(prep: Any, req: Any, console: Any) -> int:
 def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecord],
           statuses: dict[str, JobStatus], runner: UnitRunner, steps: StepRunner,
           dicts: dict[str, dict[str, Any]], dep: Dependency, where: dict[str, str],
-          progress: Progress, req: Any) -> str:
+          progress: Progress, req: Any, pending: list[_Intent]) -> str:
     name = pu.node.name
     verdict = verdicts.get(pu.key)
     upstream = [where.get(d.key, "done") for d in pu.deps]
@@ -133,13 +141,8 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
             progress.failed.append(name)
             return "failed"
     why = "; ".join(verdict.reasons) if verdict is not None else ""
-    job_id = _submit(pu, runner, st, waiting_on, why)
-    if job_id is None:
-        progress.failed.append(name)
-        return "failed"
-    progress.submitted.append(name)
-    progress.in_flight.append(name)
-    return job_id
+    pending.append(_intend(pu, runner, st, waiting_on, why))
+    return PENDING
 
 
 def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
@@ -184,9 +187,22 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
     return "failed"
 
 
-def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why: str = ""
-            ) -> str | None:
-    """Record the intent, submit (after ``after`` job ids), record the id."""
+@dataclass
+class _Intent:
+    """A submission whose intent is recorded and which is about to be sent."""
+
+    pu: PlannedUnit
+    st: Any
+    record: JobRecord
+    ctx: Any
+    after: list[str]
+    why: str
+
+
+def _intend(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why: str = ""
+            ) -> _Intent:
+    """Record the intent to submit ``pu`` (after ``after`` job ids), before the scheduler
+    is asked: a kill from here on leaves a token that finds the job again."""
     from ..spec.resolve import definition
     from ..tasks.unit import _token
 
@@ -200,22 +216,37 @@ def _submit(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why:
     write_record(st.job_file, record)
     st.append_status(attempt, "submitting", runner.transformer.name)
     ctx = runner._context(pu, st, attempt, record.token, None, after)
-    try:
-        record.job_id = runner.transformer.submit(pu.node, ctx)
-    except PluginError as exc:
-        record.state = "failed"
-        record.info = f"could not submit: {exc}"
+    return _Intent(pu, st, record, ctx, after, why)
+
+
+def _flush(pending: list[_Intent], runner: UnitRunner, where: dict[str, str],
+           progress: Progress) -> None:
+    """Submit every pending unit in one batch and record each job id (or failure)."""
+    if not pending:
+        return
+    results = runner.transformer.submit_many([(i.pu.node, i.ctx) for i in pending])
+    for intent, result in zip(pending, results, strict=True):
+        name, record, st = intent.pu.node.name, intent.record, intent.st
+        if isinstance(result, PluginError):
+            record.state = "failed"
+            record.info = f"could not submit: {result}"
+            write_record(st.job_file, record)
+            st.append_status(record.attempt, "failed", record.info)
+            runner.emit("failed", name, record.info)
+            progress.failed.append(name)
+            where[intent.pu.key] = "failed"
+            continue
+        record.job_id = result
+        record.state = "queued"
         write_record(st.job_file, record)
-        st.append_status(attempt, "failed", record.info)
-        runner.emit("failed", pu.node.name, record.info)
-        return None
-    record.state = "queued"
-    write_record(st.job_file, record)
-    st.append_status(attempt, "queued", f"job {record.job_id}", record.job_id)
-    runner.emit("submitted", pu.node.name, f"job {record.job_id}"
-                + (f" (after {', '.join(after)})" if after else "")
-                + (f"; why: {why}" if why else ""))
-    return record.job_id
+        st.append_status(record.attempt, "queued", f"job {result}", result)
+        runner.emit("submitted", name, f"job {result}"
+                    + (f" (after {', '.join(intent.after)})" if intent.after else "")
+                    + (f"; why: {intent.why}" if intent.why else ""))
+        progress.submitted.append(name)
+        progress.in_flight.append(name)
+        where[intent.pu.key] = result
+    pending.clear()
 
 
 def _save_success(dicts: dict[str, dict[str, Any]], dep: Dependency, pu: PlannedUnit) -> None:

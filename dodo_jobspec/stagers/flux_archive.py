@@ -66,9 +66,7 @@ class FluxArchiveStager(Stager):
                 # directory, and all but the first would fail with "Attempt to overwrite
                 # existing file". --waitcreate: the KVS is eventually consistent, so a rank
                 # may not see the archive that was just created without waiting for it.
-                self._run(["flux", "exec", "-r", self.ranks, "flux", "archive", "extract",
-                           "--name", name, "--overwrite", "-C", dest_dir, "--waitcreate"],
-                          "extract the archive on every rank")
+                self._extract(name, dest_dir)
             finally:
                 # Always: an archive left behind holds KVS space and blocks reusing the name.
                 self._remove(name)
@@ -134,6 +132,28 @@ class FluxArchiveStager(Stager):
                                transient=False)
         return out
 
+    def _extract(self, name: str, dest_dir: str) -> None:
+        """Extract on every rank at once; if that fails, rank by rank.
+
+        Ranks that share a filesystem extract into one directory at the same moment, and
+        --overwrite then races ("Can't unlink already-existing object"). One rank after
+        the other cannot race; a rank that really fails still fails there, by name.
+        """
+        extract = ["flux", "archive", "extract", "--name", name, "--overwrite", "-C",
+                   dest_dir, "--waitcreate"]
+        everywhere = ["flux", "exec", "-r", self.ranks, *extract]
+        rc, _out, _err = self.runner(everywhere)
+        if rc == 0:
+            return
+        size = self.runner(["flux", "getattr", "size"])[1].strip()
+        ranks = list(range(int(size))) if self.ranks == "all" and size.isdigit() else \
+            _idset(self.ranks)
+        if not ranks:  # cannot go rank by rank: the first failure is the answer
+            self._run(everywhere, "extract the archive on every rank")
+        for rank in ranks:
+            self._run(["flux", "exec", "-r", str(rank), *extract],
+                      f"extract the archive on rank {rank}")
+
     def _remove(self, name: str) -> None:
         # Best effort: if create failed there is nothing to remove, and a failed removal must
         # not hide the error that brought us here; names are unique, so a leftover archive
@@ -142,3 +162,13 @@ class FluxArchiveStager(Stager):
         if rc != 0 and "No such file" not in err + out:
             print(f"jobspec-do: warning: `flux archive remove --name {name}` failed: "
                   f"{(err or out).strip() or f'exit {rc}'}", file=sys.stderr)
+
+
+def _idset(text: str) -> list[int]:
+    """The ranks of an idset such as ``0-3,7``."""
+    out: list[int] = []
+    for part in text.strip("[]").split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            out += range(int(lo), int(hi or lo) + 1)
+    return out

@@ -7,6 +7,7 @@ own: the engine records job ids on disk and hands them back, so a killed run can
 The engine calls, for each unit whose dependencies are done:
     ``find(unit, ctx)``   (only when a previous attempt recorded an intent but no job id)
     ``submit(unit, ctx)`` -> job id, which the engine records before anything else
+                          (``submit_many`` for a batch of ready units, in --no-wait runs)
     ``status([ids])``     in batches until the job is terminal (or ``wait(id)`` if not polled)
 and ``cancel([ids])`` on Ctrl-C or `jobspec-do cancel`.
 """
@@ -143,6 +144,18 @@ class Transformer(ABC):
     @abstractmethod
     def submit(self, unit: Unit, ctx: UnitContext) -> str:
         """Start ``unit`` and return its job id. Raise SubmitError if it could not start."""
+
+    def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
+        """Submit units that do not wait for one another; per unit, in order, its job id or
+        the error that kept it out. The default submits one at a time; a scheduler with a
+        pipelined API sends them all before waiting for any answer."""
+        out: list[str | PluginError] = []
+        for unit, ctx in items:
+            try:
+                out.append(self.submit(unit, ctx))
+            except PluginError as exc:
+                out.append(exc)
+        return out
 
     @abstractmethod
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:

@@ -13,7 +13,8 @@
   (``${VAR:-x}``, JSON attributes) is submitted once per replica instead, with the same
   environment (JOBSPEC_REPLICA, FLUX_JOB_CC) and output names.
 - A group -> a generated batch script (``# flux:`` directives) that submits its children
-  waitable, runs ``local: true`` children in order as plain lines, writes each child's exit code
+  waitable, each after the siblings it depends on or reads files from (order.py), runs
+  ``local: true`` children in order as plain lines, writes each child's exit code
   into the child's state folder, and waits for every child before the allocation ends.
 - A nested group -> ``flux batch`` of its own script, a file next to its parent's
   (``job.<attempt>.<group>.flux``), not a heredoc: flux batch reads every line of a script for
@@ -35,21 +36,26 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import PluginError
-from ..spec.model import Counts, Group, Resource, ResourceRequest, Task, Unit
+from ..errors import PluginError, Problem, suggest
+from ..spec.model import Counts, Group, Resource, ResourceRequest, Spec, Task, Unit
 from ..spec.resources import CORE_TYPES, GPU_TYPES
+from . import flux_bindings
 from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
+from .flux_instance import InstanceInfo
 from .local import LocalTransformer
+from .order import launch_order
 
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
 
 TOKEN_ATTR = "user.jobspec_do.token"
+API_ENV = "JOBSPEC_DO_FLUX_API"  # cli | python | auto: how jobs are submitted
 LOCAL_PREFIX = "local:"
 # Attributes that are Flux system attributes rather than free-form user data.
 SYSTEM_ATTRS = {"queue": "system.queue", "bank": "system.bank"}
@@ -209,12 +215,56 @@ class FluxTransformer(Transformer):
     def __init__(self, options: TransformerOptions | None = None) -> None:
         super().__init__(options)
         self.runner: Runner = run_command
-        # None: use the Python API when it imports and FLUX_URI is set; settings api=cli|python.
-        mode = self.options.settings.get("api", "auto")
+        # None: use the Python API when it imports and FLUX_URI is set. The setting api, else
+        # $JOBSPEC_DO_FLUX_API (cli|python|auto), decides otherwise.
+        mode = self.options.settings.get("api") or os.environ.get(API_ENV, "auto")
         self.use_api: bool | None = {"cli": False, "python": True}.get(mode)
         self._local = LocalTransformer(options)
         self._api_lock = threading.Lock()
         self._handle: Any = None
+        self._bindings: Any = None
+        self._asked_instance = False
+        self._instance: InstanceInfo | None = None
+        # Why the Python API is not used although FLUX_URI is set (said once, on stderr).
+        self.api_note: str | None = None
+
+    # -- before anything is submitted -----------------------------------------------------------
+    @property
+    def instance(self) -> InstanceInfo | None:
+        """The instance's queues and nodes (asked once), or None when it cannot be asked."""
+        if not self._asked_instance:
+            self._asked_instance = True
+            self._instance = InstanceInfo.ask(self.runner)
+        return self._instance
+
+    def check(self, spec: Spec) -> list[Problem]:
+        """The base checks, plus every queue the instance lacks and every request its nodes
+        cannot satisfy (nothing is checked when the instance cannot be asked)."""
+        problems = super().check(spec)
+        nodes = [n for n in spec.nodes.values() if not (isinstance(n, Task) and n.local)]
+        if not nodes or self.instance is None:
+            return problems
+        instance = self.instance
+        for node in nodes:
+            kind = "task" if isinstance(node, Task) else "group"
+            queue = node.attributes.extra.get("queue")
+            if queue is not None and str(queue) not in instance.queues:
+                near = suggest(str(queue), instance.queues)
+                problems.append(Problem(
+                    f"{kind} '{node.name}' asks for queue '{queue}', which this Flux instance "
+                    f"does not have: {instance.describe_queues()}",
+                    (node.spec_path, "attributes", "queue"),
+                    f"did you mean '{near}'?" if near else "remove the queue attribute, or "
+                    "name one of the instance's queues", str(spec.path)))
+            req, _why = self.choose(node)
+            reason = instance.unfit(req.counts) if req is not None else None
+            if reason is not None:
+                problems.append(Problem(
+                    f"{kind} '{node.name}' asks for {req.label}, which cannot run here: "
+                    f"{reason}", (node.spec_path,),
+                    "ask for fewer resources, or run it in a larger Flux instance",
+                    str(spec.path)))
+        return problems
 
     # -- what is submitted ----------------------------------------------------------------------
     def jobs(self, unit: Unit, ctx: UnitContext) -> list[FluxJob]:
@@ -269,15 +319,49 @@ class FluxTransformer(Transformer):
 
     # -- running --------------------------------------------------------------------------------
     def submit(self, unit: Unit, ctx: UnitContext) -> str:
-        for path in {Path(ctx.stdout).parent, Path(ctx.stderr).parent}:
-            path.mkdir(parents=True, exist_ok=True)
         if isinstance(unit, Task) and unit.local:
+            _folders(ctx)
             return LOCAL_PREFIX + self._local.submit(unit, ctx)
+        jobs, script = self._prepare(unit, ctx)
+        if not self._api():
+            return ",".join(self._submit_cli(unit, jobs, script))
+        [result] = self._send_api([(unit, jobs, script)])
+        if isinstance(result, PluginError):
+            raise result
+        return ",".join(result)
+
+    def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
+        """Through the Python API, every jobspec is sent before any answer is awaited."""
+        try:
+            api = self._api()
+        except SubmitError as exc:  # JOBSPEC_DO_FLUX_API=python without usable bindings
+            return [exc for _ in items]
+        if not api:
+            return super().submit_many(items)
+        results: list[str | PluginError] = []
+        batch: list[tuple[Unit, list[FluxJob], str | None]] = []
+        slots: list[int] = []
+        for unit, ctx in items:
+            if isinstance(unit, Task) and unit.local:
+                results += super().submit_many([(unit, ctx)])
+                continue
+            try:
+                batch.append((unit, *self._prepare(unit, ctx)))
+            except PluginError as exc:
+                results.append(exc)
+                continue
+            slots.append(len(results))
+            results.append("")  # filled in below
+        for slot, result in zip(slots, self._send_api(batch), strict=True):
+            results[slot] = result if isinstance(result, PluginError) else ",".join(result)
+        return results
+
+    def _prepare(self, unit: Unit, ctx: UnitContext) -> tuple[list[FluxJob], str | None]:
+        """Folders made, dependencies checked, scripts written: the unit's submissions."""
+        _folders(ctx)
         _check_after(unit, ctx.after_jobs)
-        jobs = self.jobs(unit, ctx)
         script = self._write_scripts(unit, ctx) if isinstance(unit, Group) else None
-        submit = self._submit_api if self._api() else self._submit_cli
-        return ",".join(submit(unit, jobs, script))
+        return self.jobs(unit, ctx), script
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
@@ -380,20 +464,19 @@ class FluxTransformer(Transformer):
             lines += [_shell([["mkdir", "-p"], *[[f] for f in folders]]), ""]
         index = {id(c): i for i, c in enumerate(group.children, 1)}
         out[frame.path] = ""  # keep the parent's script first in the mapping
-        for child in group.children:
-            lines += [*self._child_block(child, index, ctx, job.duration or frame.limit, out),
-                      ""]
+        for child, deps in launch_order(group, ctx.spec.path.parent):
+            lines += [*self._child_block(child, deps, index, ctx, job.duration or frame.limit,
+                                         out), ""]
         if any(not (isinstance(c, Task) and c.local) for c in group.children):
             lines += ["# Wait for every child, so the allocation does not end under them.",
                       "flux job wait --all >/dev/null || jd_failed=1"]
         lines += ["wait  # for the exit-code recorders", "exit $jd_failed", ""]
         out[frame.path] = "\n".join(lines)
 
-    def _child_block(self, child: Unit, index: dict[int, int], ctx: UnitContext,
-                     limit: float | None, out: dict[Path, str]) -> list[str]:
-        """The lines that start one child of a group script."""
+    def _child_block(self, child: Unit, deps: list[Unit], index: dict[int, int],
+                     ctx: UnitContext, limit: float | None, out: dict[Path, str]) -> list[str]:
+        """The lines that start one child of a group script, after its siblings ``deps``."""
         i = index[id(child)]
-        deps = [d for d in child.after if id(d) in index]
         after = f", after {', '.join(d.key for d in deps)}" if deps else ""
         if isinstance(child, Task) and child.local:
             return [f"# -- {child.key}: local, so it runs here, in order{after}",
@@ -477,9 +560,50 @@ class FluxTransformer(Transformer):
 
     # -- the two ways to submit -----------------------------------------------------------------
     def _api(self) -> bool:
-        if self.use_api is None:
-            self.use_api = bool(os.environ.get("FLUX_URI")) and _flux_module() is not None
-        return self.use_api
+        """Whether to submit through the Python bindings (decided once per transformer).
+
+        Automatically: when FLUX_URI is set and bindings that match the instance import. With
+        JOBSPEC_DO_FLUX_API=python, missing or mismatched bindings are an error instead.
+        """
+        if self.use_api is False:
+            return False
+        with self._api_lock:
+            if self._handle is not None:
+                return True
+            if self.use_api is None and not os.environ.get("FLUX_URI"):
+                self.use_api = False
+                return False
+            problem = self._connect()
+            if problem is None:
+                self.use_api = True
+                return True
+            if self.use_api:
+                raise SubmitError(f"{problem} ({API_ENV}=python asks for the bindings; "
+                                  f"{API_ENV}=cli uses the flux command instead)")
+            if self.api_note is None:
+                print(f"jobspec-do: warning: {problem}; submitting with the flux command",
+                      file=sys.stderr)
+            self.api_note = problem
+            self.use_api = False
+            return False
+
+    def _connect(self) -> str | None:
+        """Open a handle through bindings that fit the instance; else say why not."""
+        bindings = flux_bindings.find()
+        if bindings is None:
+            return f"the flux Python bindings are not usable: {flux_bindings.why_missing()}"
+        try:
+            handle = bindings.module.Flux()
+        except OSError as exc:
+            return f"the flux Python bindings cannot reach $FLUX_URI: {exc}"
+        try:
+            version = str(handle.attr_get("version"))
+        except (AttributeError, OSError):
+            version = None  # the bindings cannot say: nothing to compare
+        problem = flux_bindings.mismatch(bindings, version)
+        if problem is None:
+            self._bindings, self._handle = bindings, handle
+        return problem
 
     def _submit_cli(self, unit: Unit, jobs: list[FluxJob], _script: str | None) -> list[str]:
         ids: list[str] = []
@@ -498,29 +622,44 @@ class FluxTransformer(Transformer):
             ids += got
         return ids
 
-    def _submit_api(self, unit: Unit, jobs: list[FluxJob], script: str | None) -> list[str]:
-        flux = _flux_module()
-        if flux is None:
-            raise SubmitError("the flux Python bindings are not importable (settings: api=cli "
-                              "uses the flux command instead)")
+    def _send_api(self, batch: Sequence[tuple[Unit, list[FluxJob], str | None]]
+                  ) -> list[list[str] | PluginError]:
+        """Submit every job of ``batch`` before waiting for any answer (Flux validates the
+        requests it holds together), then collect each unit's ids. A unit with a refused job
+        gets its error instead, and its other jobs are cancelled: all replicas or none."""
+        flux = self._bindings.module
         rlimits = _cli_rlimits()
-        ids: list[str] = []
+        sent: list[tuple[Unit, list[Any], Exception | None]] = []
         with self._api_lock:
-            if self._handle is None:
-                self._handle = flux.Flux()
-            try:
-                for job in jobs:
-                    for copy in [job.copy(r) for r in range(job.cc)] if job.cc > 1 else [job]:
-                        js = copy.jobspec(flux.job.JobspecV1, script)
-                        if rlimits:
-                            js.setattr_shell_option("rlimit", rlimits)
-                        jid = flux.job.submit(self._handle, js, waitable=job.waitable)
-                        ids.append(_normalize_id(str(jid)))
-            except (OSError, ValueError) as exc:
+            for unit, jobs, script in batch:
+                futures: list[Any] = []
+                error: Exception | None = None
+                try:
+                    for job in jobs:
+                        for copy in [job.copy(r) for r in range(job.cc)] if job.cc > 1 else [job]:
+                            js = copy.jobspec(flux.job.JobspecV1, script)
+                            if rlimits:
+                                js.setattr_shell_option("rlimit", rlimits)
+                            futures.append(flux.job.submit_async(self._handle, js,
+                                                                 waitable=job.waitable))
+                except (OSError, ValueError) as exc:
+                    error = exc
+                sent.append((unit, futures, error))
+            out: list[list[str] | PluginError] = []
+            for unit, futures, error in sent:
+                ids: list[str] = []
+                for future in futures:
+                    try:
+                        ids.append(_normalize_id(str(future.get_id())))
+                    except (OSError, ValueError) as exc:
+                        error = error or exc
+                if error is None:
+                    out.append(ids)
+                    continue
                 if ids:
                     self.cancel(ids)
-                raise _submit_error(unit, "flux.job.submit", 1, str(exc)) from exc
-        return ids
+                out.append(_submit_error(unit, "flux.job.submit", 1, str(error)))
+        return out
 
     # -- asking Flux ----------------------------------------------------------------------------
     def _query(self, ids: list[str]) -> dict[str, JobStatus]:
@@ -688,6 +827,11 @@ def _flatten(ids: Iterable[str]) -> list[str]:
     return [p for j in ids for p in _parts(j)]
 
 
+def _folders(ctx: UnitContext) -> None:
+    for path in {Path(ctx.stdout).parent, Path(ctx.stderr).parent}:
+        path.mkdir(parents=True, exist_ok=True)
+
+
 def _check_after(unit: Unit, after: Sequence[str]) -> None:
     local = [j for j in after if j.startswith(LOCAL_PREFIX)]
     if local:
@@ -706,15 +850,6 @@ def _submit_error(unit: Unit, what: str, rc: int, err: str) -> SubmitError:
 
 
 # -- the Python bindings -----------------------------------------------------------------------
-def _flux_module() -> Any:
-    try:
-        import flux  # type: ignore[import-not-found]
-        import flux.job  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return flux
-
-
 def _cli_rlimits() -> dict[str, int] | None:
     """The soft limits `flux submit` propagates by default, so both paths match."""
     try:

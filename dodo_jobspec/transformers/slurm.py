@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import Problem
 from ..spec.model import Counts, Group, Resource, ResourceRequest, Spec, Task, Unit
 from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
+from .order import launch_order
 
 QUERY_TIMEOUT = 30.0  # a dead controller takes ~9 s to report; leave room for a slow one
 SUBMIT_TIMEOUT = 60.0
@@ -252,7 +253,7 @@ class SlurmTransformer(Transformer):
                     counter: list[int]) -> list[str]:
         """Shell lines that start every child of ``group`` and wait for all of them."""
         out, pids = [], {}
-        for i, (child, deps) in enumerate(_launch_order(group), start=1):
+        for i, (child, deps) in enumerate(launch_order(group, ctx.spec.path.parent), start=1):
             pid = f"p{i}"
             pids[child] = pid
             waits = " ".join(f'"${pids[d]}"' for d in deps)
@@ -531,38 +532,6 @@ def _client(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return None
-
-
-def _launch_order(group: Group) -> list[tuple[Unit, list[Unit]]]:
-    """Children in an order the script can start them, each with the siblings it waits for.
-
-    A child waits for a sibling when anything inside it waits for something inside that
-    sibling: a nested group's subshell cannot wait for processes of its parent shell.
-    """
-    def sibling_of(node: Unit) -> Unit | None:
-        for n in (node, *node.ancestors()):
-            if n.parent is group:
-                return n
-        return None  # outside this group: the engine waited for it before submitting
-
-    deps: dict[Unit, list[Unit]] = {}
-    for child in group.children:
-        inner = [child, *(child.walk() if isinstance(child, Group) else ())]
-        found = {s for n in inner for d in n.after if (s := sibling_of(d)) not in (None, child)}
-        deps[child] = [c for c in group.children if c in found]
-    # The script waits for one child at a time, so it starts first what needs no new wait:
-    # a child that waits for a slow sibling then delays only the children after it.
-    order: list[Unit] = []
-    waited: set[Unit] = set()
-    while len(order) < len(group.children):
-        ready = [c for c in group.children if c not in order and all(d in order for d in deps[c])]
-        if not ready:
-            raise SubmitError(f"group '{group.name}': its children wait for each other across "
-                              f"a nested group, which one batch script cannot do")
-        pick = next((c for c in ready if waited.issuperset(deps[c])), ready[0])
-        order.append(pick)
-        waited.update(deps[pick])
-    return [(c, deps[c]) for c in order]
 
 
 def _resource_options(req: ResourceRequest | None, *, per_node: bool) -> list[tuple[str, Any]]:

@@ -217,3 +217,14 @@ def test_edited_task_with_a_queued_job_is_cancelled_and_resubmitted(
     r = _drive(spec, tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "count.edited").read_text() == "two\n"
+
+
+def test_a_child_reading_a_siblings_output_starts_after_it(tmp_path: Path,
+                                                           slurm: SlurmCluster) -> None:
+    """No depends_on: the group script orders its steps by the files they share."""
+    from tests.engine.test_flux_e2e import READS_A_SIBLING
+
+    spec = write(tmp_path, READS_A_SIBLING)
+    r = jobspec_do(spec, "-t", "slurm", cwd=tmp_path, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "read.txt").read_text() == "made\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import pytest
 
 from dodo_jobspec.stagers.base import StageItem, StagerSettings, StagingError
 from dodo_jobspec.stagers.flux_archive import FluxArchiveStager
+from tests.services import FluxInstance
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,6 +85,22 @@ def test_remove_runs_even_when_extract_fails(tmp_path: Path) -> None:
     assert rec.calls[-1] == ["flux", "archive", "remove", "--name", "jobspec-do-test"]
 
 
+def test_a_racing_extract_on_a_shared_filesystem_is_done_rank_by_rank(tmp_path: Path) -> None:
+    src = _tree(tmp_path)
+    calls: list[list[str]] = []
+
+    def runner(argv: Sequence[str]) -> tuple[int, str, str]:
+        calls.append(list(argv))
+        if argv[:4] == ["flux", "exec", "-r", "all"] and "extract" in argv:
+            return 1, "", "flux-archive: job.sh: Can't unlink already-existing object\n2: Exit 1"
+        return 0, "2\n" if argv[:2] == ["flux", "getattr"] else "", ""
+
+    report = _stager(runner).put([StageItem(src / "job.sh", "/scratch/job.sh")])  # type: ignore[arg-type]
+    by_rank = [c[3] for c in calls if c[:2] == ["flux", "exec"] and "extract" in c]
+    assert by_rank == ["all", "0", "1"]
+    assert report.nodes["all ranks"].sent == ["/scratch/job.sh"]
+
+
 def test_remove_runs_even_when_create_fails(tmp_path: Path) -> None:
     src = _tree(tmp_path)
     rec = Recorder(fail="create")
@@ -134,17 +150,12 @@ _LIVE = textwrap.dedent("""
 """)
 
 
-def test_live_flux_instance(tmp_path: Path) -> None:
-    flux = shutil.which("flux")
-    if flux is None:
-        pytest.skip("flux is not on PATH: the live flux-archive test needs flux-core "
-                    "(the golden tests above pin the commands)")
+def test_live_flux_instance(tmp_path: Path, flux: FluxInstance) -> None:
+    """Staged through the session's 4-broker instance (tests/services.py): every rank has it."""
     src = _tree(tmp_path)
     (src / "job.sh").chmod(0o755)
     dest = tmp_path / "dest"
     cmd = [sys.executable, "-c", _LIVE, str(src), str(dest)]
-    if not os.environ.get("FLUX_URI"):  # not inside an instance: start a 2-broker one
-        cmd = [flux, "start", "--test-size=2", *cmd]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -152,3 +163,7 @@ def test_live_flux_instance(tmp_path: Path) -> None:
     assert (dest / "job.sh").read_text() == "#!/bin/sh\necho hi\n"
     assert (dest / "job.sh").stat().st_mode & 0o111
     assert (dest / "data" / "in.txt").read_text() == "1234"
+    # Each broker rank reads the files itself (here they share one filesystem).
+    seen = flux.run("exec", "-r", "all", "-l", "sh", "-c",
+                    f"cat {dest}/data/in.txt; echo").stdout
+    assert sorted(seen.splitlines()) == [f"{rank}: 1234" for rank in range(flux.brokers)]

@@ -37,6 +37,7 @@ import pytest
 from dodo_jobspec.errors import PluginError, SpecError
 from dodo_jobspec.spec.model import Group, Spec, Task, Unit
 from dodo_jobspec.spec.resolve import load
+from dodo_jobspec.transformers import flux_bindings
 from dodo_jobspec.transformers.base import (
     JobState,
     JobStatus,
@@ -46,6 +47,7 @@ from dodo_jobspec.transformers.base import (
 )
 from dodo_jobspec.transformers.flux import FluxTransformer, f58, job_status
 from tests.helpers import REFERENCE, write
+from tests.services import FluxInstance, need_service
 
 GOLDEN = Path(__file__).parent / "golden" / "flux"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -214,11 +216,10 @@ def test_options_of_a_spec_using_every_feature_parse(tmp_path: Path) -> None:
         assert not command or ns.command == command
 
 
-@pytest.mark.skipif(shutil.which("flux") is None,
-                    reason="flux is not installed here: the --dry-run check needs the flux CLI")
 @pytest.mark.parametrize(("folder", "path"), LOADABLE,
                          ids=[f"{f}/{p.stem}" for f, p in LOADABLE])
-def test_flux_dry_run_accepts_emitted_commands(folder: str, path: Path, tmp_path: Path) -> None:
+def test_flux_dry_run_accepts_emitted_commands(folder: str, path: Path, tmp_path: Path,
+                                               flux: FluxInstance) -> None:
     t = FluxTransformer()
     spec = load(path, default_resources=t.default_resources)
     for u, ctx in placeholder_contexts(t, spec):
@@ -266,7 +267,7 @@ groups:
     depends_on: [b]
     replicas: 2
     command: [sh, -c, 'echo c$JOBSPEC_REPLICA']
-    attributes: {queue: pdebug}
+    attributes: {tier: gold}
   - group: inner
 - name: inner
   tasks:
@@ -605,6 +606,56 @@ def test_attributes_map_to_flux_options(tmp_path: Path) -> None:
     assert "system.queue=debug" in ns.setattr and "user.custom=[1,2]" in ns.setattr
 
 
+# -- what the instance can never run ----------------------------------------------------------
+R_2X4 = json.dumps({"version": 1, "execution": {"R_lite": [
+    {"rank": "0-1", "children": {"core": "0-3", "gpu": "0"}}]}})
+
+
+def instance(queues: str = "{}") -> Recorder:
+    return Recorder({("flux", "resource", "R"): (0, R_2X4, ""),
+                     ("flux", "config", "get"): (0, queues, "")})
+
+
+def test_check_refuses_queues_and_requests_the_instance_lacks(tmp_path: Path) -> None:
+    spec = load(write(tmp_path, """
+        version: 1
+        resources:
+          three-nodes: {type: node, count: 3}
+          wide: {type: slot, count: 1, with: [{type: core, count: 5}]}
+          gpus: {type: slot, count: 1, with: [{type: core, count: 1}, {type: gpu, count: 2}]}
+          fits: {type: node, count: 2, with: [{type: core, count: 4}]}
+        tasks:
+        - {name: q, command: [x], attributes: {queue: bach}}
+        - {name: n, command: [x], resources: three-nodes}
+        - {name: c, command: [x], resources: wide}
+        - {name: g, command: [x], resources: gpus}
+        - {name: ok, command: [x], resources: fits, attributes: {queue: batch}}
+        - {name: here, command: [x], local: true, attributes: {queue: nowhere}}
+        """), default_resources=FluxTransformer.default_resources)
+    t = cli(instance('{"batch": {}, "debug": {}}'))
+    found = {p.message.split("'")[1]: p for p in t.check(spec)}
+    assert sorted(found) == ["c", "g", "n", "q"]
+    assert "queue 'bach'" in found["q"].message and "'batch', 'debug'" in found["q"].message
+    assert found["q"].hint == "did you mean 'batch'?"
+    assert found["q"].path == ("tasks[0]", "attributes", "queue")
+    assert "3 nodes asked, the instance has 2" in found["n"].message
+    assert "5 cores per slot asked, the largest node has 4" in found["c"].message
+    assert "2 gpus per slot asked, the most on one node is 1" in found["g"].message
+    assert t.runner.calls.count(["flux", "resource", "R"]) == 1  # asked once
+
+
+def test_check_says_a_test_instance_has_no_queues_and_skips_when_flux_does_not_answer(
+        tmp_path: Path) -> None:
+    spec = load(write(tmp_path, """
+        version: 1
+        tasks: [{name: q, command: [x], attributes: {queue: pdebug}}]
+        """), default_resources=FluxTransformer.default_resources)
+    [problem] = cli(instance()).check(spec)
+    assert "it has no queues configured" in problem.message
+    down = Recorder({("flux",): (1, "", "flux-config: Unable to connect to Flux")})
+    assert cli(down).check(spec) == []
+
+
 # -- the Python API path -----------------------------------------------------------------------
 class FakeJobspec:
     """Records how flux.job.JobspecV1 is built, as a plain dict."""
@@ -641,6 +692,18 @@ class FakeFluxModule:
     def submit(self, handle: object, js: FakeJobspec, waitable: bool = False) -> str:
         self.submitted.append((js, waitable))
         return "\u0192" + f58(100 + len(self.submitted))[1:]
+
+    def submit_async(self, handle: object, js: FakeJobspec,
+                     waitable: bool = False) -> FakeFuture:
+        return FakeFuture(self.submit(handle, js, waitable))
+
+
+class FakeFuture:
+    def __init__(self, jid: str) -> None:
+        self.jid = jid
+
+    def get_id(self) -> str:
+        return self.jid
 
 
 @pytest.fixture
@@ -729,6 +792,26 @@ def test_python_api_submits_a_group_with_its_script(tmp_path: Path,
     assert js.data["kind"] == "batch" and js.data["script"].startswith("#!/bin/bash")
     assert js.data["script"] == (ctx.workdir / "job.1.flux").read_text()
     assert js.duration == 600.0 and js.environment["GREETING"] == "hi $USER"
+
+
+def test_submit_many_sends_every_jobspec_before_awaiting_any_id(
+        tmp_path: Path, fake_api: FakeFluxModule, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    sent = fake_api.submit_async
+
+    def submit_async(handle: object, js: FakeJobspec, waitable: bool = False) -> FakeFuture:
+        events.append("sent")
+        future = sent(handle, js, waitable)
+        monkeypatch.setattr(future, "get_id", lambda: events.append("got") or future.jid)
+        return future
+
+    monkeypatch.setattr(fake_api, "submit_async", submit_async)
+    spec = hello(tmp_path)
+    items = [(u, context(spec, u, tmp_path / "state")) for u in FluxTransformer().units(spec)]
+    ids = FluxTransformer(FAST).submit_many(items)
+    replicas = sum(u.replicas for u, _ in items)
+    assert events == ["sent"] * replicas + ["got"] * replicas
+    assert [len(str(i).split(",")) for i in ids] == [u.replicas for u, _ in items]
 
 
 # -- 3b. generated scripts, run for real by a fake flux ----------------------------------------
@@ -1148,40 +1231,15 @@ def test_submit_writes_and_keeps_the_scripts(tmp_path: Path, fake_flux: FakeFlux
     assert batch == ["batch", str(ctx.workdir / "job.1.flux")]
 
 
-# -- 4. a live Flux instance -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def flux_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """FLUX_URI of a `flux start --test-size=4` instance, stopped at the end."""
-    if shutil.which("flux") is None:
-        pytest.skip("flux is not installed here: live Flux tests need `flux` on PATH "
-                    "(flux-core is not packaged for this OS)")
-    folder = tmp_path_factory.mktemp("flux")
-    urifile = folder / "uri"
-    proc = subprocess.Popen(["flux", "start", "--test-size=4", "bash", "-c",
-                             f"echo $FLUX_URI > {shlex.quote(str(urifile))}; sleep infinity"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not (urifile.exists() and urifile.read_text().strip()):
-        assert proc.poll() is None and time.monotonic() < deadline, "flux start failed"
-        time.sleep(0.1)
-    uri = urifile.read_text().strip()
-    try:
-        yield uri
-    finally:
-        subprocess.run(["flux", "shutdown", "--quiet"], env={**os.environ, "FLUX_URI": uri},
-                       check=False, capture_output=True)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@pytest.fixture
-def live(flux_instance: str, monkeypatch: pytest.MonkeyPatch) -> FluxTransformer:
-    monkeypatch.setenv("FLUX_URI", flux_instance)
-    t = FluxTransformer(FAST)
-    t.use_api = False  # the test interpreter need not have the bindings
-    return t
+# -- 4. a live Flux instance (tests/services.py), through both submission paths -------------
+@pytest.fixture(params=["cli", "python"])
+def live(flux: FluxInstance, request: pytest.FixtureRequest) -> FluxTransformer:
+    """A transformer on the session's Flux, submitting with the flux command or the bindings."""
+    if request.param == "python" and flux_bindings.find() is None:
+        need_service(f"the flux Python bindings: {flux_bindings.why_missing()} "
+                     "(pip install 'jobspec-do[flux]' with the instance's flux-core version)")
+    return FluxTransformer(TransformerOptions(poll_interval=0.05,
+                                              settings={"api": request.param}))
 
 
 def test_live_examples_end_to_end(live: FluxTransformer, tmp_path: Path) -> None:
@@ -1243,11 +1301,11 @@ def test_live_cancel(live: FluxTransformer, tmp_path: Path) -> None:
     assert live.wait(jid).state is JobState.CANCELED
 
 
-def test_live_python_jobspec_equals_the_cli_dry_run(flux_instance: str, tmp_path: Path) -> None:
+def test_live_python_jobspec_equals_the_cli_dry_run(flux: FluxInstance, tmp_path: Path) -> None:
     spec = hello(tmp_path)
     u = spec.nodes["task/one"]
     job = FluxTransformer().jobs(u, context(spec, u, tmp_path / "s", cwd=tmp_path))[0]
-    env = {**os.environ, "FLUX_URI": flux_instance}
+    env = flux.env
     cli_js = json.loads(subprocess.run([*job.argv()[:2], "--dry-run", *job.argv()[2:]],
                                        text=True, capture_output=True, check=True,
                                        env=env).stdout)
@@ -1261,8 +1319,7 @@ def test_live_python_jobspec_equals_the_cli_dry_run(flux_instance: str, tmp_path
         """)
     proc = subprocess.run(["flux", "python", "-c", code], text=True, capture_output=True,
                           check=False, env=env)
-    if proc.returncode != 0:
-        pytest.skip(f"`flux python` cannot load flux.job and this project: {proc.stderr[-300:]}")
+    assert proc.returncode == 0, proc.stderr
     api_js = json.loads(proc.stdout)
     for js in (cli_js, api_js):  # the submitter's environment and rlimits differ by process
         js["attributes"]["system"].get("shell", {}).get("options", {}).pop("rlimit", None)
