@@ -8,6 +8,7 @@
 #                                              # namespace, link and mount made (idempotent)
 #   scripts/slurm-nodes.sh status    DIR       # sinfo, or "down" (exit 1)
 #   scripts/slurm-nodes.sh kill-node DIR NAME  # a node failure: SIGKILL everything on NAME
+#   scripts/slurm-nodes.sh revive-node DIR NAME  # boot NAME again (empty /tmp), wait for idle
 #
 # Settings (environment): SLURM_NODES_SUBNET (first three octets of a private /24 that only
 # this cluster uses; default 10.231.77: the host bridge is .1, node i is .(10+i)),
@@ -35,7 +36,7 @@ CLIENT_TIMEOUT=20
 SSHD=/usr/sbin/sshd
 
 usage() {
-    echo "usage: $PROG start DIR [N] | stop DIR | status DIR | kill-node DIR NAME" >&2
+    echo "usage: $PROG start DIR [N] | stop DIR | status DIR | kill-node|revive-node DIR NAME" >&2
     exit 2
 }
 info() { echo "$PROG: $*"; }
@@ -223,7 +224,7 @@ EOF
 # (re)started inside them with nsenter. `ip netns exec` is not used for slurmd: it mounts a
 # fresh /sys without /sys/fs/cgroup, and slurmd 22.05 then refuses to start.
 start_node() {
-    local i=$1 ns addr tmp hv nv p rel binds=() holder
+    local i=$1 ns addr hv nv
     ns=$(ns_of "$i")
     addr=$(addr_of "$i")
     hv="$TAG-h$i"
@@ -237,7 +238,13 @@ start_node() {
     ip -n "$ns" link set "$nv" up
     ip -n "$ns" link set lo up
     ip -n "$ns" route add default via "$SUBNET.1" 2>/dev/null || true
+    boot_node "$i"
+}
 
+# boot_node I: the holder of node I's mount and UTS namespaces, then its sshd and slurmd.
+boot_node() {
+    local i=$1 ns tmp p rel binds=() holder
+    ns=$(ns_of "$i")
     tmp=$DIR/nodes/n$i/tmp
     mkdir -p "$tmp" "$DIR/spool/n$i"
     chmod 1777 "$tmp"
@@ -249,6 +256,7 @@ start_node() {
         mkdir -p "$tmp/$rel"
         binds+=("mount --bind $(printf %q "$p") $(printf %q "$tmp/$rel") &&")
     done
+    rm -f "$DIR/run/ready.n$i"
     nsenter --net="/run/netns/$ns" unshare --mount --uts --propagation private \
         /bin/sh -c "hostname n$i && ${binds[*]} mount --rbind $(printf %q "$tmp") /tmp &&
             : >$(printf %q "$DIR/run/ready.n$i") && exec sleep infinity" \
@@ -275,7 +283,7 @@ do_start() {
     local t0 i
     t0=$(now_ns)
     [[ $(id -u) == 0 ]] || { echo "$PROG: error: must run as root" >&2; exit 1; }
-    [[ $NODES =~ ^[0-9]+$ ]] && ((NODES >= 1 && NODES <= 200)) || usage
+    if ! [[ $NODES =~ ^[0-9]+$ ]] || ((NODES < 1 || NODES > 200)); then usage; fi
     ensure_packages
     if [[ -s $DIR/run/made ]]; then
         echo "$PROG: error: $DIR holds a cluster (run/made is not empty); stop it first" >&2
@@ -383,6 +391,25 @@ do_kill_node() {
     info "node $name killed: every process in $(ns_of "$i") got SIGKILL"
 }
 
+# A killed node comes back as after a reboot: same address, an empty /tmp, fresh daemons.
+do_revive_node() {
+    local name=$1 i state
+    [[ $name =~ ^n([0-9]+)$ && -e /run/netns/$(ns_of "${BASH_REMATCH[1]}") ]] ||
+        { echo "$PROG: error: no node '$name' in $DIR" >&2; exit 1; }
+    i=${BASH_REMATCH[1]}
+    export SLURM_CONF=$CONF
+    kill_netns "$(ns_of "$i")"
+    find "$DIR/nodes/n$i/tmp" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+    boot_node "$i"
+    node_back() {
+        state=$(timeout "$CLIENT_TIMEOUT" sinfo -h -n "$name" -N -o %T 2>/dev/null) &&
+            [[ $state == idle ]]
+    }
+    wait_until "$START_TIMEOUT" node_back || { echo "$PROG: error: node $name is not idle" \
+        "after ${START_TIMEOUT}s: $(sinfo -h -n "$name" -N -o '%T %E' 2>&1)" >&2; exit 1; }
+    info "node $name is back"
+}
+
 do_status() {
     export SLURM_CONF=$CONF
     if pid_is "$(read_pid "$DIR/run/slurmctld.pid")" slurmctld && ctld_up; then
@@ -416,6 +443,10 @@ status) do_status || exit 1 ;;
 kill-node)
     (($# == 3)) || usage
     do_kill_node "$3"
+    ;;
+revive-node)
+    (($# == 3)) || usage
+    do_revive_node "$3"
     ;;
 *) usage ;;
 esac
