@@ -141,6 +141,15 @@ check_conflicts() {
             pid_alive "$pid" || continue
             conf=$(conf_of "$pid")
             [[ $conf == "$CONF" ]] && continue
+            # A daemon on other ports, or in another network namespace (the nodes of
+            # scripts/slurm-nodes.sh), does not stand in this cluster's way.
+            [[ $(readlink "/proc/$pid/ns/net" 2>/dev/null) == "$(readlink /proc/self/ns/net)" ]] ||
+                continue
+            local key=SlurmdPort default=6818 port=
+            [[ $name == slurmctld ]] && key=SlurmctldPort default=6817
+            port=$(sed -n "s/^[[:space:]]*${key}[[:space:]]*=[[:space:]]*\([0-9]*\).*/\1/Ip" \
+                "$conf" 2>/dev/null | tail -n1)
+            [[ -n $port && $port != "$default" ]] && continue
             echo "$PROG: error: another $name is already running (pid $pid," \
                 "SLURM_CONF=${conf:-unset}); ports 6817/6818 are fixed, so only one" \
                 "cluster can run at a time. Stop it first (e.g. $0 stop $(dirname "${conf:-/unknown/x}"))." >&2
