@@ -120,6 +120,7 @@ class SlurmTransformer(Transformer):
     name = "slurm"
     description = "sbatch jobs on a Slurm cluster; a group is one allocation with srun steps"
     default_resources = Resource("core", 1)
+    runs_prologue = True
 
     def __init__(self, options: TransformerOptions | None = None, *,
                  cluster: ClusterInfo | None = None) -> None:
@@ -212,6 +213,10 @@ class SlurmTransformer(Transformer):
                  f"export JOBSPEC_ATTEMPT={ctx.attempt}"]
         lines += [f"export {k}={shlex.quote(v)}"
                   for k, v in sorted(unit.attributes.environment.items())]
+        for script in ctx.prologue:  # in-job staging: before any of the unit's commands
+            fail = shlex.quote(f"jobspec-do: {script.name} failed: nothing of "
+                               f"{_kind(unit)} '{unit.name}' was run")
+            lines.append(f"bash {shlex.quote(str(script))} || {{ echo {fail} >&2; exit 1; }}")
         watchdog = _watchdog(unit.attributes.duration)
         lines += watchdog
         if isinstance(unit, Group):

@@ -19,9 +19,10 @@ import pytest
 from tests.helpers import counts, jobspec_do, write
 from tests.services import SlurmNodes
 
-TWO_NODES = "{type: node, count: 2, with: [{type: slot, count: 1, with: [{type: core, count: 1}]}]}"
+_SLOT = "with: [{type: slot, count: 1, with: [{type: core, count: %d}]}]"
+TWO_NODES = "{type: node, count: 2, %s}" % (_SLOT % 1)
 # A whole node (each advertises 4 CPUs): two such steps or array elements never share one.
-WHOLE_NODE = "{type: node, count: 1, with: [{type: slot, count: 1, with: [{type: core, count: 4}]}]}"
+WHOLE_NODE = "{type: node, count: 1, %s}" % (_SLOT % 4)
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_ssh_stage_reaches_each_node_local_tmp_and_a_two_node_task_reads_it(
 GROUP = f"""
     version: 1
     resources:
-      pair: {{type: node, count: 2, with: [{{type: slot, count: 1, with: [{{type: core, count: 4}}]}}]}}
+      pair: {{type: node, count: 2, {_SLOT % 4}}}
       node: {{type: slot, count: 1, with: [{{type: core, count: 4}}]}}
       both: {TWO_NODES}
     groups:
@@ -122,7 +123,7 @@ def test_group_on_two_nodes_spreads_its_srun_steps_and_keeps_their_order(
     assert r.returncode == 0, r.stderr
     assert len(slurm_nodes.submitted_job_ids()) == jobs + 1  # the group is one allocation
     # left and right each held a whole node at once, so they ran on different nodes ...
-    hosts = {(folder / "left.host").read_text().strip(), (folder / "right.host").read_text().strip()}
+    hosts = {(folder / f"{side}.host").read_text().strip() for side in ("left", "right")}
     assert hosts == set(slurm_nodes.nodes)
     # ... and `both` ran after them on both nodes, each reading what its node's step left.
     marks = {n: (folder / f"both.{n}").read_text().strip() for n in slurm_nodes.nodes}
@@ -165,7 +166,9 @@ NODE_FAIL = f"""
     - name: long
       resources: one
       depends_on: [first]
-      command: "echo x >> count.long; hostname > long.host; [ -e resumed ] || sleep 600; echo ok > long.txt"
+      command: >-
+        echo x >> count.long; hostname > long.host;
+        [ -e resumed ] || sleep 600; echo ok > long.txt
       outputs: [long.txt]
     """
 
@@ -201,3 +204,42 @@ def test_a_killed_node_fails_its_task_as_node_fail_and_resume_finishes_elsewhere
     assert counts(folder) == {"first": 1, "long": 2}
     assert "requeue" not in (slurm_nodes.log_dir / "slurmctld.log").read_text()
     slurm_nodes.revive_node(victim)
+
+
+def test_sbcast_stages_inside_the_job_to_its_nodes_and_only_what_changed(
+        slurm_nodes: SlurmNodes, folder: Path) -> None:
+    remote = f"/tmp/{folder.name}"
+    (folder / "inputs").mkdir()
+    (folder / "inputs" / "a.txt").write_text("alpha\n")
+    (folder / "inputs" / "b.txt").write_text("beta\n")
+    spec = write(folder, STAGED.replace("{remote}", remote))
+    (folder / "jobspec-do.yaml").write_text(json.dumps({"stager": "sbcast",
+                                                        "ssh": {"remote_root": remote}}))
+    record = folder / ".jobspec-do/spec/tasks/read/step0.sent"
+
+    def summaries() -> list[str]:
+        return [line for line in record.read_text().splitlines() if line.startswith("#")]
+
+    r = _run(spec, slurm_nodes)
+    assert r.returncode == 0, r.stderr
+    assert not Path(remote).exists()  # only the job's nodes got the files, not this machine
+    for node in slurm_nodes.nodes:
+        assert (slurm_nodes.node_tmp(node) / folder.name / "inputs" / "b.txt").is_file()
+        assert (folder / f"read.{node}").read_text() == "alpha\nbeta\n"
+    assert summaries() == ["# n[1-2]: 2 sent, 0 unchanged"]
+    jobs = len(slurm_nodes.submitted_job_ids())
+    again = _run(spec, slurm_nodes)
+    assert again.returncode == 0 and "0 ran" in again.stderr, again.stderr
+    assert len(slurm_nodes.submitted_job_ids()) == jobs and len(summaries()) == 1
+    # The task runs again (forced), its files are already on both nodes: nothing is sent.
+    forced = _run(spec, slurm_nodes, "--force", "read")
+    assert forced.returncode == 0, forced.stderr
+    assert summaries()[-1] == "# n[1-2]: 0 sent, 2 unchanged"
+    # One file changed: the step and the task run again, and only that file is sent.
+    (folder / "inputs" / "b.txt").write_text("beta 2\n")
+    changed = _run(spec, slurm_nodes)
+    assert changed.returncode == 0, changed.stderr
+    assert summaries()[-1] == "# n[1-2]: 1 sent, 1 unchanged"
+    assert f"sent {remote}/inputs/b.txt" in record.read_text().splitlines()[-2:]
+    for node in slurm_nodes.nodes:
+        assert (folder / f"read.{node}").read_text() == "alpha\nbeta 2\n"
