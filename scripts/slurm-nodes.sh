@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run a real multi-node Slurm cluster on this one machine, for tests and CI: slurmctld (and
-# munged) on the host, and per node a network namespace with its own address, hostname and
+# Run a real multi-node Slurm cluster on this one machine, for tests and CI: slurmctld (and its
+# own munged) on the host, and per node a network namespace with its own address, hostname and
 # /tmp, holding one slurmd and one sshd.
 #
 #   scripts/slurm-nodes.sh start     DIR [N]   # N nodes (default 2), named n1..nN
@@ -51,7 +51,7 @@ pid_is() {
 }
 
 ctld_up() { timeout "$CLIENT_TIMEOUT" scontrol ping 2>/dev/null | grep -q 'is UP'; }
-munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+munge_ok() { munge -S "$DIR/munge/socket" -n 2>/dev/null | unmunge -S "$DIR/munge/socket" >/dev/null 2>&1; }
 all_idle() {
     local states
     states=$(timeout "$CLIENT_TIMEOUT" sinfo -h -N -o %T 2>/dev/null) || return 1
@@ -66,7 +66,7 @@ accepts() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 ensure_packages() {
     local missing=() cmd
-    for cmd in slurmctld slurmd munged munge ip nsenter unshare ssh-keygen; do
+    for cmd in slurmctld slurmd munged mungekey munge ip nsenter unshare ssh-keygen; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     [[ -x $SSHD ]] || missing+=(sshd)
@@ -138,6 +138,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+AuthInfo=socket=$DIR/munge/socket
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=6818
 StateSaveLocation=$DIR/state
@@ -176,17 +177,17 @@ EOF
     printf 'export SLURM_CONF=%q\n' "$CONF" >"$DIR/env"
 }
 
+# A munged of our own, on its own socket and key (AuthInfo in slurm.conf points every daemon
+# and client at it): the machine's shared munged may be stopped by whoever started it, in the
+# middle of our session.
 start_munge() {
-    if munge_ok; then return 0; fi
-    if [[ ! -s /etc/munge/munge.key ]]; then
-        install -d -o munge -g munge -m 0700 /etc/munge
-        mungekey -c -f
-    fi
-    install -d -o munge -g munge -m 0755 /run/munge
-    local force=()
-    [[ -e /run/munge/munge.socket.2 ]] && force=(--force)
-    setpriv --reuid=munge --regid=munge --clear-groups \
-        /usr/sbin/munged --foreground "${force[@]}" </dev/null >>"$DIR/log/munged.log" 2>&1 &
+    mkdir -p "$DIR/munge"
+    chmod 0755 "$DIR" "$DIR/munge"   # munged wants every folder up to its socket searchable
+    mungekey --create --keyfile="$DIR/munge/munge.key"
+    /usr/sbin/munged --foreground --key-file="$DIR/munge/munge.key" \
+        --socket="$DIR/munge/socket" --pid-file="$DIR/munge/munged.pidfile" \
+        --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/seed" \
+        </dev/null >>"$DIR/log/munged.out" 2>&1 &
     echo $! >"$DIR/run/munged.pid"
     wait_until 10 munge_ok || fail_start "munged did not answer within 10s"
 }
