@@ -507,7 +507,7 @@ def _name_failed_nodes(rows: list[_Row]) -> list[_Row]:
         if r.state == "NODE_FAIL":
             mine = sorted(down & set(_expand_nodes(r.nodes))) if r.nodes else sorted(down)
             if mine:
-                r = replace(r, nodes=f"{r.nodes or '?'} (node down: {', '.join(mine)})")
+                r = replace(r, nodes=f"{r.nodes or '?'}, node down: {', '.join(mine)}")
         named.append(r)
     return named
 
@@ -534,7 +534,9 @@ def _combine(rows: list[_Row]) -> JobStatus | None:
     for wanted in (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELED):
         bad = [r for r, s in zip(rows, states, strict=True) if s is wanted]
         if bad:
-            return JobStatus(wanted, bad[0].exit_code, _info(rows))
+            # A job whose node died has no exit code of its own (squeue says 0).
+            code = None if bad[0].state == "NODE_FAIL" else bad[0].exit_code
+            return JobStatus(wanted, code, _info(rows))
     return JobStatus(JobState.COMPLETED, 0, _info(rows))
 
 

@@ -194,6 +194,10 @@ def test_a_killed_node_fails_its_task_as_node_fail_and_resume_finishes_elsewhere
     long = _status(spec, slurm_nodes)["long"]
     assert long["state"] == "failed", long
     assert "NODE_FAIL" in json.dumps(long) and f"node down: {victim}" in json.dumps(long), long
+    shown = jobspec_do("status", spec, cwd=folder, env={"SLURM_CONF": str(slurm_nodes.conf)})
+    row = next(line.split() for line in shown.stdout.splitlines() if line.startswith("long "))
+    assert row[1:3] == ["failed", "1"] and len(row) == 5, shown.stdout  # no exit code
+    assert f"NODE_FAIL (NodeDown) on {victim}, node down: {victim}" in shown.stdout, shown.stdout
     (folder / "resumed").touch()
     r = _run(spec, slurm_nodes, "--resume")
     assert r.returncode == 0, r.stderr
