@@ -115,16 +115,6 @@ class Transformer(ABC):
         for node in spec.nodes.values():
             if isinstance(node, Task):
                 for step in node.steps:
-                    if self.submits_groups and node.parent is not None:
-                        # A group is one job: the engine runs the steps of the units it
-                        # submits, and a task inside a group is not one of them.
-                        problems.append(Problem(
-                            f"the {step.name} step of task '{node.name}' would not run: on "
-                            f"{self.name} its group '{node.top.name}' is one job, and steps "
-                            "run only for tasks outside groups", (step.spec_path,),
-                            "move the step to a task before the group, and have the group "
-                            "depend on it", str(spec.path)))
-                        continue
                     if step.name not in self.supported_steps:
                         problems.append(Problem(
                             f"the {self.name} transformer cannot run a '{step.name}' step",
