@@ -6,7 +6,7 @@ Looked up in order: ``--config FILE``, ``jobspec-do.yaml`` beside the spec,
     transformer: slurm            # default transformer (else $JOBSPEC_DO_TRANSFORMER, else local)
     state_dir: /scratch/me/state  # where records live (relative: to the config file)
     jobs: 8
-    stager: ssh                   # shared (default), ssh, flux-archive
+    stager: ssh                   # shared (default), ssh, flux-archive, sbcast
     nodes: [node1, node2]         # for the ssh stager
     ssh: {port: 22, user: me, key_file: ~/.ssh/id_ed25519, known_hosts: ~/.ssh/known_hosts,
           remote_root: "", trust_unknown_hosts: false}

@@ -8,8 +8,8 @@
 #
 # After `start`, clients need `SLURM_CONF=DIR/slurm.conf`: `. DIR/env` sets it.
 # Layout: DIR/slurm.conf, DIR/env, DIR/{state,spool,run,log}; our PIDs in
-# DIR/run/{munged,slurmctld,slurmd}.pid (munged.pid only if this script started
-# munged); logs in DIR/log (slurmctld.log, slurmd.log, *.out, jobcomp.txt).
+# DIR/run/{munged,slurmctld,slurmd}.pid (the cluster's own munged, key and socket in
+# DIR/munge); logs in DIR/log (slurmctld.log, slurmd.log, *.out, jobcomp.txt).
 # Needs root. Ports 6817/6818 are fixed, so only one such cluster can run at a time.
 # See shared/reference/slurm-ssh-facts.md for the measurements behind the choices.
 set -euo pipefail
@@ -84,7 +84,7 @@ stop_pid() {
     info "stopped $name (pid $pid)"
 }
 
-munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+munge_ok() { munge -S "$DIR/munge/socket" -n 2>/dev/null | unmunge -S "$DIR/munge/socket" >/dev/null 2>&1; }
 ctld_up() { timeout "$CLIENT_TIMEOUT" scontrol ping 2>/dev/null | grep -q 'is UP'; }
 node_idle() { [[ $(timeout "$CLIENT_TIMEOUT" sinfo -h -N -o %T 2>/dev/null) == idle ]]; }
 sched_ready() { grep -q '^\[[^]]*\] SchedulerParameters=' "$DIR/log/slurmctld.log" 2>/dev/null; }
@@ -141,6 +141,15 @@ check_conflicts() {
             pid_alive "$pid" || continue
             conf=$(conf_of "$pid")
             [[ $conf == "$CONF" ]] && continue
+            # A daemon on other ports, or in another network namespace (the nodes of
+            # scripts/slurm-nodes.sh), does not stand in this cluster's way.
+            [[ $(readlink "/proc/$pid/ns/net" 2>/dev/null) == "$(readlink /proc/self/ns/net)" ]] ||
+                continue
+            local key=SlurmdPort default=6818 port=
+            [[ $name == slurmctld ]] && key=SlurmctldPort default=6817
+            port=$(sed -n "s/^[[:space:]]*${key}[[:space:]]*=[[:space:]]*\([0-9]*\).*/\1/Ip" \
+                "$conf" 2>/dev/null | tail -n1)
+            [[ -n $port && $port != "$default" ]] && continue
             echo "$PROG: error: another $name is already running (pid $pid," \
                 "SLURM_CONF=${conf:-unset}); ports 6817/6818 are fixed, so only one" \
                 "cluster can run at a time. Stop it first (e.g. $0 stop $(dirname "${conf:-/unknown/x}"))." >&2
@@ -172,6 +181,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+AuthInfo=socket=$DIR/munge/socket
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation=$DIR/state
@@ -206,23 +216,26 @@ EOF
     printf 'export SLURM_CONF=%q\n' "$CONF" >"$DIR/env"
 }
 
+# A munged of our own, on its own socket and key (AuthInfo in slurm.conf points every daemon
+# and client at it): the machine's shared munged may be stopped by whoever started it (another
+# checkout's test session) in the middle of ours.
 start_munge() {
-    if munge_ok; then
-        info "munged already answers; using it"
+    local pid
+    pid=$(read_pid "$DIR/run/munged.pid")
+    if pid_is "$pid" munged && munge_ok; then
+        info "munged of this cluster already answers (pid $pid)"
         return 0
     fi
-    if [[ ! -s /etc/munge/munge.key ]]; then
-        info "no munge key: creating /etc/munge/munge.key"
-        install -d -o munge -g munge -m 0700 /etc/munge
-        mungekey -c -f || fail_start "mungekey -c -f failed"
+    mkdir -p "$DIR/munge"
+    chmod 0755 "$DIR" "$DIR/munge"   # munged wants every folder up to its socket searchable
+    if [[ ! -s $DIR/munge/munge.key ]]; then
+        mungekey --create --keyfile="$DIR/munge/munge.key" || fail_start "mungekey --create failed"
     fi
-    chown munge:munge /etc/munge/munge.key
-    chmod 0600 /etc/munge/munge.key
-    install -d -o munge -g munge -m 0755 /run/munge
-    local force=()
-    [[ -e /run/munge/munge.socket.2 ]] && force=(--force)   # stale socket of a dead munged
-    setpriv --reuid=munge --regid=munge --clear-groups \
-        /usr/sbin/munged --foreground "${force[@]}" </dev/null >>"$DIR/log/munged.log" 2>&1 &
+    # --force: a socket left by a munged of this folder that was killed.
+    /usr/sbin/munged --foreground --force --key-file="$DIR/munge/munge.key" \
+        --socket="$DIR/munge/socket" --pid-file="$DIR/munge/munged.pidfile" \
+        --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/seed" \
+        </dev/null >>"$DIR/log/munged.out" 2>&1 &
     echo $! >"$DIR/run/munged.pid"
     STARTED=1
     wait_until 10 munge_ok || fail_start "munged did not answer 'munge -n | unmunge' within 10s"
@@ -247,7 +260,7 @@ do_start() {
         exit 1
     fi
     # A clean cluster every time: no old jobs, job ids restart at 1, fresh logs.
-    # Keep the record of a munged we started earlier that is still running.
+    # Keep the record of this cluster's munged if it is still running.
     local munged_pid f
     munged_pid=$(read_pid "$DIR/run/munged.pid")
     rm -rf "${DIR:?}"/state/* "${DIR:?}"/spool/* "${DIR:?}"/run/*
@@ -311,7 +324,7 @@ do_stop() {
 
     for pid in $slurmd_pid; do stop_pid "$pid" slurmd slurmd; done
     for pid in $ctld; do stop_pid "$pid" slurmctld slurmctld; done
-    if [[ -n $munged_pid ]]; then   # only if this script started it
+    if [[ -n $munged_pid ]]; then
         stop_pid "$munged_pid" munged munged
     fi
 

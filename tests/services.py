@@ -22,6 +22,11 @@ Load this plugin with ``pytest_plugins = ["tests.services"]`` in ``tests/conftes
     Session-scoped :class:`SSHNodes`: real ``sshd`` servers on 127.0.0.1 and 127.0.0.2 on
     one free port, started by ``scripts/ssh-nodes.sh``, with a client key and a
     ``known_hosts`` file. The nodes share this machine's filesystem.
+``slurm_nodes`` / ``slurm_nodes_cluster``
+    Function / session scoped :class:`SlurmNodes`: a real 2-node Slurm cluster started by
+    ``scripts/slurm-nodes.sh``, each node in its own network namespace (10.231.77.0/24) with
+    its own hostname, ``/tmp``, slurmd and sshd. Own ports and lock, so it runs beside
+    ``slurm_cluster``.
 
 When a service cannot be started (not root, packages not installable, ...) the fixture
 skips the test with the reason, except when ``CI=true``, where it fails instead (see
@@ -56,6 +61,7 @@ __all__ = [
     "SSHNodes",
     "SlurmCluster",
     "SlurmCommandError",
+    "SlurmNodes",
     "flux",
     "flux_instance",
     "free_port",
@@ -63,6 +69,8 @@ __all__ = [
     "running_flux",
     "slurm",
     "slurm_cluster",
+    "slurm_nodes",
+    "slurm_nodes_cluster",
     "ssh_nodes",
 ]
 
@@ -626,3 +634,139 @@ def flux(flux_instance: FluxInstance, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("PATH", flux_instance.env["PATH"])
     yield flux_instance
     flux_instance.drain()
+
+
+# --------------------------------------------------------------------------- Slurm, N nodes
+
+SLURM_NODES_SCRIPT = REPO_ROOT / "scripts" / "slurm-nodes.sh"
+#: Held while a session's multi-node cluster runs: its /24, port and namespace names are
+#: fixed. Not the single-node cluster's lock, so one session can hold both.
+SLURM_NODES_TURN_LOCK = "/tmp/jsd-slurm-nodes.turn.lock"
+#: Node count of the session's multi-node cluster (the script also does 3 and more).
+SLURM_NODES_COUNT = 2
+SLURM_NODES_SUBNET = "10.231.77"
+
+
+@dataclass(frozen=True)
+class SlurmNodes(SlurmCluster):
+    """A running multi-node Slurm cluster from ``scripts/slurm-nodes.sh``.
+
+    Each node (``n1``, ``n2``, ...) has its own network namespace and address, hostname and
+    ``/tmp``, a slurmd and an sshd on port 22 (root, ``key_file``, ``known_hosts``). Only
+    ``shared`` (and the rest of this machine outside ``/tmp``) is seen by every node at the
+    same path: put spec folders there.
+    """
+
+    addresses: dict[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Node names, in order."""
+        return tuple(self.addresses)
+
+    @property
+    def shared(self) -> Path:
+        """A folder every node sees at the same path (the nodes' ``/tmp`` is their own)."""
+        return self.dir / "shared"
+
+    @property
+    def key_file(self) -> Path:
+        """The client key authorized for root on every node."""
+        return self.dir / "ssh" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        """``ADDRESS ssh-ed25519 ...`` for every node (port 22)."""
+        return self.dir / "ssh" / "known_hosts"
+
+    def node_tmp(self, node: str) -> Path:
+        """Where node ``node``'s ``/tmp`` lives on this machine (to check what reached it)."""
+        return self.dir / "nodes" / node / "tmp"
+
+    def on_node(self, node: str, command: str, timeout: float = 30.0
+                ) -> subprocess.CompletedProcess[str]:
+        """Run a shell command on ``node`` over ssh; returns the finished process."""
+        return subprocess.run(
+            ["ssh", "-i", str(self.key_file), "-o", f"UserKnownHostsFile={self.known_hosts}",
+             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+             "-o", "IdentitiesOnly=yes", f"root@{self.addresses[node]}", command],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            check=False)
+
+    def kill_node(self, node: str) -> None:
+        """A node failure: every process on ``node`` (slurmd, steps, jobs, sshd) is killed."""
+        self._script("kill-node", node)
+
+    def revive_node(self, node: str) -> None:
+        """Boot ``node`` again (empty ``/tmp``) and wait until Slurm has it idle."""
+        self._script("revive-node", node)
+
+    def node_states(self) -> dict[str, str]:
+        """``sinfo`` state of every node (``idle``, ``alloc``, ``down*``, ...)."""
+        out = self.run("sinfo", "-h", "-N", "-o", "%N %T").stdout
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+    def _script(self, *args: str) -> None:
+        proc = _run_script([SLURM_NODES_SCRIPT, args[0], self.dir, *args[1:]],
+                           SCRIPT_START_TIMEOUT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scripts/slurm-nodes.sh {' '.join(args)} failed (exit"
+                               f" {proc.returncode}):\n{_tail(proc.stdout)}")
+
+
+@pytest.fixture(scope="session")
+def slurm_nodes_cluster() -> Iterator[SlurmNodes]:
+    """Start a real multi-node Slurm cluster for the session and stop it at the end.
+
+    Unlike ``slurm_cluster`` it does not set ``SLURM_CONF`` for the session (the two
+    clusters can run side by side): use ``slurm_nodes``, or pass ``cluster.env``.
+    """
+    _preflight(SLURM_NODES_SCRIPT)
+    for tool in ("ip", "nsenter", "unshare"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            need_service(f"{tool} is not installed (iproute2, util-linux)")
+    turn = open(SLURM_NODES_TURN_LOCK, "w")  # noqa: SIM115 - held for the whole session
+    fcntl.flock(turn, fcntl.LOCK_EX)
+    cluster_dir = Path(tempfile.mkdtemp(prefix="jsd-nodes-", dir="/tmp"))
+    started = _run_script([SLURM_NODES_SCRIPT, "start", cluster_dir, str(SLURM_NODES_COUNT)],
+                          SCRIPT_START_TIMEOUT)
+    if started.returncode != 0:
+        _run_script([SLURM_NODES_SCRIPT, "stop", cluster_dir], SCRIPT_STOP_TIMEOUT)
+        turn.close()
+        need_service(f"could not start the multi-node Slurm cluster (scripts/slurm-nodes.sh"
+                     f" start {cluster_dir}, exit {started.returncode}):\n"
+                     f"{_tail(started.stdout)}")
+    (cluster_dir / "shared").mkdir()
+    addresses = {f"n{i}": f"{SLURM_NODES_SUBNET}.{10 + i}"
+                 for i in range(1, SLURM_NODES_COUNT + 1)}
+    cluster = SlurmNodes(dir=cluster_dir,
+                         env={**os.environ, "SLURM_CONF": str(cluster_dir / "slurm.conf")},
+                         addresses=addresses)
+    try:
+        yield cluster
+    finally:
+        stopped = _run_script([SLURM_NODES_SCRIPT, "stop", cluster_dir], SCRIPT_STOP_TIMEOUT)
+        turn.close()
+        if stopped.returncode != 0:
+            pytest.fail(f"could not stop the multi-node cluster in {cluster_dir} (kept for"
+                        f" inspection; exit {stopped.returncode}):\n{_tail(stopped.stdout)}",
+                        pytrace=False)
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def slurm_nodes(slurm_nodes_cluster: SlurmNodes,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[SlurmNodes]:
+    """The session's multi-node cluster, every node up and the queue empty before and after;
+    ``SLURM_CONF`` points at it during the test."""
+    cluster = slurm_nodes_cluster
+    down = [n for n, state in cluster.node_states().items() if state != "idle"]
+    for node in down:  # a test that killed a node and failed before reviving it
+        cluster.revive_node(node)
+    if cluster.queue():
+        cluster.cancel_all()
+        cluster.wait_idle(timeout=60.0)
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    yield cluster
+    cluster.cancel_all()
+    cluster.wait_idle(timeout=60.0)

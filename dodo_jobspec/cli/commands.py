@@ -67,7 +67,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.add_argument("--resources-choice", type=_CHOICE, metavar="I",
                    help="for `a|b` resources, use alternative I (0-based) where it exists")
     p.add_argument("--stager", help="how staged paths reach the nodes: shared (default), ssh, "
-                                    "flux-archive")
+                                    "flux-archive, sbcast (inside the Slurm job)")
     p.add_argument("--nodes", help="comma-separated nodes for the ssh stager")
     _state_args(p)
     p.add_argument("-q", "--quiet", action="store_true",

@@ -149,9 +149,18 @@ class Stager(ABC):
     """Base of every stager plugin."""
 
     name: ClassVar[str]
+    #: Whether this stager works from inside the job, on the nodes the scheduler gave it.
+    #: Such a stager writes a script with :meth:`job_script` before the task is submitted;
+    #: the transformer runs it in the job before the task's command.
+    in_job: ClassVar[bool] = False
 
     def __init__(self, settings: StagerSettings) -> None:
         self.settings = settings
+
+    def job_script(self, items: Sequence[StageItem], record: str) -> str:
+        """For an ``in_job`` stager: a bash script that stages ``items`` to every node of the
+        job it runs in, sends only what changed, and appends what it did to ``record``."""
+        raise NotImplementedError(f"the {self.name} stager stages before the job, not in it")
 
     @abstractmethod
     def put(self, items: Sequence[StageItem]) -> StageReport:

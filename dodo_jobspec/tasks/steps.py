@@ -7,6 +7,7 @@ runs again too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -43,6 +44,10 @@ class StepRunner:
 
     def receipt(self, pu: PlannedUnit, index: int) -> Path:
         return self.state.unit(pu.node).dir / f"step{index}.json"
+
+    def job_script(self, pu: PlannedUnit, index: int) -> Path:
+        """Where an in-job stager's script for step ``index`` lives (run by the job)."""
+        return self.state.unit(pu.node).dir / f"step{index}.job.sh"
 
     def path(self, pu: PlannedUnit, index: int) -> Path:
         step = self._task(pu).steps[index]
@@ -112,6 +117,18 @@ class StepRunner:
         # lives there: then the path as written (relative to the task's cwd) goes under it.
         relative = not Path(step.path).is_absolute() and settings.remote_root
         dest = step.path if relative else str(source.resolve())
+        script = self.job_script(pu, index)
         with cls(settings) as stager:
+            if cls.in_job:
+                # The nodes are known only when the job starts: the job stages, and this step
+                # leaves it the script (a change of what is staged re-runs the step, and so
+                # the task).
+                record = self.state.unit(pu.node).dir / f"step{index}.sent"
+                text = stager.job_script([StageItem(source, dest)], str(record))
+                atomic_write(script, text)
+                digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+                return (f"{self.config.stager} inside the job: {script.name} (sha256 {digest}), "
+                        f"what it sends is recorded in {record.name}")
+            script.unlink(missing_ok=True)  # a stager changed from in-job to before-the-job
             report = stager.put([StageItem(source, dest)])
         return str(report)

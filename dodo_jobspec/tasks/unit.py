@@ -233,6 +233,11 @@ class UnitRunner:
         """Submit (unless re-attaching to ``attach``) and wait for the job to end; None under
         --no-wait, which submits and returns."""
         if attach is None:
+            if ctx.prologue and not self.transformer.runs_prologue:
+                raise SubmitError(f"its stage step stages inside the job ({ctx.prologue[0].name}"
+                                  f"), which the {self.transformer.name} transformer cannot "
+                                  "run: use -t slurm, or a stager that sends before the job "
+                                  "(--stager ssh with --nodes)")
             record.job_id = self.transformer.submit(node, ctx)
             record.state = "queued" if self.transformer.polled else "running"
             if self.transformer.polled:  # a local process cannot be re-attached anyway
@@ -349,7 +354,7 @@ class UnitRunner:
         return UnitContext(spec=self.spec, workdir=st.dir, attempt=attempt, token=token,
                            stdout=st.stdout(attempt, replica), stderr=st.stderr(attempt, replica),
                            cwd=pu.cwd, children=children, replica=replica or 0,
-                           after_jobs=tuple(after_jobs or ()))
+                           after_jobs=tuple(after_jobs or ()), prologue=_prologue(pu, st))
 
     def signature(self, pu: PlannedUnit) -> str:
         """What an attempt ran: the definition, the transformer, and its inputs' states."""
@@ -370,6 +375,14 @@ class UnitRunner:
             if stat.S_ISDIR(s.st_mode):  # its own mtime misses edits deeper down
                 h.update(trees.digest(str(path)).encode())
         return h.hexdigest()
+
+
+def _prologue(pu: PlannedUnit, st: UnitState) -> tuple[Path, ...]:
+    """The scripts an in-job stager left for this task's current stage steps (tasks/steps.py
+    writes ``step<i>.job.sh``; a step staged before the job has none)."""
+    steps = pu.node.steps if isinstance(pu.node, Task) else ()
+    found = (st.dir / f"step{i}.job.sh" for i in range(len(steps)))
+    return tuple(p for p in found if p.is_file())
 
 
 def _token(name: str, attempt: int) -> str:

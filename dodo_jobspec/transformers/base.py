@@ -69,6 +69,9 @@ class UnitContext:
     # only when the task has ended; the engine records each task's state from these files.
     children: Mapping[str, Path] = field(default_factory=dict)
     replica: int = 0  # which replica this is, for transformers that run replicas one by one
+    # Bash scripts the job runs first, in order, on its batch host (in-job staging, e.g.
+    # sbcast): a failing one fails the job before the unit's command starts.
+    prologue: Sequence[Path] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class Transformer(ABC):
     supported_steps: ClassVar[frozenset[str]] = frozenset({"stage", "write"})
     # A resource request given to tasks and groups that have none (None: they are an error).
     default_resources: ClassVar[Resource | None] = None
+    # Whether submit runs ``UnitContext.prologue`` inside the job (needed by in-job stagers).
+    runs_prologue: ClassVar[bool] = False
     # Batch schedulers submit a group as one job; the local transformer runs its children itself.
     submits_groups: ClassVar[bool] = True
     # Whether a job recorded by a killed run can be waited on again (a scheduler job can; a

@@ -21,7 +21,7 @@ import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ SBATCH_OPTIONS = frozenset({
 _TRANSIENT = ("unable to contact slurm controller", "socket timed out", "zero bytes were",
               "temporarily unable", "munge", "protocol authentication", "connection refused",
               "resource temporarily unavailable")
-_SQUEUE_FIELDS = "ArrayJobID:|,JobArrayID:|,State:|,Reason:|,exit_code:"
+_SQUEUE_FIELDS = "ArrayJobID:|,JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,7 @@ class SlurmTransformer(Transformer):
     name = "slurm"
     description = "sbatch jobs on a Slurm cluster; a group is one allocation with srun steps"
     default_resources = Resource("core", 1)
+    runs_prologue = True
 
     def __init__(self, options: TransformerOptions | None = None, *,
                  cluster: ClusterInfo | None = None) -> None:
@@ -213,6 +214,10 @@ class SlurmTransformer(Transformer):
                  f"export JOBSPEC_ATTEMPT={ctx.attempt}"]
         lines += [f"export {k}={shlex.quote(v)}"
                   for k, v in sorted(unit.attributes.environment.items())]
+        for script in ctx.prologue:  # in-job staging: before any of the unit's commands
+            fail = shlex.quote(f"jobspec-do: {script.name} failed: nothing of "
+                               f"{_kind(unit)} '{unit.name}' was run")
+            lines.append(f"bash {shlex.quote(str(script))} || {{ echo {fail} >&2; exit 1; }}")
         watchdog = _watchdog(unit.attributes.duration)
         lines += watchdog
         if isinstance(unit, Group):
@@ -244,6 +249,11 @@ class SlurmTransformer(Transformer):
             opts += [("output", _escape_pattern(ctx.stdout)),
                      ("error", _escape_pattern(ctx.stderr))]
         opts += [("chdir", str(ctx.cwd)), ("export", "ALL"), ("comment", ctx.token)]
+        if "requeue" not in {_option(k) for k in unit.attributes.extra}:
+            # Slurm's default requeues a job whose node fails and runs it again from the start,
+            # behind the engine's back: the task would run twice. The job ends NODE_FAIL
+            # instead, and `--resume` runs it again on the nodes that are left.
+            opts.append(("no-requeue", True))
         for key, value in sorted(unit.attributes.extra.items()):
             if _option(key) in SBATCH_OPTIONS and value not in (None, False):
                 opts.append((_option(key), True if value is True else _flat(value)))
@@ -381,10 +391,12 @@ class SlurmTransformer(Transformer):
         rows = []
         for line in out.stdout.splitlines():
             parts = [p.strip() for p in line.split("|")]
-            if len(parts) == 5:
-                code = int(parts[4]) if parts[4].isdigit() else None
+            if len(parts) == 6:
+                code = int(parts[5]) if parts[5].isdigit() else None
                 rows.append(_Row(parts[0], parts[1], parts[2], parts[3],
-                                 _wait_status(code) if code is not None else None))
+                                 _wait_status(code) if code is not None else None, parts[4]))
+        if any(r.state == "NODE_FAIL" for r in rows):
+            rows = _name_failed_nodes(rows)
         return rows, None
 
     def _sacct_rows(self, job_ids: Sequence[str]) -> list[_Row]:
@@ -482,6 +494,29 @@ class _Row:
     state: str
     reason: str
     exit_code: int | None
+    nodes: str = ""  # the job's node list (squeue), for saying where a node failed
+
+
+def _name_failed_nodes(rows: list[_Row]) -> list[_Row]:
+    """NODE_FAIL rows with the job's nodes that are down now named: which node failed."""
+    out = _client(["sinfo", "-h", "-N", "-t", "down,drain,fail", "-o", "%N"])
+    down = set(out.stdout.split()) if out and out.returncode == 0 else set()
+    if not down:
+        return rows
+    named = []
+    for r in rows:
+        if r.state == "NODE_FAIL":
+            mine = sorted(down & set(_expand_nodes(r.nodes))) if r.nodes else sorted(down)
+            if mine:
+                r = replace(r, nodes=f"{r.nodes or '?'}, node down: {', '.join(mine)}")
+        named.append(r)
+    return named
+
+
+def _expand_nodes(nodelist: str) -> list[str]:
+    """``n[1-3]`` -> ``n1 n2 n3``, by Slurm's own parser (``scontrol show hostnames``)."""
+    out = _client(["scontrol", "show", "hostnames", nodelist])
+    return out.stdout.split() if out and out.returncode == 0 else [nodelist]
 
 
 def _rows_for(job_id: str, rows: list[_Row]) -> list[_Row]:
@@ -500,7 +535,9 @@ def _combine(rows: list[_Row]) -> JobStatus | None:
     for wanted in (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELED):
         bad = [r for r, s in zip(rows, states, strict=True) if s is wanted]
         if bad:
-            return JobStatus(wanted, bad[0].exit_code, _info(rows))
+            # A job whose node died has no exit code of its own (squeue says 0).
+            code = None if bad[0].state == "NODE_FAIL" else bad[0].exit_code
+            return JobStatus(wanted, code, _info(rows))
     return JobStatus(JobState.COMPLETED, 0, _info(rows))
 
 
@@ -508,8 +545,9 @@ def _info(rows: list[_Row]) -> str:
     if len(rows) == 1:
         r = rows[0]
         code = f", exit {r.exit_code}" if r.exit_code else ""
+        where = f" on {r.nodes}" if r.state == "NODE_FAIL" and r.nodes else ""
         return f"slurm {r.state}" + (f" ({r.reason})" if r.reason not in ("", "None") else "") \
-            + code
+            + where + code
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
