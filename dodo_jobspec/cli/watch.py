@@ -59,7 +59,7 @@ from ..errors import (
     SpecError,
     UnsatisfiableError,
 )
-from ..records.state import atomic_write
+from ..records.state import atomic_write, state_folder_name
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 TEMP_PREFIXES = (".", "~", "#")
@@ -259,7 +259,7 @@ class Watcher:
         except SpecError as exc:
             return self._invalid(path, exc)
         polled = bool(getattr(cls, "polled", True))
-        root = self.state_root / path.stem
+        root = self.state_root / state_folder_name(path)  # `...yaml`: not `..`
         req = self._request(path, cfg, transformer, root, polled)
         self._in_run = True
         try:
