@@ -157,6 +157,11 @@ def _explain(doc: Document, error: ValidationError, strict: bool) -> Iterator[Pr
     elif v in ("minimum", "exclusiveMinimum"):
         yield doc.problem(f"{inst} is too small (the least allowed is {error.validator_value})",
                           path)
+    elif v in ("maximum", "exclusiveMaximum"):
+        yield doc.problem(f"{inst} is too large (the most allowed is {error.validator_value})",
+                          path, "a task expands to at most this many replicas; split the "
+                          "work into several tasks, or let each replica do more of it"
+                          if path and path[-1] == "replicas" else None)
     elif v == "minItems":
         yield doc.problem("must not be an empty list", path)
     elif v == "minLength":
