@@ -34,6 +34,7 @@ on one DIR never overlap: a cycle skips while another watcher holds ``<state roo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -244,6 +245,7 @@ class Watcher:
         from ..spec.source import parse_document
 
         try:
+            before = _stat_key(path)  # the spec as it is run: if it changes, it runs again
             raw = path.read_bytes()
             mtime = path.stat().st_mtime
         except FileNotFoundError:
@@ -284,7 +286,7 @@ class Watcher:
             self.stopping.set()  # the engine's SIGTERM handler took the signal meant for us
             return Outcome(path.name, rc, "interrupted", detail="stays in DIR; resumes on the "
                                                                 "next start")
-        return self._conclude(path, spec, root, rc, polled)
+        return self._conclude(path, spec, root, rc, polled, before)
 
     def _request(self, path: Path, cfg: Any, transformer: str, root: Path, polled: bool
                  ) -> Any:
@@ -304,7 +306,18 @@ class Watcher:
                           stage=StageConfig(cfg.stager or "shared", cfg.nodes, dict(cfg.ssh)),
                           **extra)
 
-    def _conclude(self, path: Path, spec: Any, root: Path, rc: int, polled: bool) -> Outcome:
+    def _conclude(self, path: Path, spec: Any, root: Path, rc: int, polled: bool,
+                  before: tuple[int, int, int] | None = None) -> Outcome:
+        # What users do to the folder meanwhile is theirs to do: a spec renamed or removed
+        # while it ran is reported, and one rewritten while it ran (a writer that paused
+        # longer than --settle) is run again next cycle, not filed with half its tasks.
+        now = _stat_key(path)
+        if now is None:
+            return Outcome(path.name, rc, "gone", detail="renamed or removed while it ran; "
+                           f"its state stays in {root}")
+        if before is not None and now != before:
+            return Outcome(path.name, rc, "in progress",
+                           detail="changed while it ran: runs again next cycle")
         rows = _status_rows(spec, root)
         complete = bool(rows) and all(r["state"] == "completed" for r in rows)
         live = polled and any(r["state"] in LIVE_STATES for r in rows)
@@ -324,7 +337,7 @@ class Watcher:
         first = text.splitlines()[0] if text.strip() else type(exc).__name__
         return Outcome(path.name, EXIT_USAGE, "invalid", dest, first)
 
-    def _move(self, path: Path, sub: str, suffix: str, note: str) -> Path:
+    def _move(self, path: Path, sub: str, suffix: str, note: str) -> Path | None:
         """Move ``path`` to ``DIR/<sub>/`` with ``note`` beside it as ``<name><suffix>``.
 
         The note is written first: a kill between the two steps leaves the spec in DIR (it is
@@ -334,7 +347,13 @@ class Watcher:
         dest_dir.mkdir(exist_ok=True)
         dest = _free_name(dest_dir, path.name)
         atomic_write(dest_dir / f"{dest.name}{suffix}", note)
-        os.replace(path, dest)
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:  # taken away this very moment: its note goes too
+            with contextlib.suppress(OSError):
+                os.unlink(dest_dir / f"{dest.name}{suffix}")
+            self._seen.pop(path, None)
+            return None
         self._seen.pop(path, None)
         return dest
 
