@@ -189,7 +189,8 @@ class Watcher:
     def _cycle_lock(self) -> Iterator[bool]:
         """flock on ``<state root>/.watch.lock``: overlapping watchers (cron) take turns."""
         self.state_root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_root / ".watch.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.state_root / ".watch.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                     0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -194,7 +194,8 @@ def parse_document(raw: bytes, name: str = "<spec>") -> Document:
 
     try:
         with paused_gc():
-            data = yamldata.load(text, loader)
+            aliased: list[bool] = []
+            data = yamldata.load(text, loader, aliased)
     except yamldata.DuplicateKeyError as exc:
         raise SpecError([_duplicate_problem(e, name) for e in (exc, *exc.also)]) from None
     except yaml.MarkedYAMLError as exc:
@@ -212,7 +213,8 @@ def parse_document(raw: bytes, name: str = "<spec>") -> Document:
     from . import aliases
 
     try:
-        aliases.check(text, data)
+        if aliased and aliased[0]:  # no alias, nothing shared: the common case costs nothing
+            aliases.check(data)
     except aliases.AliasProblem as exc:
         line, col = locate(text, exc.path)
         raise SpecError([Problem(str(exc), exc.path, exc.hint, name, line, col)]) from None
