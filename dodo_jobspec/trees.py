@@ -12,6 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import sys
+
+# An input folder with more entries than this is walked on every plan and run (/usr: ~17 s):
+# worth a word, once per folder and process, since it is rarely what was meant.
+HUGE = 50_000
+_warned: set[str] = set()
 
 
 def entries(root: str) -> list[str]:
@@ -30,6 +36,11 @@ def entries(root: str) -> list[str]:
         out += [os.path.join(folder, d) for d in dirs]
         out += [path for f in sorted(files) if not f.startswith(".")
                 and os.path.exists(path := os.path.join(folder, f))]
+    if len(out) > HUGE and root not in _warned:
+        _warned.add(root)
+        print(f"jobspec-do: warning: input folder {root} holds {len(out)} entries, and every "
+              "plan and run walks them all to see whether it changed: name the files (or a "
+              "glob) the task really reads", file=sys.stderr)
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -314,21 +313,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     """`jobspec-do clean SPEC`"""
-    import shutil
-
-    from ..records.state import check_owner, default_state_dir, locked
+    from ..records.clean import forget
+    from ..records.state import default_state_dir
 
     root = _state_dir(args) or default_state_dir(args.spec)
-    if not root.exists():
+    if not forget(root, args.spec):
         print(f"nothing to clean: {root} does not exist")
         return EXIT_OK
-    check_owner(root, args.spec)  # not another spec's records
-    with locked(root):
-        for child in root.iterdir():
-            if child.name != "lock":
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    os.unlink(root / "lock")
-    root.rmdir()
     print(f"forgot all state of {args.spec} ({root})")
     return EXIT_OK
 

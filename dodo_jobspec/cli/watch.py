@@ -35,6 +35,7 @@ on one DIR never overlap: a cycle skips while another watcher holds ``<state roo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -61,7 +62,7 @@ from ..errors import (
     SpecError,
     UnsatisfiableError,
 )
-from ..records.state import atomic_write
+from ..records.state import atomic_write, state_folder_name
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 TEMP_PREFIXES = (".", "~", "#")
@@ -190,7 +191,8 @@ class Watcher:
     def _cycle_lock(self) -> Iterator[bool]:
         """flock on ``<state root>/.watch.lock``: overlapping watchers (cron) take turns."""
         self.state_root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_root / ".watch.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.state_root / ".watch.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                     0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -246,6 +248,7 @@ class Watcher:
         from ..spec.source import parse_document
 
         try:
+            before = _stat_key(path)  # the spec as it is run: if it changes, it runs again
             raw = path.read_bytes()
             mtime = path.stat().st_mtime
         except FileNotFoundError:
@@ -261,7 +264,7 @@ class Watcher:
         except SpecError as exc:
             return self._invalid(path, exc)
         polled = bool(getattr(cls, "polled", True))
-        root = self.state_root / path.stem
+        root = self.state_root / state_folder_name(path)  # `...yaml`: not `..`
         req = self._request(path, cfg, transformer, root, polled)
         self._in_run = True
         try:
@@ -286,7 +289,7 @@ class Watcher:
             self.stopping.set()  # the engine's SIGTERM handler took the signal meant for us
             return Outcome(path.name, rc, "interrupted", detail="stays in DIR; resumes on the "
                                                                 "next start")
-        return self._conclude(path, spec, root, rc, polled)
+        return self._conclude(path, spec, root, rc, polled, before)
 
     def _request(self, path: Path, cfg: Any, transformer: str, root: Path, polled: bool
                  ) -> Any:
@@ -308,7 +311,18 @@ class Watcher:
                           stage=StageConfig(cfg.stager or "shared", cfg.nodes, dict(cfg.ssh)),
                           **extra)
 
-    def _conclude(self, path: Path, spec: Any, root: Path, rc: int, polled: bool) -> Outcome:
+    def _conclude(self, path: Path, spec: Any, root: Path, rc: int, polled: bool,
+                  before: tuple[int, int, int] | None = None) -> Outcome:
+        # What users do to the folder meanwhile is theirs to do: a spec renamed or removed
+        # while it ran is reported, and one rewritten while it ran (a writer that paused
+        # longer than --settle) is run again next cycle, not filed with half its tasks.
+        now = _stat_key(path)
+        if now is None:
+            return Outcome(path.name, rc, "gone", detail="renamed or removed while it ran; "
+                           f"its state stays in {root}")
+        if before is not None and now != before:
+            return Outcome(path.name, rc, "in progress",
+                           detail="changed while it ran: runs again next cycle")
         rows = _status_rows(spec, root)
         complete = bool(rows) and all(r["state"] == "completed" for r in rows)
         live = polled and any(r["state"] in LIVE_STATES for r in rows)
@@ -340,7 +354,7 @@ class Watcher:
         first = text.splitlines()[0] if text.strip() else type(exc).__name__
         return Outcome(path.name, EXIT_USAGE, "invalid", dest, first)
 
-    def _move(self, path: Path, sub: str, suffix: str, note: str) -> Path:
+    def _move(self, path: Path, sub: str, suffix: str, note: str) -> Path | None:
         """Move ``path`` to ``DIR/<sub>/`` with ``note`` beside it as ``<name><suffix>``.
 
         The note is written first: a kill between the two steps leaves the spec in DIR (it is
@@ -350,7 +364,13 @@ class Watcher:
         dest_dir.mkdir(exist_ok=True)
         dest = _free_name(dest_dir, path.name)
         atomic_write(dest_dir / f"{dest.name}{suffix}", note)
-        os.replace(path, dest)
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:  # taken away this very moment: its note goes too
+            with contextlib.suppress(OSError):
+                os.unlink(dest_dir / f"{dest.name}{suffix}")
+            self._seen.pop(path, None)
+            return None
         self._seen.pop(path, None)
         return dest
 

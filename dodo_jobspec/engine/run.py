@@ -154,8 +154,10 @@ def run(req: RunRequest) -> int:
         prep.state.ensure()
         prep.state.claim()
         record_run(prep.state.root, req.command, req.transformer)
-        hook = callbacks.attach(prep.state, callbacks.callback_url(
-            prep.spec, config.load(req.spec, req.config).callback), callbacks.secret_from_env())
+        configured = config.load(req.spec, req.config).callback
+        url = callbacks.callback_url(prep.spec, configured)
+        hook = callbacks.attach(prep.state, url, callbacks.signing_secret(
+            url, configured, callbacks.secret_from_env()))
         if req.no_wait:
             from .advance import advance
 

@@ -57,12 +57,24 @@ RETRIED_4XX = (408, 429)  # request timeout, too many requests: worth another tr
 MAX_COOLDOWN = 60.0  # seconds between rounds of retries while the receiver is down
 
 
+_TAKEN: dict[str, str] = {}  # the secret's variables, taken out of this process's environment
+
+
 def secret_from_env() -> bytes | None:
-    """The signing secret from the environment (never from the spec), or None."""
-    value = os.environ.get(SECRET_ENV)
+    """The signing secret from the environment (never from the spec), or None.
+
+    The variables are removed from ``os.environ`` on the first call (a run makes it before
+    any task starts): every task and scheduler job inherits this process's environment
+    (Slurm's ``--export=ALL`` carries it to compute nodes), and a task must not be able to
+    sign events. Later calls (the watch service runs many specs) read the kept copy."""
+    present = {v: os.environ.pop(v) for v in (SECRET_ENV, SECRET_FILE_ENV) if v in os.environ}
+    if present:  # set again since (a test, an embedding program): the new values count
+        _TAKEN.clear()
+        _TAKEN.update(present)
+    value = _TAKEN.get(SECRET_ENV)
     if value:
         return value.encode()
-    name = os.environ.get(SECRET_FILE_ENV)
+    name = _TAKEN.get(SECRET_FILE_ENV)
     if not name:
         return None
     path = Path(os.path.expanduser(name))
@@ -82,15 +94,26 @@ def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, sha256).hexdigest()
 
 
+def signing_secret(url: str | None, config_url: str | None,
+                   secret: bytes | None) -> bytes | None:
+    """The secret to sign deliveries to ``url`` with: only for the URL the operator
+    configured. A URL only a spec names gets unsigned events, or anyone able to drop a spec
+    (in a watch folder, say) could have events for names of their choosing signed with the
+    service's key at an address of their choosing."""
+    return secret if url and config_url and url == config_url else None
+
+
 def callback_url(spec: Spec, config_url: str | None) -> str | None:
     """The webhook URL for ``spec``: its ``attributes.callback``, else the configuration's.
 
     A bad value in the spec is reported with its line (the file is read again for that)."""
     from_spec = spec.callback
     if from_spec is not None:
-        if not _valid_url(from_spec):
-            problem = (f"callback must be an http:// or https:// URL, not {from_spec!r}",
-                       ["attributes", "callback"], "for example https://example.org/hooks/jobspec")
+        why = _url_problem(from_spec)
+        if why:
+            problem = (f"callback {why}", ["attributes", "callback"],
+                       "for example https://example.org/hooks/jobspec; a receiver checks the "
+                       "x-hub-signature-256 header, not credentials in the URL")
             try:
                 from ..spec.source import read_document
 
@@ -102,21 +125,39 @@ def callback_url(spec: Spec, config_url: str | None) -> str | None:
         return str(from_spec)
     if config_url is None or config_url == "":
         return None
-    if not _valid_url(config_url):
-        raise JobspecError(f"configuration: callback must be an http:// or https:// URL, "
-                           f"not {config_url!r}")
+    why = _url_problem(config_url)
+    if why:
+        raise JobspecError(f"configuration: callback {why}")
     return config_url
 
 
-def _valid_url(url: Any) -> bool:
+def _url_problem(url: Any) -> str | None:
+    """Why ``url`` cannot be a callback URL (None if it can). Never repeats a credential."""
     if not isinstance(url, str):
-        return False
+        return f"must be an http:// or https:// URL, not {url!r}"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+        return f"must be an http:// or https:// URL, not {_redact_safe(url)!r}"
+    if parts.username is not None or parts.password is not None:
+        # urllib sends no credentials from the URL: every delivery fails (DNS on
+        # "user:pw@host"), and the URL would sit in every record and log.
+        return (f"must not carry credentials (user:password@): {_redact(url)!r} is what it "
+                "may be")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL, not {_redact_safe(url)!r}"
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        return "must not contain spaces or control characters"
+    return None
+
+
+def _redact_safe(url: str) -> str:
+    """``url`` shown in an error, without what may be a credential."""
+    try:
+        return _redact(url) if "@" in url else url
+    except ValueError:
+        return "(not shown: it may hold a credential)"
 
 
 def attach(state: StateDir, url: str | None, secret: bytes | None) -> Webhook | None:

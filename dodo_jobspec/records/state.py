@@ -38,14 +38,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LockedError, StateError
+from ..paths import NOFOLLOW, check_real_dir, make_state_dir
+from ..paths import state_folder_name as state_folder_name  # re-exported for cli/watch
 from ..spec.model import Spec, Unit
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
 
 def default_state_dir(spec_path: Path) -> Path:
-    """``.jobspec-do/<stem>/`` beside the spec: specs in one folder keep separate state."""
-    return spec_path.resolve().parent / ".jobspec-do" / spec_path.stem
+    """``.jobspec-do/<stem>/`` beside the spec: specs in one folder keep separate state (a
+    stem of dots, as in ``...yaml``, gets a safe name: see ``paths.state_folder_name``)."""
+    return spec_path.resolve().parent / ".jobspec-do" / state_folder_name(spec_path)
 
 
 def atomic_write(path: Path | str, data: str | bytes) -> None:
@@ -57,7 +60,7 @@ def atomic_write(path: Path | str, data: str | bytes) -> None:
     """
     tmp = _tmp_name(path)
     view = memoryview(data.encode() if isinstance(data, str) else data)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o644)
     try:
         while view:
             view = view[os.write(fd, view):]
@@ -244,10 +247,12 @@ class UnitState:
         try:
             os.mkdir(self.dir_str)
         except FileExistsError:
+            check_real_dir(self.dir_str, "task folder")  # a planted link is not followed
             self._made = 1
             return False
         except FileNotFoundError:
             os.makedirs(self.dir_str, exist_ok=True)
+            check_real_dir(os.path.dirname(self.dir_str), "tasks folder")
         self._made = 2
         return True
 
@@ -302,7 +307,8 @@ class UnitState:
         with self._lock:  # replicas append from several threads; `written` is shared too
             headed = self.written > 0  # this process appended before: the header is there
             self.written = max(self.written, attempt)
-            fd = os.open(self.status_str, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.status_str,
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
             try:
                 if not headed and os.fstat(fd).st_size == 0:
                     data = b"timestamp,attempt,state,info\n" + data
@@ -355,7 +361,11 @@ class StateDir:
         return st
 
     def ensure(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Make the folder (0700), refusing a link or someone else's folder in its place,
+        and links where its tasks/ and groups/ folders belong."""
+        make_state_dir(self.root)
+        for sub in ("tasks", "groups"):
+            check_real_dir(self.root / sub, f"{sub} folder")
 
     def check_owner(self) -> None:
         """StateError if another spec file keeps its state here (see ``check_owner``)."""
@@ -390,7 +400,7 @@ def record_run(root: Path, command: str, transformer: str) -> None:
         return
     line = json.dumps({"time": round(time.time(), 3), "command": command,
                        "transformer": transformer}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
     try:
         os.write(fd, line.encode())
     finally:
@@ -401,7 +411,7 @@ def read_runs(root: Path, tail: int | None = None) -> list[dict[str, Any]]:
     """The runs log, oldest first (only its last ``tail`` bytes' lines when given); a line cut
     by a power loss is skipped."""
     try:
-        with open(root / RUNS_LOG, "rb") as fh:
+        with os.fdopen(os.open(root / RUNS_LOG, os.O_RDONLY | NOFOLLOW), "rb") as fh:
             if tail is not None:
                 fh.seek(max(0, fh.seek(0, os.SEEK_END) - tail))
             text = fh.read().decode(errors="replace")
@@ -493,9 +503,15 @@ def locked(root: Path, wait: bool = False) -> Iterator[int]:
     flock is released by the kernel when its holder dies, however it dies, so a lock left by
     a killed run is simply taken over: there is no stale-lock file to clean up by hand.
     """
-    root.mkdir(parents=True, exist_ok=True)
+    make_state_dir(root)
     path = root / "lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise StateError(f"{path} is a symlink: jobspec-do does not follow links in its "
+                         "state folder; remove it") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -603,7 +603,10 @@ def _set_order_edges(siblings: list[Unit]) -> None:
 
 def _attributes(raw: dict[str, Any]) -> Attributes:
     env = {str(k): _env_str(v) for k, v in (raw.get("environment") or {}).items()}
-    extra = {k: v for k, v in raw.items() if k not in ("duration", "cwd", "environment", "watch")}
+    # `callback` is jobspec-do's own (the webhook URL, maybe with a token in its query): it
+    # is not the task's, and must not reach its records or a scheduler's job attributes.
+    extra = {k: v for k, v in raw.items()
+             if k not in ("duration", "cwd", "environment", "watch", "callback")}
     duration = raw.get("duration")
     return Attributes(
         duration=parse_duration(duration) if duration is not None else None,

@@ -15,9 +15,11 @@ GPU_TYPES = frozenset({"gpu", "gpus"})
 def parse_resource(data: Mapping[str, Any]) -> Resource:
     """Build a Resource tree from a schema-valid mapping (``replicas`` stands in for ``count``)."""
     reqs = data.get("requires") or ()
-    if isinstance(reqs, Mapping):  # older mapping form {ns: {key: value}} -> items
-        reqs = [{"name": ns, "field": k, "match": v}
-                for ns, kv in reqs.items() for k, v in (kv or {}).items()]
+    if isinstance(reqs, Mapping):  # older mapping forms {ns: {key: value}}, {key: value}
+        reqs = [item for ns, kv in reqs.items() for item in (
+            [{"name": ns, "field": k, "match": v} for k, v in kv.items()]
+            if isinstance(kv, Mapping) else
+            [{"field": ns, "match": kv}] if kv is not None else [])]
     return Resource(
         type=str(data["type"]),
         count=int(data.get("count", data.get("replicas", 1))),

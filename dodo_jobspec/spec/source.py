@@ -194,13 +194,30 @@ def parse_document(raw: bytes, name: str = "<spec>") -> Document:
 
     try:
         with paused_gc():
-            data = yamldata.load(text, loader)
+            aliased: list[bool] = []
+            data = yamldata.load(text, loader, aliased)
     except yamldata.DuplicateKeyError as exc:
         raise SpecError([_duplicate_problem(e, name) for e in (exc, *exc.also)]) from None
     except yaml.MarkedYAMLError as exc:
         raise SpecError([_yaml_problem(exc, name)]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: a position, no mark
+        head = text[:exc.position]
+        line, col = head.count("\n") + 1, exc.position - (head.rfind("\n") + 1) + 1
+        raise SpecError([Problem(
+            f"control character U+{_code(exc.character):04X} is not allowed in YAML", (),
+            "remove it (control characters other than tab and newline cannot appear, even "
+            "quoted); write it as an escape like \\x01 inside a double-quoted string",
+            name, line, col)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
         raise SpecError([Problem(f"YAML error: {exc}", (), None, name)]) from None
+    from . import aliases
+
+    try:
+        if aliased and aliased[0]:  # no alias, nothing shared: the common case costs nothing
+            aliases.check(data)
+    except aliases.AliasProblem as exc:
+        line, col = locate(text, exc.path)
+        raise SpecError([Problem(str(exc), exc.path, exc.hint, name, line, col)]) from None
     if data is None:  # only comments (or `---`): no document at all
         raise SpecError([Problem("the file holds only comments, no spec", (),
                                  "a spec needs at least `version: 1` and some `tasks:`", name, 1)])
@@ -212,6 +229,11 @@ def parse_document(raw: bytes, name: str = "<spec>") -> Document:
 
 
 _KINDS = {str: "string", int: "number", float: "number", bool: "true/false value"}
+
+
+def _code(character: int | str) -> int:
+    """PyYAML's ReaderError holds the character (str), or its code (int) for a bad byte."""
+    return character if isinstance(character, int) else ord(character[:1] or "\0")
 
 
 def _duplicate_problem(exc: yamldata.DuplicateKeyError, name: str) -> Problem:

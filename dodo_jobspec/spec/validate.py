@@ -147,8 +147,9 @@ def _explain(doc: Document, error: ValidationError, strict: bool) -> Iterator[Pr
             hint = f"did you mean '{near}'?"
         if path and path[-1] == "version":
             hint = "jobspec-do reads version 1 JobSpecs (version 2 is a Flux hierarchy config)"
-        what = ", ".join(json.dumps(a) for a in allowed)
-        yield doc.problem(f"{json.dumps(inst)} is not allowed here (expected {what})", path, hint)
+        what = ", ".join(json.dumps(a, default=repr) for a in allowed)
+        shown = json.dumps(inst, default=repr)  # a !!binary value is bytes
+        yield doc.problem(f"{shown} is not allowed here (expected {what})", path, hint)
     elif v == "propertyNames":
         yield doc.problem(f"'{inst}' is not a valid name", path,
                           "names use letters, digits, '.', '_' and '-'")
@@ -157,6 +158,11 @@ def _explain(doc: Document, error: ValidationError, strict: bool) -> Iterator[Pr
     elif v in ("minimum", "exclusiveMinimum"):
         yield doc.problem(f"{inst} is too small (the least allowed is {error.validator_value})",
                           path)
+    elif v in ("maximum", "exclusiveMaximum"):
+        yield doc.problem(f"{inst} is too large (the most allowed is {error.validator_value})",
+                          path, "a task expands to at most this many replicas; split the "
+                          "work into several tasks, or let each replica do more of it"
+                          if path and path[-1] == "replicas" else None)
     elif v == "minItems":
         yield doc.problem("must not be an empty list", path)
     elif v == "minLength":
@@ -193,7 +199,9 @@ def _required_hint(missing: str) -> str | None:
 def _type_message(error: ValidationError) -> str:
     expected = error.validator_value if error.validator == "type" else None
     if expected is None:
-        kinds = {s.get("type") for s in error.validator_value if isinstance(s, dict)}
+        # A branch's "type" is a name or a list of names.
+        kinds = {k for s in error.validator_value if isinstance(s, dict)
+                 for k in (s["type"] if isinstance(s.get("type"), list) else [s.get("type")])}
         refs = [s["$ref"].rsplit("/", 1)[-1] for s in error.validator_value if "$ref" in s]
         expected = sorted(k for k in kinds if isinstance(k, str)) + [
             "object" if r in ("resource", "requires_mapping") else r for r in refs]

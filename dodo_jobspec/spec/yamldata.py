@@ -66,13 +66,22 @@ class DuplicateKeyError(ConstructorError):
         self.also: tuple[DuplicateKeyError, ...] = ()
 
 
-def load(text: str, loader: type) -> Any:
-    """The data of the single YAML document in ``text``, as ``yaml.load`` would give it."""
+def load(text: str, loader: type, aliases: list[bool] | None = None) -> Any:
+    """The data of the single YAML document in ``text``, as ``yaml.load`` would give it.
+
+    ``aliases``, if given, gets True appended when the document may use an alias (one value
+    in several places), False when it certainly does not: spec/aliases.py then knows
+    whether the data needs walking for alias bombs and loops."""
     if not loader.yaml_path_resolvers:
         try:
-            return _from_events(text, loader)
+            data, aliased = _from_events(text, loader)
+            if aliases is not None:
+                aliases.append(aliased)
+            return data
         except (_Unusual, yaml.YAMLError):
             pass  # the long way builds it, or raises PyYAML's own error (or a duplicate's)
+    if aliases is not None:
+        aliases.append(True)  # the long way is rare: assume the worst
     node = yaml.compose(text, Loader=_quick(loader))
     if node is None:
         return None
@@ -93,11 +102,13 @@ def load(text: str, loader: type) -> Any:
 _NO_KEY = object()
 
 
-def _from_events(text: str, loader: type) -> Any:
-    """Build the document from the parser's events; _Unusual if it is not plain data."""
+def _from_events(text: str, loader: type) -> tuple[Any, bool]:
+    """Build the document from the parser's events (and whether an alias was met);
+    _Unusual if it is not plain data."""
     parser = loader(text)
     try:
-        return _EventBuilder(parser, loader).document()
+        builder = _EventBuilder(parser, loader)
+        return builder.document(), builder.aliased
     finally:
         parser.dispose()
 
@@ -112,6 +123,7 @@ class _EventBuilder:
         self.scalars = {f"tag:yaml.org,2002:{name}": getattr(ctor, f"construct_yaml_{name}")
                         for name in ("int", "float", "bool", "null", "timestamp")}
         self.anchors: dict[str, Any] = {}
+        self.aliased = False
 
     def document(self) -> Any:
         get = self.get
@@ -140,6 +152,7 @@ class _EventBuilder:
                 if event.anchor not in self.anchors:
                     raise _Unusual  # PyYAML's error comes from the long way
                 value = self.anchors[event.anchor]
+                self.aliased = True
             else:
                 raise _Unusual
             if not stack:

@@ -213,8 +213,23 @@ def walk(source: Path) -> Iterator[tuple[Path, str, bool]]:
 
 
 def remote_path(settings: StagerSettings, dest: str, host: str) -> str:
-    """The path of ``dest`` on ``host``: under ``remote_root`` if relative, ``{host}`` filled."""
+    """The path of ``dest`` on ``host``: under ``remote_root`` if relative, ``{host}`` filled.
+
+    A relative ``dest`` stays under ``remote_root``: one whose ``..`` components lead out of
+    it (``../../data.txt``) is a StagingError. An absolute ``dest`` is taken as written."""
     path = dest.replace("{host}", host)
     if settings.remote_root and not posixpath.isabs(path):
-        path = posixpath.join(settings.remote_root.replace("{host}", host), path)
+        root = posixpath.normpath(settings.remote_root.replace("{host}", host))
+        path = posixpath.normpath(posixpath.join(root, path))
+        if path != root and not path.startswith(root.rstrip("/") + "/"):
+            raise StagingError(f"'{dest}' leads outside the remote root {root} on {host} "
+                               f"(to {path}): use a path inside it, or an absolute one")
+        return path
     return posixpath.normpath(path) if path else path
+
+
+def remote_root(settings: StagerSettings, host: str) -> str | None:
+    """``remote_root`` on ``host``, normalised; None when there is none."""
+    if not settings.remote_root:
+        return None
+    return posixpath.normpath(settings.remote_root.replace("{host}", host))

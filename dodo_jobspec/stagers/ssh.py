@@ -50,6 +50,7 @@ from .base import (
     StagerSettings,
     StagingError,
     remote_path,
+    remote_root,
     walk,
 )
 
@@ -350,14 +351,15 @@ class SSHStager(Stager):
             # No dest: the same path as on this machine (staging in place, node by node).
             root = remote_path(self.settings, item.dest or str(item.source.resolve()),
                                node.host)
+            floor = remote_root(self.settings, node.host)
             for e in entries:
                 remote = posixpath.join(root, e.rel) if e.rel else root
                 if e.is_dir:
-                    self._mkdir_p(conn, remote)
+                    self._mkdir_p(conn, remote, floor)
                     dir_modes.append((remote, e.mode))
                 else:
                     parent = posixpath.dirname(remote)
-                    self._mkdir_p(conn, parent)
+                    self._mkdir_p(conn, parent, floor)
                     by_dir.setdefault(parent, []).append((e, remote))
         for directory, files in by_dir.items():
             self._sync_dir(conn, node, directory, files, rep)
@@ -375,6 +377,11 @@ class SSHStager(Stager):
         hashes = self._remote_sha256(conn, same_size) if same_size else {}
         for e, remote in files:
             a = attrs.get(posixpath.basename(remote))
+            if a is not None and stat.S_ISLNK(a.st_mode or 0):
+                # A link where the file goes is replaced, never written through (its target
+                # may be anything the node's user can write).
+                conn.sftp.remove(remote)
+                a = None
             if a is not None and stat.S_ISDIR(a.st_mode or 0):
                 raise StagingError(f"node {node.label}: {remote} is a directory on the node, "
                                    f"but {e.local} is a file", node=node.label)
@@ -407,7 +414,8 @@ class SSHStager(Stager):
         # Resume: the file itself (interrupted in place) or our temporary one (interrupted
         # before the rename), when it is a true prefix of the local file.
         for cand, ca in ((remote, a), (part, attrs.get(posixpath.basename(part)))):
-            if ca is None or not 0 < (ca.st_size or 0) < e.size:
+            if (ca is None or not stat.S_ISREG(ca.st_mode or 0)
+                    or not 0 < (ca.st_size or 0) < e.size):
                 continue
             if self._remote_prefix_matches(conn, e, cand, ca.st_size or 0):
                 target, offset = cand, ca.st_size or 0
@@ -427,7 +435,12 @@ class SSHStager(Stager):
             rep.resumed.append(remote)
 
     def _upload(self, conn: _Conn, node: _Node, e: _Entry, target: str, offset: int) -> None:
-        with e.local.open("rb") as src, conn.sftp.open(target, "r+b" if offset else "wb") as dst:
+        if not offset:
+            # A fresh temporary file: whatever has its name goes first (a planted link, say),
+            # and O_EXCL ("wx") creates it without following a link put there meanwhile.
+            with contextlib.suppress(FileNotFoundError):
+                conn.sftp.remove(target)
+        with e.local.open("rb") as src, conn.sftp.open(target, "r+b" if offset else "wxb") as dst:
             dst.set_pipelined(True)
             if offset:
                 src.seek(offset)
@@ -500,13 +513,21 @@ class SSHStager(Stager):
             rep.bytes_sent += size
 
     # -- remote helpers ---------------------------------------------------------------------
-    def _mkdir_p(self, conn: _Conn, path: str) -> None:
+    def _mkdir_p(self, conn: _Conn, path: str, floor: str | None = None) -> None:
+        """Make ``path`` and its parents on the node. Below ``floor`` (the remote root) a
+        link in place of a folder is refused: files would land wherever it points."""
         if path in ("", ".", "/") or path in conn.dirs:
             return
         try:
-            st = conn.sftp.stat(path)
+            st = conn.sftp.lstat(path)
+            if stat.S_ISLNK(st.st_mode or 0):
+                if floor and path.startswith(floor.rstrip("/") + "/"):
+                    raise StagingError(f"{path} is a symlink on the node, inside the remote "
+                                       f"root {floor}: staging does not write through links; "
+                                       "remove it on the node")
+                st = conn.sftp.stat(path)  # the root itself, or above it: the user's setup
         except FileNotFoundError:
-            self._mkdir_p(conn, posixpath.dirname(path))
+            self._mkdir_p(conn, posixpath.dirname(path), floor)
             try:
                 conn.sftp.mkdir(path)
             except OSError:

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from ..errors import Problem
 from ..spec.model import Resource, ResourceRequest, Spec, Task, Unit
@@ -331,7 +332,7 @@ def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
     if argv[0].startswith("/") and os.fspath(ctx.cwd) == here:
         # The logs are opened here, not by the child: this thread holds the GIL until the
         # child has exec'd, and creating a file on a busy disk can take half a millisecond.
-        create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
         out = os.open(ctx.stdout, create, 0o644)
         try:
             err = os.open(ctx.stderr, create, 0o644)
@@ -346,9 +347,15 @@ def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
                 os.close(err)
         finally:
             os.close(out)
-    with open(ctx.stdout, "wb") as out, open(ctx.stderr, "wb") as err:
+    with _log(ctx.stdout) as out, _log(ctx.stderr) as err:
         return subprocess.Popen(argv, cwd=ctx.cwd, env=env, stdout=out, stderr=err,
                                 stdin=_devnull(), start_new_session=True)
+
+
+def _log(path: Path | str) -> IO[bytes]:
+    """A task's log opened for writing, never through a link planted in its place."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644),
+                     "wb")
 
 
 _RESTORED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n))

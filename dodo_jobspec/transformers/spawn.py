@@ -27,7 +27,7 @@ _SETSID = 0x80
 _ATTR_SIZE = 1024
 _ACTIONS_SIZE = 512
 _SIGSET_SIZE = 256
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW  # no planted link followed
 
 
 class _Libc:

@@ -356,3 +356,39 @@ def test_cycles_drive_a_slurm_spec_to_done_without_duplicate_submissions(
     assert set(seen["good.yaml"][:-1]) <= {"in progress"}
     assert (tmp_path / "out" / "used.txt").read_text() == "made\n"
     assert len(slurm.submitted_job_ids()) == before + 3  # make, use, boom: each once
+
+
+def test_a_spec_removed_or_renamed_while_it_runs_does_not_kill_the_service(
+        tmp_path: Path) -> None:
+    write(tmp_path, """
+        version: 1
+        tasks: [{name: a, command: "rm job.yaml"}]
+    """, "job.yaml")
+    write(tmp_path, """
+        version: 1
+        tasks: [{name: a, command: "mv moved.yaml elsewhere.txt"}]
+    """, "moved.yaml")
+    w, _ = watcher(tmp_path)
+    outcomes = {o.name: o.what for o in w.cycle()}
+    assert outcomes == {"job.yaml": "gone", "moved.yaml": "gone"}
+    assert names(tmp_path / "done") == []
+    assert w.cycle() == []
+
+
+def test_a_spec_that_changed_while_it_ran_runs_again_before_it_is_done(
+        tmp_path: Path) -> None:
+    """A writer that paused longer than --settle: the spec read then is not the whole one."""
+    write(tmp_path, """
+        version: 1
+        tasks:
+        - name: a
+          command: "echo '- {name: b, command: \\"touch b.txt\\"}' >> job.yaml"
+    """, "job.yaml")
+    w, _ = watcher(tmp_path)
+    [first] = w.cycle()
+    assert first.what == "in progress" and "changed while it ran" in first.detail
+    assert (tmp_path / "job.yaml").exists() and not (tmp_path / "b.txt").exists()
+    [second] = w.cycle()
+    assert (tmp_path / "b.txt").exists()  # the task the first look had not seen ran
+    assert second.what == "done"  # `a` was up to date: the spec did not change this time
+    assert names(tmp_path / "done") == ["job.yaml", "job.yaml.status.json"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -257,6 +258,12 @@ def test_5xx_408_and_429_are_retried(tmp_path: Path, code: int) -> None:
         flaky.stop()
 
 
+@pytest.fixture(autouse=True)
+def _no_secret_taken_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """secret_from_env keeps what it took out of the environment: not across tests."""
+    monkeypatch.setattr(callbacks, "_TAKEN", {})
+
+
 def test_the_secret_comes_from_the_environment_or_a_file(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
@@ -264,7 +271,8 @@ def test_the_secret_comes_from_the_environment_or_a_file(tmp_path: Path,
     assert secret_from_env() is None
     monkeypatch.setenv(SECRET_ENV, "abc")
     assert secret_from_env() == b"abc"
-    monkeypatch.delenv(SECRET_ENV)
+    assert SECRET_ENV not in os.environ  # taken out: nothing started from here inherits it
+    assert secret_from_env() == b"abc"
     (tmp_path / "secret").write_bytes(b"from-file\n")
     monkeypatch.setenv(SECRET_FILE_ENV, str(tmp_path / "secret"))
     assert secret_from_env() == b"from-file"
@@ -361,6 +369,7 @@ def test_no_url_no_listener(tmp_path: Path) -> None:
 
 
 def test_a_real_run_posts_every_state_change(receiver: Receiver, tmp_path: Path) -> None:
+    (tmp_path / "jobspec-do.yaml").write_text(f"callback: {receiver.url}\n")
     spec = write(tmp_path, f"""
         version: 1
         name: hooked
@@ -407,3 +416,58 @@ def test_a_redirect_is_reported_not_followed(tmp_path: Path) -> None:
         assert "redirect to http://127.0.0.1:9/elsewhere" in log
     finally:
         moving.stop()
+
+
+def test_only_the_configured_url_gets_signed_events(receiver: Receiver, tmp_path: Path) -> None:
+    """A spec (dropped in a watch folder, say) naming its own URL gets no signing oracle."""
+    (tmp_path / "jobspec-do.yaml").write_text("callback: http://127.0.0.1:9/configured\n")
+    spec = write(tmp_path, f"""
+        version: 1
+        attributes: {{callback: "{receiver.url}"}}
+        tasks: [{{name: a, command: "true"}}]
+    """)
+    result = jobspec_do(spec, cwd=tmp_path, env={SECRET_ENV: "run-secret"})
+    assert result.returncode == 0, result.stderr
+    assert receiver.requests
+    for headers, _ in receiver.requests:
+        assert "x-hub-signature-256" not in headers
+    assert callbacks.signing_secret("https://a/x", "https://a/x", b"k") == b"k"
+    assert callbacks.signing_secret("https://a/x", "https://b/x", b"k") is None
+    assert callbacks.signing_secret("https://a/x", None, b"k") is None
+
+
+def test_the_secret_reaches_no_task(tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        tasks: [{name: a, command: "env > env.txt"}]
+    """)
+    secret_file = tmp_path / "s"
+    secret_file.write_text("file-secret\n")
+    result = jobspec_do(spec, cwd=tmp_path, env={SECRET_ENV: "run-secret",
+                                                 SECRET_FILE_ENV: str(secret_file)})
+    assert result.returncode == 0, result.stderr
+    env = (tmp_path / "env.txt").read_text()
+    assert "JOBSPEC_DO_RUN" in env  # the file is the task's environment
+    assert "run-secret" not in env and SECRET_ENV not in env
+
+
+def test_a_url_with_credentials_is_refused_and_no_url_reaches_the_records(
+        tmp_path: Path) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        attributes: {callback: "https://user:pw@example.org/hook"}
+        tasks: [{name: a, command: "true"}]
+    """)
+    result = jobspec_do(spec, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "spec.yaml:2" in result.stderr and "credentials" in result.stderr
+    assert "pw" not in result.stderr.replace("password", "")
+    spec = write(tmp_path, """
+        version: 1
+        attributes: {callback: "http://127.0.0.1:9/hook?token=tok-123"}
+        tasks: [{name: a, command: "true"}]
+    """)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    for name in ("job.json", "done.json"):
+        text = (tmp_path / ".jobspec-do" / "spec" / "tasks" / "a" / name).read_text()
+        assert "tok-123" not in text and "127.0.0.1:9" not in text

@@ -396,3 +396,43 @@ def test_an_unchanged_rerun_costs_one_remote_command_per_node(
         again = fresh.put([StageItem(src, "f.bin")])
     assert again.files_sent == 0 and again.files_skipped == 2
     assert len(calls) == 2 and all("sha256sum -- " in c for c in calls), calls
+
+
+def test_a_relative_dest_leaving_the_remote_root_is_refused(stager: SSHStager, tmp_path: Path,
+                                                            remote: Path) -> None:
+    src = tmp_path / "src" / "data.txt"
+    src.parent.mkdir()
+    src.write_text("d")
+    with pytest.raises(StagingError, match="leads outside the remote root"):
+        stager.put([StageItem(src, "../../data.txt")])  # remote/<host>/../../ = tmp_path
+    assert not (tmp_path / "data.txt").exists()
+
+
+def test_a_link_at_the_destination_is_replaced_not_written_through(
+        stager: SSHStager, tmp_path: Path, remote: Path, ssh_nodes: SSHNodes) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    src = tmp_path / "data.txt"
+    src.write_text("staged\n")
+    for host in ssh_nodes.hosts:
+        (remote / host).mkdir(parents=True)
+        (remote / host / "data.txt").symlink_to(victim)
+        (remote / host / ".data.txt.jobspec-do.part").symlink_to(victim)
+    stager.put([StageItem(src, "data.txt")])
+    assert victim.read_text() == "keep me\n"
+    for copy in _copies(remote, ssh_nodes, "data.txt"):
+        assert not copy.is_symlink() and copy.read_text() == "staged\n"
+
+
+def test_a_linked_folder_inside_the_remote_root_is_refused(
+        stager: SSHStager, tmp_path: Path, remote: Path, ssh_nodes: SSHNodes) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    src = tmp_path / "data.txt"
+    src.write_text("staged\n")
+    for host in ssh_nodes.hosts:
+        (remote / host).mkdir(parents=True)
+        (remote / host / "sub").symlink_to(elsewhere)
+    with pytest.raises(StagingError, match="is a symlink on the node"):
+        stager.put([StageItem(src, "sub/data.txt")])
+    assert os.listdir(elsewhere) == []
