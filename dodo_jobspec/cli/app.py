@@ -278,7 +278,9 @@ def console() -> NoReturn:
     # A SIGTERM before a run has set up its own handling (while the spec loads, say) is a
     # Ctrl-C too: exit 130 with a word, not killed with 143 (a run then turns it into the
     # same, and stops its tasks first).
+    # SIGHUP (the terminal or the ssh session went away) likewise.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     code = main()
     others = [t for t in threading.enumerate()
               if t is not threading.current_thread() and not t.daemon and t.is_alive()]

@@ -133,12 +133,17 @@ class Console:
 
     # -- drawing ----------------------------------------------------------------------------
     def _print(self, text: str, final: bool = False) -> None:
-        self._clear()
-        stamp = time.strftime("%H:%M:%S ") if not self.live else ""
-        self.stream.write(stamp + text + "\n")
-        if not final:
-            self._redraw()
-        self.stream.flush()
+        try:
+            self._clear()
+            stamp = time.strftime("%H:%M:%S ") if not self.live else ""
+            self.stream.write(stamp + text + "\n")
+            if not final:
+                self._redraw()
+            self.stream.flush()
+        except OSError:
+            # A terminal that hung up (EIO) or a closed pipe: the records still say it all,
+            # and the run must go on to write them.
+            pass
 
     def _clear(self) -> None:
         if self.live and self._line_shown:

@@ -35,6 +35,7 @@ from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
 
 if TYPE_CHECKING:
+    from ..tasks.gate import SlotGate
     from ..tasks.unit import Inflight
     from .console import Console, Entry
     from .poller import Poller
@@ -228,9 +229,9 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     except KeyboardInterrupt:
         interrupted = True
         rc = EXIT_INTERRUPTED
-        _interrupt(transformer, inflight, poller)
+        _interrupt(transformer, inflight, poller, gate)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _restore(previous)
         poller.stop()
         gc.unfreeze()  # the loader froze this run's objects; `watch` runs again in-process
     ok = rc == 0 and not console.failures
@@ -272,25 +273,39 @@ def last_attempts(prep: Prepared, previous: dict[str, int] | None) -> dict[str, 
     return out
 
 
-def _sigterm_as_interrupt() -> Any:
+# SIGTERM (a service manager, `jobspec-do cancel`) and SIGHUP (the terminal or ssh session
+# went away) stop a run the way Ctrl-C does: running tasks stopped and recorded, a summary.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _sigterm_as_interrupt() -> dict[int, Any]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
     if threading.current_thread() is threading.main_thread():
-        return signal.signal(signal.SIGTERM, handler)
-    return signal.getsignal(signal.SIGTERM)
+        return {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    return {}
 
 
-def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller) -> None:
-    """Ctrl-C: cancel what this run started, and let its threads record 'interrupted'."""
+def _restore(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller,
+               gate: SlotGate | None) -> None:
+    """Ctrl-C: start nothing more, cancel what this run started, and wait until its threads
+    have recorded it as interrupted."""
     inflight.interrupted.set()
+    if gate is not None:
+        gate.close()  # a task waiting for a slot gives up instead of taking a freed one
     jobs = list(inflight.snapshot()) + transformer.running()
     if jobs:
         transformer.cancel(jobs)
     poller.stop()
+    # Bounded: cancel() has stopped the jobs; what is left is their threads writing records.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (inflight.snapshot() or transformer.running()):
-        time.sleep(0.05)
-    time.sleep(0.1)  # the threads write their final records right after their job ends
+    while time.monotonic() < deadline and (inflight.active or transformer.running()):
+        time.sleep(0.01)
 
 
 def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],

@@ -34,10 +34,15 @@ from ..records.state import JobRecord, StateDir, UnitState, atomic_write, read_r
 from ..spec.model import Group, Spec, Task, Unit
 from ..spec.resolve import definition
 from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, UnitContext
-from .gate import SlotGate
+from .gate import GateClosed, SlotGate
 
 EventSink = Callable[[str, str, str], None]  # (event, unit name, detail)
 STILL_FAILING = "failed last time"  # how a failed task that was not run again is reported
+NOT_STARTED = "not started: the run was interrupted"
+
+
+class _Interrupted(Exception):
+    """The run was interrupted before this unit's job was submitted."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,17 @@ class Inflight:
     jobs: dict[str, str] = field(default_factory=dict)  # job id -> unit name
     lock: threading.Lock = field(default_factory=threading.Lock)
     interrupted: threading.Event = field(default_factory=threading.Event)
+    # Units being run right now (waiting for a slot, running, or writing their records): an
+    # interrupted run exits once this is 0, not after a guessed pause.
+    active: int = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.active += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.active -= 1
 
     def add(self, job_id: str, name: str) -> None:
         with self.lock:
@@ -105,6 +121,17 @@ class UnitRunner:
     # -- the entry point -----------------------------------------------------------------------
     def run(self, pu: PlannedUnit, replica: int | None = None) -> Outcome:
         """Bring ``pu`` (or one replica of it) to done, or say why it could not be."""
+        # doit may have handed this unit to a worker thread before the interrupt: it must not
+        # start (doit's threads keep taking what was queued for them).
+        if self.inflight.interrupted.is_set():
+            return Outcome(False, NOT_STARTED)
+        self.inflight.enter()
+        try:
+            return self._run(pu, replica)
+        finally:
+            self.inflight.leave()
+
+    def _run(self, pu: PlannedUnit, replica: int | None) -> Outcome:
         st = self.state.unit(pu.node)
         fresh = st.ensure()  # a folder made just now holds no records: nothing to read
         if isinstance(pu.node, Group) and not pu.whole_group:
@@ -210,9 +237,13 @@ class UnitRunner:
                 # Started once it has a slot: the wait for one is not the task's time.
                 if attach is None:
                     record.started = time.time()
+                if self.inflight.interrupted.is_set():
+                    raise _Interrupted
                 self.emit("start", node.name if replica is None else f"{node.name}[{replica}]",
                           f"attempt {record.attempt}")
                 status = self._launch(node, st, record_file, record, ctx, attach)
+        except (GateClosed, _Interrupted):
+            return Outcome(False, NOT_STARTED)
         except SubmitError as exc:
             status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
         except KeyboardInterrupt:
@@ -247,6 +278,10 @@ class UnitRunner:
         assert record.job_id is not None
         self.inflight.add(record.job_id, node.name)
         try:
+            if self.inflight.interrupted.is_set():
+                # Submitted while the interrupt was cancelling what it saw in flight: this
+                # one it may have missed.
+                self.transformer.cancel([record.job_id])
             return self.waiter(record.job_id)
         except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
             self.inflight.interrupted.set()

@@ -365,14 +365,15 @@ def test_cron_help_says_what_it_does_on_each_kind_of_transformer() -> None:
 
 
 def test_sigterm_while_a_spec_loads_exits_130_without_a_traceback(tmp_path: Path) -> None:
-    """Before a run sets up its own handling a SIGTERM killed jobspec-do outright (143);
-    Ctrl-C gave a traceback from whatever was being imported."""
+    """Before a run sets up its own handling a SIGTERM killed jobspec-do outright (143), and
+    SIGHUP (a dropped ssh session) with 129; Ctrl-C gave a traceback from whatever was
+    being imported."""
     lines = ["version: 1", "tasks:"]
     lines += [f"- {{name: t{i}, command: 'true'}}" for i in range(40000)]
     spec = tmp_path / "big.yaml"
     spec.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "JOBSPEC_DO_CACHE": "0"}  # parse it every time: seconds, not ms
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         proc = subprocess.Popen([sys.executable, "-c", "from dodo_jobspec.cli.app import console; "
                                  "console()", "plan", str(spec)], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

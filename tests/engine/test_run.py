@@ -163,3 +163,63 @@ def test_a_failure_found_still_failing_is_counted_once_quiet_or_not() -> None:
         console.failure("worse", "exit 4", None)
         assert (console.failed, console.failures, console.known) == (2, ["bad", "worse"], 1)
         assert ("bad" in out.getvalue()) is not quiet  # said again only when not quiet
+
+
+def _start_cli(tmp_path: Path, spec: Path, *args: str) -> subprocess.Popen[str]:
+    # SIGINT at its default in the child (see above).
+    return subprocess.Popen([sys.executable, "-c", CLI_WITH_AN_HOUR_OF_GRACE, str(spec), *args],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _running(tasks: Path, names: str) -> list[str]:
+    return [n for n in names if "running" in _text(tasks / n / "status.csv")]
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_after_an_interrupt_nothing_starts_and_the_run_exits_at_once(
+        tmp_path: Path, signum: int) -> None:
+    """-j 2 and three long tasks: an interrupt while two run used to start the third in the
+    slot the first freed, then kill it after a wait. Nothing starts after an interrupt; the
+    run stops what runs, records it, prints its summary and exits 130 (SIGHUP, a dropped ssh
+    session, is treated like SIGTERM)."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: "sleep 30"}
+        - {name: b, command: "sleep 30"}
+        - {name: c, command: "sleep 30"}
+        """)
+    tasks = tmp_path / ".jobspec-do" / "spec" / "tasks"
+    proc = _start_cli(tmp_path, spec, "-j", "2")
+    try:
+        deadline = time.monotonic() + 20
+        while len(_running(tasks, "abc")) < 2:  # doit picks which two
+            assert time.monotonic() < deadline, "the tasks never started"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        first = _running(tasks, "abc")
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    (third,) = set("abc") - set(first)
+    assert _text(tasks / third / "status.csv") == "", _text(tasks / third / "status.csv")
+    assert f"start     {third}" not in err, err
+    for name in first:
+        assert json.loads((tasks / name / "job.json").read_text())["state"] == "interrupted"
+    assert "interrupted: 0 ran" in err, err
+    assert took < 5, f"the run took {took:.1f}s to exit after the interrupt"
