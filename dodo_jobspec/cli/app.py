@@ -261,6 +261,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_FAILED
+    except OSError as exc:
+        # What the commands do not turn into a clearer error themselves (the state folder's
+        # are): still one line naming the file, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"jobspec-do: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        _print_json_error(args, EXIT_USAGE, f"{exc.strerror or exc}{where}")
+        return EXIT_USAGE
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -235,19 +235,22 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """`jobspec-do clean SPEC`"""
     import shutil
 
-    from ..records.state import check_owner, default_state_dir, locked
+    from ..records.state import check_owner, default_state_dir, locked, unusable
 
     root = _state_dir(args) or default_state_dir(args.spec)
     if not root.exists():
         print(f"nothing to clean: {root} does not exist")
         return EXIT_OK
     check_owner(root, args.spec)  # not another spec's records
-    with locked(root):
-        for child in root.iterdir():
-            if child.name != "lock":
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    os.unlink(root / "lock")
-    root.rmdir()
+    try:
+        with locked(root):
+            for child in root.iterdir():
+                if child.name != "lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        os.unlink(root / "lock")
+        root.rmdir()
+    except OSError as exc:
+        raise unusable(root, exc) from None
     print(f"forgot all state of {args.spec} ({root})")
     return EXIT_OK
 

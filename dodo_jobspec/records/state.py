@@ -354,7 +354,10 @@ class StateDir:
         return st
 
     def ensure(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise unusable(self.root, exc) from None
 
     def check_owner(self) -> None:
         """StateError if another spec file keeps its state here (see ``check_owner``)."""
@@ -441,17 +444,34 @@ def _wait_for(fd: int, seconds: float) -> bool:
     return False
 
 
+def unusable(root: Path, exc: OSError) -> StateError:
+    """The one-line error for a state folder that cannot be made or written, with the fix."""
+    what = {errno.EROFS: "is on a read-only file system",
+            errno.EEXIST: f"cannot be a folder: {exc.filename} is a file",
+            errno.ENOTDIR: f"cannot be a folder: a part of {exc.filename} is a file",
+            errno.EACCES: f"is not writable ({exc.filename}: permission denied)",
+            errno.EPERM: f"is not writable ({exc.filename}: operation not permitted)",
+            errno.ENOSPC: "is full (no space left on its device)",
+            errno.EDQUOT: "is full (disk quota exceeded)"}.get(
+                exc.errno or 0, f"cannot be used ({exc.strerror}: {exc.filename})")
+    return StateError(f"state folder {root} {what}: pass --state-dir DIR (or state_dir: in "
+                      "jobspec-do.yaml) naming a writable folder, or fix that one")
+
+
 @contextmanager
 def locked(root: Path, wait: bool = False) -> Iterator[int]:
     """Hold the state directory's lock (yields its descriptor); LockedError if another run
-    holds it.
+    holds it, StateError if the folder cannot be made or written.
 
     flock is released by the kernel when its holder dies, however it dies, so a lock left by
     a killed run is simply taken over: there is no stale-lock file to clean up by hand.
     """
-    root.mkdir(parents=True, exist_ok=True)
     path = root / "lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise unusable(root, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

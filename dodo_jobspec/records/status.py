@@ -6,7 +6,10 @@ while a run is in progress and from any machine that sees the files.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -16,7 +19,15 @@ from .. import JSON_FORMAT as STATUS_FORMAT
 from ..errors import EXIT_FAILED, EXIT_OK, JobspecError, StateError
 from ..spec.model import Task
 from ..spec.resolve import load
-from .state import JobRecord, StateDir, UnitState, default_state_dir, lock_holder, read_record
+from .state import (
+    JobRecord,
+    StateDir,
+    UnitState,
+    default_state_dir,
+    lock_holder,
+    read_record,
+    unusable,
+)
 
 
 def open_state(spec_path: Path, state_dir: Path | None) -> StateDir:
@@ -24,6 +35,14 @@ def open_state(spec_path: Path, state_dir: Path | None) -> StateDir:
 
     spec = load(spec_path, default_resources=LocalTransformer.default_resources)
     state = StateDir(state_dir or default_state_dir(spec_path), spec)
+    try:
+        if not stat.S_ISDIR(os.stat(state.root).st_mode):
+            raise unusable(state.root, FileExistsError(errno.EEXIST, "File exists",
+                                                       str(state.root)))
+    except FileNotFoundError:
+        pass  # nothing ran yet: every unit is "never run"
+    except OSError as exc:  # a part of the path is a file
+        raise unusable(state.root, exc) from None
     state.check_owner()
     return state
 
