@@ -24,6 +24,7 @@ from ..errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     LockedError,
+    PluginError,
     SpecError,
     UnsatisfiableError,
 )
@@ -138,6 +139,10 @@ def run(req: RunRequest) -> int:
         from .why import print_dry_run
 
         return print_dry_run(prep)
+    why = prep.transformer.unavailable()
+    if why is not None:  # before the lock and any record: no failed attempt to show for it
+        raise PluginError(f"cannot run on {prep.transformer.name}: {why}; nothing was "
+                          "submitted")
     from ..records import callbacks
     from .console import Console
 

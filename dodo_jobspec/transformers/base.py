@@ -117,6 +117,11 @@ class Transformer(ABC):
                             + ", ".join(sorted(self.supported_steps)), str(spec.path)))
         return problems
 
+    def unavailable(self) -> str | None:
+        """Why this machine cannot reach the workload manager at all (its commands missing,
+        no configuration), or None. Asked before a run starts anything; `plan` does not ask."""
+        return None
+
     def choose(self, node: Unit) -> tuple[ResourceRequest | None, str]:
         """Pick one alternative of ``node``'s resources and say why."""
         if not node.resources:

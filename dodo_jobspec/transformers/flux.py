@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -215,6 +216,13 @@ class FluxTransformer(Transformer):
         self._local = LocalTransformer(options)
         self._api_lock = threading.Lock()
         self._handle: Any = None
+
+    def unavailable(self) -> str | None:
+        """No `flux` command, and no Python bindings with an instance to talk to."""
+        if shutil.which("flux") is None and not self._api():
+            return "flux is not on PATH: run inside a Flux instance, or add flux-core's bin " \
+                   "folder to PATH"
+        return None
 
     # -- what is submitted ----------------------------------------------------------------------
     def jobs(self, unit: Unit, ctx: UnitContext) -> list[FluxJob]:

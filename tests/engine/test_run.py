@@ -223,3 +223,23 @@ def test_after_an_interrupt_nothing_starts_and_the_run_exits_at_once(
         assert json.loads((tasks / name / "job.json").read_text())["state"] == "interrupted"
     assert "interrupted: 0 ran" in err, err
     assert took < 5, f"the run took {took:.1f}s to exit after the interrupt"
+
+
+@pytest.mark.parametrize("transformer,env,said", [
+    ("flux", {"PATH": "/usr/bin:/bin", "FLUX_URI": ""}, "flux is not on PATH"),
+    ("slurm", {"SLURM_CONF": "/nonexistent/slurm.conf"},
+     "SLURM_CONF names /nonexistent/slurm.conf, which does not exist: set SLURM_CONF"),
+])
+def test_no_scheduler_here_is_refused_before_anything_is_recorded(
+        tmp_path: Path, transformer: str, env: dict[str, str], said: str) -> None:
+    """Each run used to record a failed attempt per task and exit 1; now the run stops before
+    the state folder is touched, exit 2 with the reason (every time: no attempt piles up)."""
+    from tests.helpers import jobspec_do
+
+    spec = write(tmp_path, "version: 1\ntasks: [{name: a, command: 'true'}]\n")
+    for args in ((), ("--no-wait",), ("--cron",)):
+        r = jobspec_do(spec, "-t", transformer, *args, cwd=tmp_path, env=env)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith(f"jobspec-do: error: cannot run on {transformer}: {said}"), \
+            r.stderr
+        assert not (tmp_path / ".jobspec-do").exists()
