@@ -148,6 +148,8 @@ def _request(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`jobspec-do [run] SPEC`"""
+    if args.no_wait:
+        _check_no_wait(args)  # before the no-op answer: refused whether or not work is left
     if not (args.force or args.dry_run):
         units = _noop(args)
         if units is not None:
@@ -157,6 +159,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..engine.run import run
 
     return run(_request(args))
+
+
+def _check_no_wait(args: argparse.Namespace) -> None:
+    """--no-wait needs a transformer that leaves work in a queue (PluginError otherwise)."""
+    from .. import config, plugins
+    from ..errors import PluginError
+
+    cfg = config.load(args.spec, args.config)
+    name = config.transformer_name(args.transformer, cfg.transformer)
+    if not plugins.load(plugins.TRANSFORMERS, name).polled:
+        raise PluginError(f"--no-wait needs a scheduler: the {name} transformer runs tasks "
+                          "as children of jobspec-do (use -t slurm or -t flux)")
 
 
 def _noop(args: argparse.Namespace) -> int | None:

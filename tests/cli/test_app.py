@@ -327,12 +327,18 @@ def test_nonsense_numbers_are_usage_errors(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.parametrize("flags", [["--no-wait"], ["--cron", "--no-wait"]])
 def test_no_wait_on_the_local_transformer_is_refused_naming_the_flag(
         tmp_path: Path, flags: list[str]) -> None:
+    """Refused the same way whether work is left or everything is up to date (that case
+    used to exit 0 from the no-op answer)."""
     write(tmp_path, RUNS)
-    r = jobspec_do(*flags, "spec.yaml", cwd=tmp_path)
-    assert (r.returncode, r.stdout) == (2, ""), r
-    assert r.stderr == ("jobspec-do: error: --no-wait needs a scheduler: the local transformer "
-                        "runs tasks as children of jobspec-do (use -t slurm or -t flux)\n")
-    assert not (tmp_path / "ran.txt").exists()
+    for case in ("work left", "all up to date"):
+        r = jobspec_do(*flags, "spec.yaml", cwd=tmp_path)
+        assert (r.returncode, r.stdout) == (2, ""), (case, r)
+        assert r.stderr == ("jobspec-do: error: --no-wait needs a scheduler: the local "
+                            "transformer runs tasks as children of jobspec-do (use -t slurm "
+                            "or -t flux)\n")
+        if case == "work left":
+            assert not (tmp_path / "ran.txt").exists()
+            assert jobspec_do("spec.yaml", cwd=tmp_path).returncode == 0
 
 
 def test_cron_on_the_local_transformer_runs_the_spec_through_quietly(tmp_path: Path) -> None:
