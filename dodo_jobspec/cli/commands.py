@@ -235,7 +235,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     """`jobspec-do status SPEC`"""
     from ..records.status import print_status
 
-    return print_status(args.spec, _state_dir(args), as_json=args.json)
+    return print_status(args.spec, _state_dir(args), as_json=args.json, upstream=_upstream)
+
+
+def _upstream(spec: Any) -> dict[str, list[str]]:
+    """Each unit's dependencies as a run sees them (explicit and inferred), the plan's order."""
+    from ..plan import build
+
+    return {pu.node.key: [d.key for d in pu.deps] for pu in build(spec, False)}
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

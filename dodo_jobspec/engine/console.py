@@ -33,7 +33,7 @@ class Console:
         self.live = self.stream.isatty() if live is None else live
         self.lock = threading.Lock()
         self.started = time.monotonic()
-        self.done = self.failed = self.running = self.skipped = 0
+        self.done = self.failed = self.running = self.skipped = self.blocked = 0
         self.failures: list[str] = []
         self._line_shown = False
         self._started: dict[str, float] = {}  # unit name -> when its process started
@@ -76,6 +76,12 @@ class Console:
             else:
                 self._redraw()
 
+    def block(self, name: str, counted: bool = True) -> None:
+        """A unit that cannot run because one it depends on failed (-k goes on without it)."""
+        with self.lock:
+            self.blocked += counted
+        self.emit("blocked", name, "a task it depends on failed")
+
     def failure(self, node_name: str, message: str, unit_state: Any | None,
                 replica: int | None = None) -> None:
         """Report a failed unit (or one ``replica`` of it) with the tail of its stderr and
@@ -113,8 +119,14 @@ class Console:
             head = "ok"
         else:
             head = "FAILED"
-        text = (f"{head}: {self.done} ran, {self.skipped} up to date, {self.failed} failed "
-                f"in {took:.1f}s")
+        text = f"{head}: {self.done} ran, {self.skipped} up to date, {self.failed} failed"
+        if self.blocked:  # -k: doit reported them, each waiting on a failure
+            text += f", {self.blocked} blocked"
+        unreached = self.total - self.done - self.skipped - self.failed - self.blocked
+        if (not rc_ok or interrupted) and unreached > 0:
+            # A failure without -k, or an interrupt, stops the run: these were never looked at.
+            text += f", {unreached} not run"
+        text += f" in {took:.1f}s"
         if self.failures:
             text += " (failed: " + ", ".join(self.failures[:10]) + ")"
         with self.lock:
@@ -153,7 +165,8 @@ class Console:
     def _redraw(self) -> None:
         if not self.live:
             return
-        waiting = max(0, self.total - self.done - self.failed - self.skipped - self.running)
+        waiting = max(0, self.total - self.done - self.failed - self.skipped - self.running
+                      - self.blocked)
         took = time.monotonic() - self.started
         self.stream.write(f"\r\x1b[K[{self.done + self.skipped}/{self.total}] done {self.done}"
                           f"  running {self.running}  failed {self.failed}  waiting {waiting}"
@@ -204,7 +217,7 @@ class DoitReporter:
         entry = self.names.pop(task.name, None) or Entry(task.name, None, True, None)
         kind = fail.get_name() if hasattr(fail, "get_name") else "failure"
         if kind == "UnmetDependency":
-            self.console.emit("blocked", entry.name, "a task it depends on failed")
+            self.console.block(entry.name, entry.counted)
             return
         msg = fail.message if getattr(fail, "message", None) else str(fail)
         self.console.failure(entry.name, msg.strip().splitlines()[0] if msg.strip() else kind,

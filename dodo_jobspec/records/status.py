@@ -12,12 +12,13 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import JSON_FORMAT as STATUS_FORMAT
 from ..errors import EXIT_FAILED, EXIT_OK, JobspecError, StateError
-from ..spec.model import Task
+from ..spec.model import Spec, Task
 from ..spec.resolve import load
 from .state import (
     JobRecord,
@@ -203,11 +204,39 @@ def lock_holder_alive(root: Path) -> bool:
         return True
 
 
-def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False) -> int:
-    """`jobspec-do status`: exit 0 when every unit completed, 1 otherwise."""
+def mark_stale(rows: list[dict[str, Any]], upstream: dict[str, list[str]]) -> None:
+    """A completed unit downstream of one that is not completed will run again: show it as
+    ``waiting`` (what it waits on is queued or running) or ``blocked`` (that one failed, or
+    never ran), naming it. ``upstream`` maps a unit's key to its dependencies' keys, in an
+    order where dependencies come first (the plan's)."""
+    by_key = {r["key"]: r for r in rows}
+    for key, deps in upstream.items():
+        row = by_key.get(key)
+        if row is None or row["state"] != "completed":
+            continue
+        stale = next((by_key[d] for d in deps if d in by_key
+                      and by_key[d]["state"] != "completed"), None)
+        if stale is None:
+            continue
+        waits = stale["state"] in (*_IN_FLIGHT, "attached", "waiting")
+        row["state"] = "waiting" if waits else "blocked"
+        row["info"] = (f"out of date: upstream {stale['kind']} '{stale['name']}' is "
+                       f"{stale['state']}; it runs again after that one completes")
+
+
+def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False,
+                 upstream: Callable[[Spec], dict[str, list[str]]] | None = None) -> int:
+    """`jobspec-do status`: exit 0 when every unit completed, 1 otherwise. ``upstream``
+    gives each unit's dependencies (see mark_stale)."""
     state = open_state(spec_path, state_dir)
     active = lock_holder_alive(state.root)
     rows = [unit_status(state.unit(n), active) for n in state.spec.nodes.values()]
+    for node, row in zip(state.spec.nodes.values(), rows, strict=True):
+        row["key"] = node.key
+    if upstream is not None:
+        mark_stale(rows, upstream(state.spec))
+    for row in rows:
+        del row["key"]
     all_done = all(r["state"] == "completed" for r in rows)
     if as_json:
         print(json.dumps({"format": STATUS_FORMAT, "spec": str(spec_path),

@@ -342,3 +342,42 @@ def test_folder_inputs_follow_links_ignore_hidden_entries_and_broken_links(
     (tmp_path / "real" / "new.txt").write_text("new\n")  # a new match behind a link
     assert run() == {"deep": 3, "pack": 3}
     assert run() == {"deep": 3, "pack": 3}
+
+
+BLOCKING = """
+    version: 1
+    tasks:
+    - {name: a, command: "test -e ok"}
+    - {name: b, command: "touch b.txt", depends_on: [a], outputs: [b.txt]}
+    - {name: c, command: "cat b.txt", inputs: [b.txt]}
+    - {name: d, command: "true"}
+    """
+
+
+def test_a_failure_counts_the_tasks_it_blocks_and_status_shows_them_out_of_date(
+        tmp_path: Path) -> None:
+    """All four completed once; then a fails. b (after a) and c (after b: it reads what b
+    makes, an inferred edge) will run again: the summary counts them, and status no longer
+    calls them completed."""
+    spec = write(tmp_path, BLOCKING)
+    (tmp_path / "ok").touch()
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    (tmp_path / "ok").unlink()
+    spec.write_text(spec.read_text().replace("test -e ok", "test -e ok  # edited"))
+    r = jobspec_do(spec, "-k", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "FAILED: 0 ran, 1 up to date, 1 failed, 2 blocked in " in r.stderr, r.stderr
+    r = jobspec_do(spec, cwd=tmp_path)  # without -k the run stops at the failure
+    assert ", 1 failed, 2 not run in " in r.stderr or ", 1 failed, 3 not run in " in r.stderr, \
+        r.stderr
+    r = jobspec_do("status", spec, "--json", cwd=tmp_path)
+    assert r.returncode == 1
+    status = json.loads(r.stdout)
+    states = {u["name"]: (u["state"], u["info"]) for u in status["units"]}
+    assert not status["complete"]
+    assert states["a"][0] == "failed" and states["d"][0] == "completed"
+    assert states["b"] == ("blocked", "out of date: upstream task 'a' is failed; it runs "
+                                      "again after that one completes")
+    assert states["c"][0] == "blocked" and "upstream task 'b' is blocked" in states["c"][1]
+    table = jobspec_do("status", spec, cwd=tmp_path).stdout
+    assert "\nb     blocked " in table, table
