@@ -37,6 +37,8 @@ class Console:
         self.failures: list[str] = []
         self._line_shown = False
         self._started: dict[str, float] = {}  # unit name -> when its process started
+        self._ended: set[str] = set()  # said "finished" (process ended), not yet reported
+        self._took: dict[str, float] = {}  # unit name -> seconds its process ran
         self.known = 0  # failures found still failing, not run again (see STILL_FAILING)
 
     # -- events ---------------------------------------------------------------------------
@@ -46,8 +48,29 @@ class Console:
             if event == "start":
                 self.running += 1
                 self._started[name] = time.monotonic()
-            elif event in ("done", "failed"):
+            elif event == "finished":
+                # Its process ended (said by the unit runner before it lets go of its slot):
+                # a success is printed now, so that it comes before the start of the task
+                # that takes the slot; a failure, with its stderr, when doit reports it.
                 self.running = max(0, self.running - 1)
+                self._ended.add(name)
+                started = self._started.pop(name, None)
+                if started is not None:
+                    self._took[name] = time.monotonic() - started
+                if detail:
+                    self._redraw()
+                    return
+                event, detail = "done", (f"in {self._took[name]:.1f}s" if name in self._took
+                                         else "")
+            elif event in ("done", "failed"):
+                if name in self._ended:  # said when its process ended
+                    self._ended.discard(name)
+                    self._took.pop(name, None)
+                    if event == "done":
+                        self._redraw()
+                        return
+                else:
+                    self.running = max(0, self.running - 1)
             quiet_ok = event in ("failed", "error", "warning")
             if self.quiet and not quiet_ok:
                 self._redraw()
@@ -66,6 +89,7 @@ class Console:
             started = self._started.pop(name, None)
             if started is not None:
                 seconds = time.monotonic() - started
+            self._took.pop(name, None)
         self.emit("done", name, f"in {seconds:.1f}s" if seconds is not None else "")
 
     def uptodate(self, name: str, counted: bool = True) -> None:

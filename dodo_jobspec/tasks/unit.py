@@ -232,6 +232,7 @@ class UnitRunner:
         has ended, not while its records are written: the run has more doit threads than
         slots, so one task's bookkeeping overlaps the next task's process."""
         node = pu.node
+        shown = node.name if replica is None else f"{node.name}[{replica}]"
         try:
             with slot or contextlib.nullcontext():
                 # Started once it has a slot: the wait for one is not the task's time.
@@ -239,13 +240,19 @@ class UnitRunner:
                     record.started = time.time()
                 if self.inflight.interrupted.is_set():
                     raise _Interrupted
-                self.emit("start", node.name if replica is None else f"{node.name}[{replica}]",
-                          f"attempt {record.attempt}")
-                status = self._launch(node, st, record_file, record, ctx, attach)
+                self.emit("start", shown, f"attempt {record.attempt}")
+                try:
+                    status = self._launch(node, st, record_file, record, ctx, attach)
+                except SubmitError as exc:
+                    status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
+                if status is not None:
+                    status = self._final(pu, status, replica)
+                    # Said before the slot is let go: the task that takes it next is shown
+                    # starting after this one ended, and never more than -j at once.
+                    self.emit("finished", shown,
+                              "" if status.state == JobState.COMPLETED else "failed")
         except (GateClosed, _Interrupted):
             return Outcome(False, NOT_STARTED)
-        except SubmitError as exc:
-            status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
         except KeyboardInterrupt:
             # doit's sequential runner runs this in the main thread, where Ctrl-C and SIGTERM
             # land: record what the threaded runner's workers record, then let it go on.
@@ -255,9 +262,19 @@ class UnitRunner:
             raise
         if status is None:
             return Outcome(True, f"job {record.job_id} submitted")
+        return self._record(pu, st, record_file, record, status, replica, checked=True)
+
+    def _final(self, pu: PlannedUnit, status: JobStatus, replica: int | None) -> JobStatus:
+        """What an ended job comes to: a completed one that did not make its outputs failed;
+        one that ended badly while the run was being interrupted was interrupted."""
+        if status.state == JobState.COMPLETED and replica is None and pu.outputs:
+            missing = [str(p) for p in pu.outputs if not p.exists()]
+            if missing:
+                return JobStatus(JobState.FAILED, status.exit_code,
+                                 "finished but did not make its outputs: " + ", ".join(missing))
         if self.inflight.interrupted.is_set() and status.state != JobState.COMPLETED:
-            status = JobStatus(JobState.CANCELED, status.exit_code, "interrupted")
-        return self._record(pu, st, record_file, record, status, replica)
+            return JobStatus(JobState.CANCELED, status.exit_code, "interrupted")
+        return status
 
     def _launch(self, node: Unit, st: UnitState, record_file: Path | str, record: JobRecord,
                 ctx: UnitContext, attach: str | None) -> JobStatus | None:
@@ -291,11 +308,10 @@ class UnitRunner:
             self.inflight.discard(record.job_id)
 
     def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, record: JobRecord,
-                status: JobStatus, replica: int | None) -> Outcome:
-        missing = [str(p) for p in pu.outputs if not p.exists()]
-        if status.state == JobState.COMPLETED and missing and (replica is None):
-            status = JobStatus(JobState.FAILED, status.exit_code,
-                               "finished but did not make its outputs: " + ", ".join(missing))
+                status: JobStatus, replica: int | None, checked: bool = False) -> Outcome:
+        """Record how the attempt ended (``checked``: ``status`` went through _final)."""
+        if not checked:
+            status = self._final(pu, status, replica)
         record.state = "interrupted" if status.info == "interrupted" else status.state.value
         record.exit_code = status.exit_code
         record.finished = time.time()

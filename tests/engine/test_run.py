@@ -243,3 +243,25 @@ def test_no_scheduler_here_is_refused_before_anything_is_recorded(
         assert r.stderr.startswith(f"jobspec-do: error: cannot run on {transformer}: {said}"), \
             r.stderr
         assert not (tmp_path / ".jobspec-do").exists()
+
+
+def test_a_task_is_shown_done_before_the_one_that_takes_its_slot_starts(tmp_path: Path) -> None:
+    """-j 2: the next task's `start` used to print before the `done` of the one it replaced
+    (the slot is let go before doit reports the success), and the live line said
+    `running 3`. Replayed from the event lines, never more than 2 run at once."""
+    from tests.helpers import jobspec_do
+
+    tasks = "\n".join(f"- {{name: t{i}, command: 'sleep 0.{i % 3 + 1}'}}" for i in range(10))
+    spec = write(tmp_path, f"version: 1\ntasks:\n{tasks}\n")
+    r = jobspec_do(spec, "-j", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    running, most = set(), 0
+    for line in r.stderr.splitlines():
+        words = line.split()
+        if len(words) > 2 and words[1] == "start":
+            running.add(words[2].rstrip(":"))
+        elif len(words) > 2 and words[1] == "done":
+            running.discard(words[2].rstrip(":"))
+        most = max(most, len(running))
+    assert most == 2, r.stderr
+    assert "ok: 10 ran" in r.stderr
