@@ -127,7 +127,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                     "targets": [str(target)],
                     "uptodate": [_ConfigChanged(steps.fingerprint(pu, i))],
                     "io": _NO_CAPTURE,
-                    "meta": {"unit": node.name, "kind": step.name},
+                    "meta": {"unit": node.name, "kind": step.name, "path": step.path},
                 })
                 # What a step moves is also what the task reads: list it, so the task re-runs
                 # even when the step's receipt is unchanged (a shared filesystem sends nothing).
@@ -156,7 +156,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
             "targets": [st.done_str, *(str(p) for p in pu.outputs)],
             "uptodate": [_IdentityChanged(*identity)],
             "io": _NO_CAPTURE,
-            "meta": {"unit": node.name},
+            "meta": {"unit": node.name, "group": True} if node.is_group else {"unit": node.name},
         })
     return dicts
 

@@ -330,12 +330,15 @@ def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],
 def _shown(meta: dict[str, Any], st: Any) -> Entry:
     """How the console names a doit task, and whether it counts as a unit in the summary:
     a replica is ``name[r]`` and, like a step, is part of its unit, not one of its own."""
+    from ..tasks.steps import step_label
     from .console import Entry
 
     replica = meta.get("replica")
     if replica is not None:
         return Entry(f"{meta['unit']}[{replica}]", st, False, replica)
-    return Entry(meta["unit"], st, "kind" not in meta, None)
+    if "kind" in meta:
+        return Entry(step_label(meta["unit"], meta["kind"], meta["path"]), st, False, None)
+    return Entry(f"group/{meta['unit']}" if "group" in meta else meta["unit"], st, True, None)
 
 
 def _codec() -> Any:

@@ -41,6 +41,12 @@ STILL_FAILING = "failed last time"  # how a failed task that was not run again i
 NOT_STARTED = "not started: the run was interrupted"
 
 
+def label(node: Unit) -> str:
+    """How the console names a unit: a group and a task may share a name, so a group is
+    ``group/NAME`` (as `plan` writes it); a task is its name."""
+    return f"group/{node.name}" if node.is_group else node.name
+
+
 class _Interrupted(Exception):
     """The run was interrupted before this unit's job was submitted."""
 
@@ -141,7 +147,7 @@ class UnitRunner:
         record = JobRecord() if fresh else read_record(record_file, lenient=True)
         if record.state == "completed" and record.signature == sig and _exist(pu.outputs) \
                 and pu.node.name not in self.options.force:
-            self.emit("adopted", pu.node.name, f"attempt {record.attempt} already completed")
+            self.emit("adopted", label(pu.node), f"attempt {record.attempt} already completed")
             self._done(pu, st, record, replica)
             return Outcome(True, "already completed")
         if not self.options.retry_failed and record.state in ("failed", "timeout") \
@@ -178,7 +184,7 @@ class UnitRunner:
                 self.transformer.cancel([job_id])  # e.g. an orphaned local process
             return None
         if record.signature != sig:
-            self.emit("replaced", pu.node.name, f"the task changed: cancelling job {job_id}")
+            self.emit("replaced", label(pu.node), f"the task changed: cancelling job {job_id}")
             self.transformer.cancel([job_id])
             st.append_status(record.attempt, "canceled", f"job {job_id}: definition changed")
             return None
@@ -196,7 +202,7 @@ class UnitRunner:
         if attach is not None:
             record = old
             record.job_id = attach
-            self.emit("attached", node.name, f"job {attach} (attempt {record.attempt})")
+            self.emit("attached", label(node), f"job {attach} (attempt {record.attempt})")
             st.append_status(record.attempt, "attached", f"job {attach}")
         else:
             # A local attempt's record is written when it ends: one cut short by a kill -9
@@ -232,7 +238,7 @@ class UnitRunner:
         has ended, not while its records are written: the run has more doit threads than
         slots, so one task's bookkeeping overlaps the next task's process."""
         node = pu.node
-        shown = node.name if replica is None else f"{node.name}[{replica}]"
+        shown = label(node) if replica is None else f"{node.name}[{replica}]"
         try:
             with slot or contextlib.nullcontext():
                 # Started once it has a slot: the wait for one is not the task's time.
@@ -287,7 +293,7 @@ class UnitRunner:
                 write_record(record_file, record)
                 st.append_status(record.attempt, "queued", f"job {record.job_id}",
                                  record.job_id)
-                self.emit("submitted", node.name, f"job {record.job_id}")
+                self.emit("submitted", label(node), f"job {record.job_id}")
             else:
                 st.append_status(record.attempt, "running", f"pid {record.job_id}")
         if self.options.no_wait:

@@ -265,3 +265,42 @@ def test_a_task_is_shown_done_before_the_one_that_takes_its_slot_starts(tmp_path
         most = max(most, len(running))
     assert most == 2, r.stderr
     assert "ok: 10 ran" in r.stderr
+
+
+def test_units_are_named_apart_in_the_run_log(tmp_path: Path) -> None:
+    """A group and a task both named `train` both printed `done train`, and a legacy write
+    step printed `done install` before `start install`."""
+    from tests.helpers import jobspec_do
+
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: train, command: "true"}
+        - {name: after, command: "true", depends_on: [inner]}
+        groups:
+        - name: train
+          tasks:
+          - {name: inner, command: "true"}
+        """)
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    done = [line.split(None, 2)[2].split(":")[0] for line in r.stderr.splitlines()
+            if line.split()[1:2] == ["done"]]
+    assert sorted(done) == ["after", "group/train", "inner", "train"], r.stderr
+    legacy = write(tmp_path, """
+        version: 1
+        resources: [{type: core, count: 1}]
+        task:
+          command: ["/bin/sh", "job.sh"]
+          transform:
+          - {step: write, filename: job.sh}
+          - {step: submit, filename: job.sh}
+          scripts:
+          - {name: job.sh, content: "echo hi"}
+        """, "legacy.yaml")
+    r = jobspec_do(legacy, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    events = [" ".join(line.split()[1:3]) for line in r.stderr.splitlines()[:-1]]
+    (task,) = {e.split()[1].rstrip(":") for e in events if e.startswith("start")}
+    assert events.index(f"start {task}:") < events.index(f"done {task}:"), r.stderr
+    assert f"done      {task} (write job.sh): in " in r.stderr, r.stderr
