@@ -14,7 +14,7 @@ import time
 from typing import Any, NamedTuple, TextIO
 
 from ..records.state import StateDir
-from ..tasks.unit import STILL_FAILING
+from ..tasks.unit import STILL_FAILING, STILL_RUNNING
 
 TAIL_LINES = 8
 
@@ -34,6 +34,7 @@ class Console:
         self.lock = threading.Lock()
         self.started = time.monotonic()
         self.done = self.failed = self.running = self.skipped = self.blocked = 0
+        self.left_running = 0  # jobs of a killed run, still in the scheduler (see STILL_RUNNING)
         self.failures: list[str] = []
         self._line_shown = False
         self._started: dict[str, float] = {}  # unit name -> when its process started
@@ -110,6 +111,12 @@ class Console:
                 replica: int | None = None) -> None:
         """Report a failed unit (or one ``replica`` of it) with the tail of its stderr and
         where its logs are."""
+        if message.startswith(STILL_RUNNING):
+            # Not a failure: the job runs on in the scheduler, waiting for --resume.
+            with self.lock:
+                self.left_running += 1
+            self.emit("running", node_name, message[len(STILL_RUNNING) + 2:])
+            return
         known = message.startswith(STILL_FAILING)
         with self.lock:
             self.failed += 1
@@ -141,20 +148,27 @@ class Console:
             head = "interrupted"
         elif rc_ok:
             head = "ok"
+        elif not self.failed and self.left_running:
+            head = "not done"
         else:
             head = "FAILED"
         text = f"{head}: {self.done} ran, {self.skipped} up to date, {self.failed} failed"
+        if self.left_running:
+            text += f", {self.left_running} still running from an earlier run"
         if self.blocked:  # -k: doit reported them, each waiting on a failure
             text += f", {self.blocked} blocked"
-        unreached = self.total - self.done - self.skipped - self.failed - self.blocked
+        unreached = (self.total - self.done - self.skipped - self.failed - self.blocked
+                     - self.left_running)
         if (not rc_ok or interrupted) and unreached > 0:
             # A failure without -k, or an interrupt, stops the run: these were never looked at.
             text += f", {unreached} not run"
         text += f" in {took:.1f}s"
         if self.failures:
             text += " (failed: " + ", ".join(self.failures[:10]) + ")"
+        if self.left_running:
+            text += "; `--resume` re-attaches to what still runs"
         with self.lock:
-            news = not rc_ok and self.failed > self.known  # a failure not known before
+            news = not rc_ok and (self.failed > self.known or self.left_running)
             if self.quiet and not self.done and not interrupted and not news:
                 self._clear()
                 return  # cron-friendly: nothing to say when nothing happened

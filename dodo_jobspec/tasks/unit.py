@@ -39,6 +39,7 @@ from .gate import GateClosed, SlotGate
 EventSink = Callable[[str, str, str], None]  # (event, unit name, detail)
 STILL_FAILING = "failed last time"  # how a failed task that was not run again is reported
 NOT_STARTED = "not started: the run was interrupted"
+STILL_RUNNING = "still running"  # a job a killed run left queued or running, not --resume'd
 
 
 def label(node: Unit) -> str:
@@ -189,9 +190,9 @@ class UnitRunner:
             st.append_status(record.attempt, "canceled", f"job {job_id}: definition changed")
             return None
         if not self.options.resume and not self.options.no_wait:
-            return Outcome(False, f"job {job_id} from an interrupted run is still "
-                           f"{status.state.value}; pass --resume to wait for it, or "
-                           f"`jobspec-do cancel` to drop it")
+            return Outcome(False, f"{STILL_RUNNING}: job {job_id} from an earlier run "
+                           f"(killed?) is {status.state.value}; `jobspec-do --resume SPEC` "
+                           "re-attaches to it and waits, `jobspec-do cancel SPEC` drops it")
         return job_id
 
     # -- running -----------------------------------------------------------------------------
