@@ -192,16 +192,30 @@ def _local_process_alive(info: str) -> bool:
     from ..transformers.local import process_alive
 
     job_id = _local_job_id(info)
-    return job_id is not None and process_alive(job_id)
+    return job_id is not None and process_alive(job_id) and not _dead(job_id.split(":")[0])
+
+
+def _dead(pid: str) -> bool:
+    """Whether ``pid`` is gone or a zombie: a killed task stays one until its new parent
+    reaps it, which in a container can take a second or more."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 def lock_holder_alive(root: Path) -> bool:
     """Whether a run holds ``root`` now. Where the kernel's lock table cannot be read (not
-    Linux), a run may: the recorded states are then shown as they are."""
+    Linux), a run may: the recorded states are then shown as they are.
+
+    After a kill -9, the run's watchdog holds the lock a moment longer (the kernel still
+    names the dead run): that run is not active."""
     try:
-        return lock_holder(root) is not None
+        pid = lock_holder(root)
     except OSError:
         return True
+    return pid is not None and (not os.path.isdir("/proc/self") or not _dead(str(pid)))
 
 
 def mark_stale(rows: list[dict[str, Any]], upstream: dict[str, list[str]]) -> None:
