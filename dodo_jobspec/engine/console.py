@@ -14,7 +14,7 @@ import time
 from typing import Any, NamedTuple, TextIO
 
 from ..records.state import StateDir
-from ..tasks.unit import STILL_FAILING, STILL_RUNNING
+from ..tasks.unit import NOT_STARTED, STILL_FAILING, STILL_RUNNING
 
 TAIL_LINES = 8
 
@@ -111,6 +111,8 @@ class Console:
                 replica: int | None = None) -> None:
         """Report a failed unit (or one ``replica`` of it) with the tail of its stderr and
         where its logs are."""
+        if message.startswith(NOT_STARTED[:12]):
+            return  # the run stopped before it started (a full state folder): "not run"
         if message.startswith(STILL_RUNNING):
             # Not a failure: the job runs on in the scheduler, waiting for --resume.
             with self.lock:

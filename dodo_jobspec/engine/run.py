@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,6 @@ from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
 
 if TYPE_CHECKING:
-    from ..tasks.gate import SlotGate
     from ..tasks.unit import Inflight
     from .console import Console, Entry
     from .poller import Poller
@@ -182,13 +182,15 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
 
     from ..tasks.gate import SlotGate
     from ..tasks.steps import StepRunner
-    from ..tasks.unit import Inflight, RunOptions, UnitRunner
+    from ..tasks.unit import STATE_FULL, Inflight, RunOptions, UnitRunner
+    from .backend import IncrementalSqliteDB
     from .console import Console, DoitReporter
     from .loader import Loader, task_dicts
     from .poller import Poller
 
     state, transformer = prep.state, prep.transformer
     state.ensure()
+    state.reserve()  # before anything runs: a folder full already is refused (exit 2)
     attempts_before = noop.saved_attempts(state.root)
     noop.forget(state.root)  # before anything runs: a killed run leaves no stale claim
     console = Console(state, len(prep.plan), quiet=req.quiet, verbose=req.verbose,
@@ -197,6 +199,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     poller = Poller(transformer, transformer.options.poll_interval)
     jobs = req.jobs or (os.cpu_count() or 1 if not transformer.submits_groups else 64)
     gate = None if transformer.polled else SlotGate(jobs)
+    inflight.gate = gate
     steps = StepRunner(state, req.stage, console.emit)
     runner = UnitRunner(prep.spec, state, transformer,
                         RunOptions(req.resume, frozenset(req.force), req.no_wait,
@@ -229,13 +232,15 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     DoitMain.BIN_NAME = "jobspec-do"
     interrupted = False
     previous = _sigterm_as_interrupt()
+    IncrementalSqliteDB.on_full = partial(_state_full, inflight, state)
     try:
         rc = main.run(argv)
     except KeyboardInterrupt:
         interrupted = True
         rc = EXIT_INTERRUPTED
-        _interrupt(transformer, inflight, poller, gate)
+        _interrupt(transformer, inflight, poller)
     finally:
+        IncrementalSqliteDB.on_full = None
         _restore(previous)
         poller.stop()
         gc.unfreeze()  # the loader froze this run's objects; `watch` runs again in-process
@@ -247,7 +252,20 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     console.summary(ok, interrupted)
     if interrupted:
         return EXIT_INTERRUPTED
+    if inflight.reason.startswith(STATE_FULL):
+        console.final(f"{inflight.reason}: no space left for its records; nothing more was "
+                      "started. Free some space there (or pass --state-dir), then `jobspec-do "
+                      "--resume SPEC`: what completed does not run again", force=True)
+        return EXIT_FAILED
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _state_full(inflight: Inflight, state: StateDir) -> None:
+    """doit's database found the disk full: stop as the unit runner does (see _writing)."""
+    from ..tasks.unit import STATE_FULL
+
+    inflight.halt(f"{STATE_FULL}: {state.root}")
+    state.release_reserve()
 
 
 def one_at_a_time(dicts: list[dict[str, Any]]) -> bool:
@@ -296,13 +314,11 @@ def _restore(previous: dict[int, Any]) -> None:
         signal.signal(signum, handler)
 
 
-def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller,
-               gate: SlotGate | None) -> None:
+def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller) -> None:
     """Ctrl-C: start nothing more, cancel what this run started, and wait until its threads
     have recorded it as interrupted."""
     inflight.interrupted.set()
-    if gate is not None:
-        gate.close()  # a task waiting for a slot gives up instead of taking a freed one
+    inflight.halt("interrupted")  # a task waiting for a slot gives up instead of taking one
     jobs = list(inflight.snapshot()) + transformer.running()
     if jobs:
         transformer.cancel(jobs)

@@ -21,6 +21,7 @@ job.json; done.json shares job.json's).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -300,7 +301,6 @@ class UnitState:
         data = line.encode()
         with self._lock:  # replicas append from several threads; `written` is shared too
             headed = self.written > 0  # this process appended before: the header is there
-            self.written = max(self.written, attempt)
             fd = os.open(self.status_str, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 if not headed and os.fstat(fd).st_size == 0:
@@ -308,6 +308,8 @@ class UnitState:
                 os.write(fd, data)
             finally:
                 os.close(fd)
+            # Only once written: a write refused (a full disk) is tried again with its header.
+            self.written = max(self.written, attempt)
         if self.listeners:
             event = StatusEvent(self.spec_name, self.unit.name,
                                 "group" if self.unit.is_group else "task", attempt, state, info,
@@ -359,6 +361,40 @@ class StateDir:
         except OSError as exc:
             raise unusable(self.root, exc) from None
 
+    def reserve(self) -> None:
+        """Keep RESERVE bytes of the folder's disk in a file (StateError if the disk is full
+        already). A run that finds the disk full frees them: the ends of the tasks that were
+        running still get recorded, so nothing that completed runs again."""
+        path = os.fspath(self.root / RESERVE_FILE)
+        try:
+            if os.path.getsize(path) >= RESERVE:
+                return
+        except OSError:
+            pass
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, RESERVE)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    os.pwrite(fd, bytes(RESERVE), 0)  # a file system without fallocate
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise unusable(self.root, exc) from None
+
+    def release_reserve(self) -> bool:
+        """Free the reserve (the disk is full); True if this call freed it."""
+        try:
+            os.unlink(self.root / RESERVE_FILE)
+        except OSError:
+            return False
+        return True
+
     def check_owner(self) -> None:
         """StateError if another spec file keeps its state here (see ``check_owner``)."""
         check_owner(self.root, self.spec.path)
@@ -376,6 +412,17 @@ class StateDir:
 
 
 OWNER = "spec"  # the file in a state directory naming the spec file it belongs to
+RESERVE_FILE = "reserve"  # space kept for the records of a run that fills the disk
+RESERVE = 256 * 1024  # bytes: what the tasks in flight need to record their ends, and more
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk or the quota is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
 
 
 def check_owner(root: Path, spec_path: Path) -> None:

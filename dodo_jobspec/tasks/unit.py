@@ -30,7 +30,15 @@ from pathlib import Path
 from .. import trees
 from ..errors import PluginError
 from ..plan import PlannedUnit
-from ..records.state import JobRecord, StateDir, UnitState, atomic_write, read_record, write_record
+from ..records.state import (
+    JobRecord,
+    StateDir,
+    UnitState,
+    atomic_write,
+    disk_full,
+    read_record,
+    write_record,
+)
 from ..spec.model import Group, Spec, Task, Unit
 from ..spec.resolve import definition
 from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, UnitContext
@@ -39,6 +47,7 @@ from .gate import GateClosed, SlotGate
 EventSink = Callable[[str, str, str], None]  # (event, unit name, detail)
 STILL_FAILING = "failed last time"  # how a failed task that was not run again is reported
 NOT_STARTED = "not started: the run was interrupted"
+STATE_FULL = "state folder full"
 STILL_RUNNING = "still running"  # a job a killed run left queued or running, not --resume'd
 
 
@@ -83,6 +92,22 @@ class Inflight:
     # Units being run right now (waiting for a slot, running, or writing their records): an
     # interrupted run exits once this is 0, not after a guessed pause.
     active: int = 0
+    # Set to stop starting units (an interrupt, a full state folder); why, and the gate to
+    # close so that none waiting for a slot takes one.
+    halted: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
+    gate: SlotGate | None = None
+
+    def halt(self, reason: str) -> bool:
+        """Start nothing more; True for the first caller."""
+        with self.lock:
+            first = not self.halted.is_set()
+            if first:
+                self.reason = reason
+                self.halted.set()
+        if first and self.gate is not None:
+            self.gate.close()
+        return first
 
     def enter(self) -> None:
         with self.lock:
@@ -130,8 +155,8 @@ class UnitRunner:
         """Bring ``pu`` (or one replica of it) to done, or say why it could not be."""
         # doit may have handed this unit to a worker thread before the interrupt: it must not
         # start (doit's threads keep taking what was queued for them).
-        if self.inflight.interrupted.is_set():
-            return Outcome(False, NOT_STARTED)
+        if self.inflight.halted.is_set():
+            return Outcome(False, self._not_started())
         self.inflight.enter()
         try:
             return self._run(pu, replica)
@@ -245,12 +270,15 @@ class UnitRunner:
                 # Started once it has a slot: the wait for one is not the task's time.
                 if attach is None:
                     record.started = time.time()
-                if self.inflight.interrupted.is_set():
+                if self.inflight.halted.is_set():
                     raise _Interrupted
                 self.emit("start", shown, f"attempt {record.attempt}")
                 try:
                     status = self._launch(node, st, record_file, record, ctx, attach)
                 except SubmitError as exc:
+                    if disk_full(exc) and record.job_id is None:  # its logs could not be made
+                        self._full()
+                        raise _Interrupted from exc
                     status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
                 if status is not None:
                     status = self._final(pu, status, replica)
@@ -259,7 +287,7 @@ class UnitRunner:
                     self.emit("finished", shown,
                               "" if status.state == JobState.COMPLETED else "failed")
         except (GateClosed, _Interrupted):
-            return Outcome(False, NOT_STARTED)
+            return Outcome(False, self._not_started())
         except KeyboardInterrupt:
             # doit's sequential runner runs this in the main thread, where Ctrl-C and SIGTERM
             # land: record what the threaded runner's workers record, then let it go on.
@@ -296,7 +324,8 @@ class UnitRunner:
                                  record.job_id)
                 self.emit("submitted", label(node), f"job {record.job_id}")
             else:
-                st.append_status(record.attempt, "running", f"pid {record.job_id}")
+                self._writing(lambda: st.append_status(record.attempt, "running",
+                                                       f"pid {record.job_id}"))
         if self.options.no_wait:
             return None
         assert record.job_id is not None
@@ -323,17 +352,44 @@ class UnitRunner:
         record.exit_code = status.exit_code
         record.finished = time.time()
         record.info = status.info
-        write_record(record_file, record)
-        if pu.whole_group:
-            self._record_children(pu, record)
         info = status.info or (f"exit {status.exit_code}" if status.exit_code else "")
         if record.job_id and self.transformer.polled:
             info = f"job {record.job_id}; {info}".rstrip("; ")
-        st.append_status(record.attempt, record.state, info, record.job_id, record.exit_code)
+
+        def write() -> None:  # each part can be written again: atomic, or an appended line
+            write_record(record_file, record)
+            if pu.whole_group:
+                self._record_children(pu, record)
+            st.append_status(record.attempt, record.state, info, record.job_id,
+                             record.exit_code)
+            if status.state == JobState.COMPLETED:
+                self._done(pu, st, record, replica)
+
+        self._writing(write)
         if status.state != JobState.COMPLETED:
             return Outcome(False, info, status)
-        self._done(pu, st, record, replica)
         return Outcome(True, "", status)
+
+    # -- a full state folder -------------------------------------------------------------------
+    def _writing(self, write: Callable[[], None]) -> None:
+        """Write records; if the disk is full, stop the run, free the reserve and write them
+        again: the end of a job that ran must land, or --resume would run it again."""
+        try:
+            write()
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            self._full()
+            write()
+
+    def _full(self) -> None:
+        self.inflight.halt(f"{STATE_FULL}: {self.state.root}")
+        self.state.release_reserve()
+
+    def _not_started(self) -> str:
+        if self.inflight.reason.startswith(STATE_FULL):
+            return f"not started: {self.inflight.reason}"
+        return NOT_STARTED
 
     def _done(self, pu: PlannedUnit, st: UnitState, record: JobRecord, replica: int | None
               ) -> None:
