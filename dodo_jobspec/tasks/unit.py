@@ -241,6 +241,11 @@ class UnitRunner:
                 # A kill between the start and the status line leaves only the logs.
                 while os.path.exists(st.stdout(attempt, replica)):
                     attempt += 1
+                if attempt - 1 > old.attempt and not self.transformer.polled:
+                    ended = self._ended_unrecorded(pu, st, record_file, attempt - 1, sig,
+                                                   replica)
+                    if ended is not None:
+                        return ended
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
                                state="submitting", transformer=self.transformer.name,
                                signature=sig, digest=node.digest, started=time.time(),
@@ -248,7 +253,8 @@ class UnitRunner:
             if self.transformer.polled:  # a local process has no queue to be lost in
                 write_record(record_file, record)
                 st.append_status(attempt, "submitting", self.transformer.name)
-        ctx = self._context(pu, st, record.attempt, record.token, replica)
+        ctx = self._context(pu, st, record.attempt, record.token, replica,
+                            signature=record.signature)
         slot: AbstractContextManager[None] = contextlib.nullcontext()
         if self.gate is not None:
             req, _ = self.transformer.choose(node)
@@ -370,6 +376,25 @@ class UnitRunner:
             return Outcome(False, info, status)
         return Outcome(True, "", status)
 
+    def _ended_unrecorded(self, pu: PlannedUnit, st: UnitState, record_file: Path | str,
+                          attempt: int, sig: str, replica: int | None) -> Outcome | None:
+        """An attempt whose run was killed after its command ended, before the end was
+        recorded: its waiter wrote the exit code (see transformers/local.py). A completion of
+        this very definition is adopted and recorded now; anything else runs again."""
+        from ..transformers.local import exit_file, read_exit
+
+        ended = read_exit(exit_file(st.stdout(attempt, replica)))
+        if ended is None or ended != (0, sig):
+            return None
+        record = JobRecord(attempt=attempt, token=_token(pu.node.name, attempt),
+                           state="running", transformer=self.transformer.name,
+                           signature=sig, digest=pu.node.digest,
+                           definition=definition(pu.node))
+        self.emit("adopted", label(pu.node), f"attempt {attempt} completed as its run ended")
+        return self._record(pu, st, record_file, record, JobStatus(
+            JobState.COMPLETED, 0, "completed as its run was killed: recorded by its waiter"),
+            replica)
+
     # -- a full state folder -------------------------------------------------------------------
     def _writing(self, write: Callable[[], None]) -> None:
         """Write records; if the disk is full, stop the run, free the reserve and write them
@@ -451,7 +476,7 @@ class UnitRunner:
     # -- helpers -------------------------------------------------------------------------------
     def _context(self, pu: PlannedUnit, st: UnitState, attempt: int, token: str,
                  replica: int | None, after_jobs: list[str] | None = None,
-                 create: bool = True) -> UnitContext:
+                 create: bool = True, signature: str = "") -> UnitContext:
         children: dict[str, Path] = {}
         if pu.whole_group and isinstance(pu.node, Group):
             for child in pu.node.walk():
@@ -463,7 +488,7 @@ class UnitRunner:
         return UnitContext(spec=self.spec, workdir=st.dir, attempt=attempt, token=token,
                            stdout=st.stdout(attempt, replica), stderr=st.stderr(attempt, replica),
                            cwd=pu.cwd, children=children, replica=replica or 0,
-                           after_jobs=tuple(after_jobs or ()))
+                           after_jobs=tuple(after_jobs or ()), signature=signature)
 
     def signature(self, pu: PlannedUnit) -> str:
         """What an attempt ran: the definition, the transformer, and its inputs' states."""

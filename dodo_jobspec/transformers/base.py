@@ -68,6 +68,10 @@ class UnitContext:
     # only when the task has ended; the engine records each task's state from these files.
     children: Mapping[str, Path] = field(default_factory=dict)
     replica: int = 0  # which replica this is, for transformers that run replicas one by one
+    # What the attempt runs (definition and inputs): a transformer that records the end of a
+    # job itself (the local waiter's exit file) writes it beside the exit code, so that an
+    # end is only adopted for the definition it ran.
+    signature: str = ""
 
 
 @dataclass(frozen=True)
