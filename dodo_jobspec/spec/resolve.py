@@ -159,7 +159,12 @@ class _Resolver:
         self._collect_groups(self.data.get("groups") or [], ("groups",), None)
         self._collect_refs()
         self._collect_names()
-        glob = _Inherited(self._attrs({}, self.data.get("attributes"), None, ()),
+        # A notification URL is where the run reports, not what a task runs: not inherited
+        # into any task's definition (adding one must not re-run every task).
+        top_attrs = self.data.get("attributes")
+        if isinstance(top_attrs, dict) and "callback" in top_attrs:
+            top_attrs = {k: v for k, v in top_attrs.items() if k != "callback"}
+        glob = _Inherited(self._attrs({}, top_attrs, None, ()),
                           Requires(_freeze2(self.global_requires)), ())
         top: list[Unit] = []
         for gname, raw in self.group_defs.items():

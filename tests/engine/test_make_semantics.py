@@ -381,3 +381,15 @@ def test_a_failure_counts_the_tasks_it_blocks_and_status_shows_them_out_of_date(
     assert states["c"][0] == "blocked" and "upstream task 'b' is blocked" in states["c"][1]
     table = jobspec_do("status", spec, cwd=tmp_path).stdout
     assert "\nb     blocked " in table, table
+
+
+def test_adding_a_callback_url_reruns_nothing(tmp_path: Path) -> None:
+    """attributes.callback is where the run reports, not part of any task's definition."""
+    spec = write(tmp_path, PIPELINE)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    text = spec.read_text().replace("name: pipe\n", "name: pipe\nattributes:\n"
+                                    "  callback: http://127.0.0.1:9/hook\n")
+    spec.write_text(text)
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert counts(tmp_path) == {"build": 1, "docs": 1, "fetch": 1, "test": 1}, r.stderr
