@@ -185,11 +185,12 @@ def _print_json_error(args: argparse.Namespace, exit_code: int, message: str,
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """`jobspec-do graph SPEC`"""
+    from ..plan import inferred_edges
     from ..spec.graph import render
     from ..spec.resolve import load
 
     spec = load(args.spec, default_resources=_default_resources(args.transformer))
-    print(render(spec, args.format))
+    print(render(spec, args.format, inferred_edges(spec)))
     return EXIT_OK
 
 

@@ -393,3 +393,14 @@ def test_adding_a_callback_url_reruns_nothing(tmp_path: Path) -> None:
     r = jobspec_do(spec, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert counts(tmp_path) == {"build": 1, "docs": 1, "fetch": 1, "test": 1}, r.stderr
+
+
+def test_graph_shows_the_edges_plan_infers_from_inputs_and_outputs(tmp_path: Path) -> None:
+    """c reads b.txt, which b makes: plan orders c after b; graph left that edge out."""
+    spec = write(tmp_path, BLOCKING)
+    text = jobspec_do("graph", spec, cwd=tmp_path).stdout
+    assert "- task c  <- reads what b makes (inferred)" in text, text
+    dot = jobspec_do("graph", spec, "--format", "dot", cwd=tmp_path).stdout
+    assert '"task/b" -> "task/c" [style=dashed, label="inferred"];' in dot, dot
+    mermaid = jobspec_do("graph", spec, "--format", "mermaid", cwd=tmp_path).stdout
+    assert "n1 -.->|inferred| n2" in mermaid, mermaid
