@@ -404,3 +404,27 @@ def test_graph_shows_the_edges_plan_infers_from_inputs_and_outputs(tmp_path: Pat
     assert '"task/b" -> "task/c" [style=dashed, label="inferred"];' in dot, dot
     mermaid = jobspec_do("graph", spec, "--format", "mermaid", cwd=tmp_path).stdout
     assert "n1 -.->|inferred| n2" in mermaid, mermaid
+
+
+def test_a_folder_input_is_compared_by_content_like_a_file(tmp_path: Path) -> None:
+    """A `touch` under a folder input re-ran its task, where a file or glob input compares
+    content: one rule for all."""
+    import os
+    import time
+
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: f, command: "echo x >> count.f", inputs: [data]}
+        - {name: g, command: "echo x >> count.g", inputs: [data/a.txt]}
+        """)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("one")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    later = time.time() + 5
+    os.utime(tmp_path / "data" / "a.txt", (later, later))  # touch: same content
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"f": 1, "g": 1}
+    (tmp_path / "data" / "a.txt").write_text("two")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"f": 2, "g": 2}
