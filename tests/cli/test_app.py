@@ -412,3 +412,25 @@ def test_cron_locally_does_not_rerun_a_failed_task_every_tick(tmp_path: Path) ->
     assert counts(tmp_path) == {"bad": 3, "good": 1}
     plain = jobspec_do(spec, cwd=tmp_path)  # without --cron a failed task is retried as ever
     assert plain.returncode == 0
+
+
+def test_the_readmes_local_crontab_line_works_in_crons_bare_environment(tmp_path: Path) -> None:
+    """`jobspec-do: not found` under cron: the README's line names the executable by its
+    absolute path, and runs with nothing but what cron sets."""
+    import re
+    import shutil as sh
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(m.group(1) for m in re.finditer(r"^    \* \* \* \* \*  (.*)$", readme, re.M)
+                if "-t slurm" not in m.group(1))
+    exe = sh.which("jobspec-do") or str(Path(sys.executable).parent / "jobspec-do")
+    assert Path(exe).is_absolute() and Path(exe).exists(), exe
+    line = line.replace("/work/project/.venv/bin/jobspec-do", exe).replace(
+        "/work/project", str(tmp_path))
+    write(tmp_path, RUNS, "pipeline.yaml")
+    for _ in range(2):
+        r = subprocess.run(["env", "-i", "HOME=" + str(tmp_path), "LOGNAME=root",
+                            "SHELL=/bin/sh", "PATH=/usr/bin:/bin", "/bin/sh", "-c", line],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran.txt").exists()
