@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -66,6 +67,9 @@ class RunRequest:
     stage: StageConfig = field(default_factory=StageConfig)
     live: bool | None = None  # None: a live display when stderr is a terminal
     config: Path | None = None  # --config
+    # Called on SIGTERM/SIGHUP: True if the caller takes it as "finish, then stop" (a service
+    # such as `watch`), so the run goes on; otherwise the run is interrupted.
+    on_stop: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -231,7 +235,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     del dicts  # the Loader lets go of them once doit has its tasks: memory at 100k tasks
     DoitMain.BIN_NAME = "jobspec-do"
     interrupted = False
-    previous = _sigterm_as_interrupt()
+    previous = _sigterm_as_interrupt(req.on_stop)
     IncrementalSqliteDB.on_full = partial(_state_full, inflight, state)
     try:
         rc = main.run(argv)
@@ -301,8 +305,10 @@ def last_attempts(prep: Prepared, previous: dict[str, int] | None) -> dict[str, 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def _sigterm_as_interrupt() -> dict[int, Any]:
+def _sigterm_as_interrupt(on_stop: Callable[[], bool] | None = None) -> dict[int, Any]:
     def handler(signum: int, frame: Any) -> None:
+        if on_stop is not None and on_stop():
+            return
         raise KeyboardInterrupt
     if threading.current_thread() is threading.main_thread():
         return {s: signal.signal(s, handler) for s in STOP_SIGNALS}
