@@ -153,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not (args.force or args.dry_run):
         units = _noop(args)
         if units is not None:
+            _deliver_outbox(args)  # a run that runs nothing still sends what is left
             return EXIT_OK
     if args.dry_run:
         return _dry_run(args)
@@ -231,10 +232,44 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return rc
 
 
+OUTBOX_BUDGET = 2.0  # seconds an invocation that runs nothing spends sending old events
+
+
+def _deliver_outbox(args: argparse.Namespace) -> None:
+    """Send the webhook events earlier invocations left undelivered (the README's promise:
+    the next invocation of any kind sends them first), within a quiet cron tick's budget.
+    One listing of the outbox when there is nothing to send; never an error."""
+    from ..records.state import default_state_dir
+
+    root = _state_dir(args) or default_state_dir(args.spec)
+    outbox = root / "outbox"
+    try:
+        if not any(n.endswith(".json") and not n.startswith(".") for n in os.listdir(outbox)):
+            return
+    except OSError:
+        return
+    try:
+        from .. import config
+        from ..records import callbacks
+        from ..spec.resolve import load
+        from ..transformers.local import LocalTransformer
+
+        spec = load(args.spec, default_resources=LocalTransformer.default_resources)
+        url = callbacks.callback_url(spec, config.load(args.spec, args.config).callback)
+        if not url:
+            return
+        hook = callbacks.Webhook(url, callbacks.secret_from_env(), outbox)
+        hook.flush(OUTBOX_BUDGET)
+        hook.close(0.5)
+    except Exception:  # a webhook never fails a command; the next invocation tries again
+        return
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """`jobspec-do status SPEC`"""
     from ..records.status import print_status
 
+    _deliver_outbox(args)
     return print_status(args.spec, _state_dir(args), as_json=args.json, upstream=_upstream)
 
 
