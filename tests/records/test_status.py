@@ -134,7 +134,7 @@ def test_an_attempt_in_flight_is_reported_not_the_record_of_the_one_before(
             "running", 2, None, None)
         pid = int(unit["job_id"].split(":")[0])  # the running process, not attempt 1's
         assert (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
-                == [b"/bin/sh", b"-c"])
+                == [b"jobspec-do-task", b"-c"])  # the task's waiter (transformers/local.py)
         assert unit["stdout"].endswith("stdout.2")
     finally:
         run.send_signal(signal.SIGINT)
