@@ -79,8 +79,9 @@ def check_real_dir(path: Path | str, what: str = "state folder") -> bool:
             f"{path} is a symlink (to {os.readlink(path)}): jobspec-do does not follow links "
             f"for its {what}; remove the link, or pass --state-dir to use a real folder")
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeStateError(f"{path} is not a folder: jobspec-do's {what} must be one; "
-                               "move that file away, or pass --state-dir")
+        # Worded like records.state.unusable: one shape for every unusable state folder.
+        raise UnsafeStateError(f"{what} {path} cannot be a folder: {path} is a file: pass "
+                               "--state-dir DIR naming a folder, or move that file away")
     uid = os.getuid()
     if uid != 0 and st.st_uid != uid:
         raise UnsafeStateError(f"{path} belongs to uid {st.st_uid}, not to you (uid {uid}): "

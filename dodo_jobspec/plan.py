@@ -252,6 +252,18 @@ def _scanned(pattern: Path) -> list[Path]:
     return [root, *(Path(p) for p in trees.entries(str(root))[1:] if os.path.isdir(p))]
 
 
+def inferred_edges(spec: Spec) -> dict[str, tuple[Unit, ...]]:
+    """The edges a run adds to ``depends_on`` because a unit reads what another makes: for
+    each unit key, those upstream units (for `graph`, which marks them as inferred)."""
+    out = {}
+    for pu in build(spec, False):
+        written = set(_local_deps(pu.node))
+        extra = tuple(d for d in pu.deps if d not in written)
+        if extra:
+            out[pu.node.key] = extra
+    return out
+
+
 def _local_deps(node: Unit) -> tuple[Unit, ...]:
     """A task waits for its `after` set and for what its enclosing groups wait for."""
     if node.parent is None and isinstance(node, Task):  # the common case, without detours

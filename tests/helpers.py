@@ -12,7 +12,9 @@ from dodo_jobspec import SpecError, load
 from dodo_jobspec.errors import Problem
 from dodo_jobspec.spec.model import Resource, Spec
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# Beside the checkout; $JOBSPEC_DO_REFERENCE elsewhere (a worktree one level deeper).
+REFERENCE = Path(os.environ.get("JOBSPEC_DO_REFERENCE")
+                 or Path(__file__).resolve().parents[2] / "shared" / "reference")
 ONE_CORE = Resource("core", 1)
 
 

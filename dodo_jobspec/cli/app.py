@@ -193,11 +193,12 @@ def _print_json_error(args: argparse.Namespace, exit_code: int, message: str,
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """`jobspec-do graph SPEC`"""
+    from ..plan import inferred_edges
     from ..spec.graph import render
     from ..spec.resolve import load
 
     spec = load(args.spec, default_resources=_default_resources(args.transformer))
-    print(render(spec, args.format))
+    print(render(spec, args.format, inferred_edges(spec)))
     return EXIT_OK
 
 
@@ -270,6 +271,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_FAILED
+    except OSError as exc:
+        # What the commands do not turn into a clearer error themselves (the state folder's
+        # are): still one line naming the file, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"jobspec-do: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        _print_json_error(args, EXIT_USAGE, f"{exc.strerror or exc}{where}")
+        return EXIT_USAGE
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -287,7 +295,9 @@ def console() -> NoReturn:
     # A SIGTERM before a run has set up its own handling (while the spec loads, say) is a
     # Ctrl-C too: exit 130 with a word, not killed with 143 (a run then turns it into the
     # same, and stops its tasks first).
+    # SIGHUP (the terminal or the ssh session went away) likewise.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     code = main()
     others = [t for t in threading.enumerate()
               if t is not threading.current_thread() and not t.daemon and t.is_alive()]

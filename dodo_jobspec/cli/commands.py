@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,8 @@ def _request(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`jobspec-do [run] SPEC`"""
+    if args.no_wait:
+        _check_no_wait(args)  # before the no-op answer: refused whether or not work is left
     if args.dry_run:
         return _dry_run(args)
     rc = _run(args)
@@ -188,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.force:
         units = _noop(args)
         if units is not None:
+            _deliver_outbox(args)  # a run that runs nothing still sends what is left
             return EXIT_OK
     from ..engine.run import run
 
@@ -216,6 +220,18 @@ def _command_line(args: argparse.Namespace) -> str:
     for task in getattr(args, "force", ()):
         words += ["--force", task]
     return shlex.join([*words, str(args.spec)])
+
+
+def _check_no_wait(args: argparse.Namespace) -> None:
+    """--no-wait needs a transformer that leaves work in a queue (PluginError otherwise)."""
+    from .. import config, plugins
+    from ..errors import PluginError
+
+    cfg = config.load(args.spec, args.config)
+    name = config.transformer_name(args.transformer, cfg.transformer)
+    if not plugins.load(plugins.TRANSFORMERS, name).polled:
+        raise PluginError(f"--no-wait needs a scheduler: the {name} transformer runs tasks "
+                          "as children of jobspec-do (use -t slurm or -t flux)")
 
 
 def _noop(args: argparse.Namespace) -> int | None:
@@ -276,11 +292,52 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return rc
 
 
+OUTBOX_BUDGET = 2.0  # seconds an invocation that runs nothing spends sending old events
+
+
+def _deliver_outbox(args: argparse.Namespace) -> None:
+    """Send the webhook events earlier invocations left undelivered (the README's promise:
+    the next invocation of any kind sends them first), within a quiet cron tick's budget.
+    One listing of the outbox when there is nothing to send; never an error."""
+    from ..records.state import default_state_dir
+
+    root = _state_dir(args) or default_state_dir(args.spec)
+    outbox = root / "outbox"
+    try:
+        if not any(n.endswith(".json") and not n.startswith(".") for n in os.listdir(outbox)):
+            return
+    except OSError:
+        return
+    try:
+        from .. import config
+        from ..records import callbacks
+        from ..spec.resolve import load
+        from ..transformers.local import LocalTransformer
+
+        spec = load(args.spec, default_resources=LocalTransformer.default_resources)
+        url = callbacks.callback_url(spec, config.load(args.spec, args.config).callback)
+        if not url:
+            return
+        hook = callbacks.Webhook(url, callbacks.secret_from_env(), outbox)
+        hook.flush(OUTBOX_BUDGET)
+        hook.close(0.5)
+    except Exception:  # a webhook never fails a command; the next invocation tries again
+        return
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """`jobspec-do status SPEC`"""
     from ..records.status import print_status
 
-    return print_status(args.spec, _state_dir(args), as_json=args.json)
+    _deliver_outbox(args)
+    return print_status(args.spec, _state_dir(args), as_json=args.json, upstream=_upstream)
+
+
+def _upstream(spec: Any) -> dict[str, list[str]]:
+    """Each unit's dependencies as a run sees them (explicit and inferred), the plan's order."""
+    from ..plan import build
+
+    return {pu.node.key: [d.key for d in pu.deps] for pu in build(spec, False)}
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -26,10 +26,12 @@ writes ``*.yaml``/``*.json`` files should write them into a sub-folder, not into
 State is kept per file stem, the Make way: putting a spec with the name of a finished one in DIR
 again runs only what changed (``jobspec-do clean`` it, or use a new name, to run it afresh).
 
-SIGTERM (or Ctrl-C) stops the service cleanly: a run in progress is interrupted the engine's
-way (its jobs cancelled and recorded as interrupted), the spec stays in DIR, nothing is half
-moved, and the service exits 0. The next start picks the spec up again. Cycles of two watchers
-on one DIR never overlap: a cycle skips while another watcher holds ``<state root>/.watch.lock``.
+SIGTERM stops the service cleanly, as a service manager expects: the spec in hand is finished
+(and moved), then the service exits 0. A second SIGTERM, or Ctrl-C, interrupts that run the
+engine's way (its jobs cancelled and recorded as interrupted): the spec stays in DIR, nothing
+is half moved, the service exits 0, and the next start picks the spec up again. Cycles of two
+watchers on one DIR never overlap: a cycle skips while another watcher holds
+``<state root>/.watch.lock``.
 """
 
 from __future__ import annotations
@@ -150,7 +152,17 @@ class Watcher:
             previous[signum] = signal.signal(signum, self._on_signal)
         return previous
 
+    def _finish_first(self) -> bool:
+        """SIGTERM during a run (the engine asks): the first finishes the spec in hand, a
+        second interrupts it."""
+        if self.stopping.is_set():
+            return False
+        self.stopping.set()  # no printing here: a signal handler may land mid-print
+        return True
+
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum != signal.SIGINT and self._finish_first():
+            return
         self.stopping.set()
         if self._in_run:
             # Inside run() but outside doit (loading, locking, summing up): interrupt it the
@@ -306,6 +318,8 @@ class Watcher:
             extra["callback"] = cfg.callback
         if "command" in known:  # what the report shows as the run's command line
             extra["command"] = f"jobspec-do watch {shlex.quote(str(self.folder))}"
+        if "on_stop" in known:
+            extra["on_stop"] = self._finish_first
         return RunRequest(spec=path, transformer=transformer, jobs=cfg.jobs, state_dir=root,
                           quiet=True, resume=True,
                           stage=StageConfig(cfg.stager or "shared", cfg.nodes, dict(cfg.ssh)),

@@ -14,8 +14,10 @@ tasks then look undone to doit, and the unit runner adopts them from their job r
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 from doit.dependency import SqliteDB
@@ -23,11 +25,21 @@ from doit.dependency import SqliteDB
 COMMIT_INTERVAL = 0.25  # seconds
 
 
+def _full(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
 class IncrementalSqliteDB(SqliteDB):  # type: ignore[misc]
-    """SqliteDB with WAL, writing finished tasks' rows in batches as doit records them."""
+    """SqliteDB with WAL, writing finished tasks' rows in batches as doit records them.
+
+    A full disk is not an error here: ``on_full`` (set by the run) frees the space the run
+    kept in reserve and stops it, the write is tried again, and if it still fails the rows
+    stay in memory. Lost rows cost nothing: the unit runner adopts those tasks from their
+    job records."""
 
     _last_commit = 0.0
     _pending: dict[str, str] | None = None
+    on_full: Callable[[], None] | None = None
 
     def _sqlite3(self, name: str) -> sqlite3.Connection:
         conn = super()._sqlite3(name)
@@ -65,6 +77,19 @@ class IncrementalSqliteDB(SqliteDB):  # type: ignore[misc]
                 self._last_commit = now
 
     def _flush(self) -> None:
+        for last in (False, True):
+            try:
+                self._write_pending()
+                return
+            except sqlite3.Error as exc:
+                if not _full(exc) or type(self).on_full is None:
+                    raise
+                self._conn.rollback()
+                type(self).on_full()  # type: ignore[misc]
+                if last:
+                    return  # kept in _pending: the next flush tries again
+
+    def _write_pending(self) -> None:
         if self._pending:
             self._conn.executemany("insert or replace into doit values (?,?)",
                                    list(self._pending.items()))
@@ -86,4 +111,11 @@ class IncrementalSqliteDB(SqliteDB):  # type: ignore[misc]
 
     def dump(self) -> None:
         self._flush()
-        super().dump()
+        try:
+            super().dump()
+        except sqlite3.Error as exc:
+            if not _full(exc) or type(self).on_full is None:
+                raise
+            type(self).on_full()  # type: ignore[misc]
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()

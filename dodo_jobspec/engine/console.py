@@ -14,7 +14,7 @@ import time
 from typing import Any, NamedTuple, TextIO
 
 from ..records.state import StateDir
-from ..tasks.unit import STILL_FAILING
+from ..tasks.unit import NOT_STARTED, STILL_FAILING, STILL_RUNNING
 
 TAIL_LINES = 8
 
@@ -33,10 +33,13 @@ class Console:
         self.live = self.stream.isatty() if live is None else live
         self.lock = threading.Lock()
         self.started = time.monotonic()
-        self.done = self.failed = self.running = self.skipped = 0
+        self.done = self.failed = self.running = self.skipped = self.blocked = 0
+        self.left_running = 0  # jobs of a killed run, still in the scheduler (see STILL_RUNNING)
         self.failures: list[str] = []
         self._line_shown = False
         self._started: dict[str, float] = {}  # unit name -> when its process started
+        self._ended: set[str] = set()  # said "finished" (process ended), not yet reported
+        self._took: dict[str, float] = {}  # unit name -> seconds its process ran
         self.known = 0  # failures found still failing, not run again (see STILL_FAILING)
 
     # -- events ---------------------------------------------------------------------------
@@ -46,8 +49,29 @@ class Console:
             if event == "start":
                 self.running += 1
                 self._started[name] = time.monotonic()
-            elif event in ("done", "failed"):
+            elif event == "finished":
+                # Its process ended (said by the unit runner before it lets go of its slot):
+                # a success is printed now, so that it comes before the start of the task
+                # that takes the slot; a failure, with its stderr, when doit reports it.
                 self.running = max(0, self.running - 1)
+                self._ended.add(name)
+                started = self._started.pop(name, None)
+                if started is not None:
+                    self._took[name] = time.monotonic() - started
+                if detail:
+                    self._redraw()
+                    return
+                event, detail = "done", (f"in {self._took[name]:.1f}s" if name in self._took
+                                         else "")
+            elif event in ("done", "failed"):
+                if name in self._ended:  # said when its process ended
+                    self._ended.discard(name)
+                    self._took.pop(name, None)
+                    if event == "done":
+                        self._redraw()
+                        return
+                else:
+                    self.running = max(0, self.running - 1)
             quiet_ok = event in ("failed", "error", "warning")
             if self.quiet and not quiet_ok:
                 self._redraw()
@@ -66,6 +90,7 @@ class Console:
             started = self._started.pop(name, None)
             if started is not None:
                 seconds = time.monotonic() - started
+            self._took.pop(name, None)
         self.emit("done", name, f"in {seconds:.1f}s" if seconds is not None else "")
 
     def uptodate(self, name: str, counted: bool = True) -> None:
@@ -76,10 +101,24 @@ class Console:
             else:
                 self._redraw()
 
+    def block(self, name: str, counted: bool = True) -> None:
+        """A unit that cannot run because one it depends on failed (-k goes on without it)."""
+        with self.lock:
+            self.blocked += counted
+        self.emit("blocked", name, "a task it depends on failed")
+
     def failure(self, node_name: str, message: str, unit_state: Any | None,
                 replica: int | None = None) -> None:
         """Report a failed unit (or one ``replica`` of it) with the tail of its stderr and
         where its logs are."""
+        if message.startswith(NOT_STARTED[:12]):
+            return  # the run stopped before it started (a full state folder): "not run"
+        if message.startswith(STILL_RUNNING):
+            # Not a failure: the job runs on in the scheduler, waiting for --resume.
+            with self.lock:
+                self.left_running += 1
+            self.emit("running", node_name, message[len(STILL_RUNNING) + 2:])
+            return
         known = message.startswith(STILL_FAILING)
         with self.lock:
             self.failed += 1
@@ -111,14 +150,27 @@ class Console:
             head = "interrupted"
         elif rc_ok:
             head = "ok"
+        elif not self.failed and self.left_running:
+            head = "not done"
         else:
             head = "FAILED"
-        text = (f"{head}: {self.done} ran, {self.skipped} up to date, {self.failed} failed "
-                f"in {took:.1f}s")
+        text = f"{head}: {self.done} ran, {self.skipped} up to date, {self.failed} failed"
+        if self.left_running:
+            text += f", {self.left_running} still running from an earlier run"
+        if self.blocked:  # -k: doit reported them, each waiting on a failure
+            text += f", {self.blocked} blocked"
+        unreached = (self.total - self.done - self.skipped - self.failed - self.blocked
+                     - self.left_running)
+        if (not rc_ok or interrupted) and unreached > 0:
+            # A failure without -k, or an interrupt, stops the run: these were never looked at.
+            text += f", {unreached} not run"
+        text += f" in {took:.1f}s"
         if self.failures:
             text += " (failed: " + ", ".join(self.failures[:10]) + ")"
+        if self.left_running:
+            text += "; `--resume` re-attaches to what still runs"
         with self.lock:
-            news = not rc_ok and self.failed > self.known  # a failure not known before
+            news = not rc_ok and (self.failed > self.known or self.left_running)
             if self.quiet and not self.done and not interrupted and not news:
                 self._clear()
                 return  # cron-friendly: nothing to say when nothing happened
@@ -133,12 +185,17 @@ class Console:
 
     # -- drawing ----------------------------------------------------------------------------
     def _print(self, text: str, final: bool = False) -> None:
-        self._clear()
-        stamp = time.strftime("%H:%M:%S ") if not self.live else ""
-        self.stream.write(stamp + text + "\n")
-        if not final:
-            self._redraw()
-        self.stream.flush()
+        try:
+            self._clear()
+            stamp = time.strftime("%H:%M:%S ") if not self.live else ""
+            self.stream.write(stamp + text + "\n")
+            if not final:
+                self._redraw()
+            self.stream.flush()
+        except OSError:
+            # A terminal that hung up (EIO) or a closed pipe: the records still say it all,
+            # and the run must go on to write them.
+            pass
 
     def _clear(self) -> None:
         if self.live and self._line_shown:
@@ -148,7 +205,8 @@ class Console:
     def _redraw(self) -> None:
         if not self.live:
             return
-        waiting = max(0, self.total - self.done - self.failed - self.skipped - self.running)
+        waiting = max(0, self.total - self.done - self.failed - self.skipped - self.running
+                      - self.blocked)
         took = time.monotonic() - self.started
         self.stream.write(f"\r\x1b[K[{self.done + self.skipped}/{self.total}] done {self.done}"
                           f"  running {self.running}  failed {self.failed}  waiting {waiting}"
@@ -199,7 +257,7 @@ class DoitReporter:
         entry = self.names.pop(task.name, None) or Entry(task.name, None, True, None)
         kind = fail.get_name() if hasattr(fail, "get_name") else "failure"
         if kind == "UnmetDependency":
-            self.console.emit("blocked", entry.name, "a task it depends on failed")
+            self.console.block(entry.name, entry.counted)
             return
         msg = fail.message if getattr(fail, "message", None) else str(fail)
         self.console.failure(entry.name, msg.strip().splitlines()[0] if msg.strip() else kind,

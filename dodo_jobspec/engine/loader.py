@@ -76,6 +76,23 @@ class _IdentityChanged(_ConfigChanged):
         return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
+class _Unchanged:
+    """doit uptodate: True while ``path`` holds exactly ``content`` (a write step's file)."""
+
+    __signature__ = inspect.Signature([])
+
+    def __init__(self, path: os.PathLike[str], content: bytes) -> None:
+        self.path = path
+        self.content = content
+
+    def __call__(self) -> bool:
+        try:
+            with open(self.path, "rb") as fh:
+                return fh.read() == self.content
+        except OSError:
+            return False
+
+
 class _Action(BaseAction):  # type: ignore[misc]
     """A doit action that calls ``fn(*args)`` and tells its Outcome in doit's terms.
 
@@ -120,14 +137,21 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
         if isinstance(node, Task):
             for i, step in enumerate(node.steps):
                 target = steps.receipt(pu, i)
+                targets, uptodate = [str(target)], [_ConfigChanged(steps.fingerprint(pu, i))]
+                if step.name == "write":
+                    # What it writes is its output: missing (a target) or changed (compared
+                    # with what it writes) makes the step, and so its task, out of date.
+                    written = steps.path(pu, i)
+                    targets.append(str(written))
+                    uptodate.append(_Unchanged(written, (step.content or "").encode()))
                 dicts.append({
                     "name": step_task(node.key, i, step.name),
                     "actions": [_Action(steps.run, pu, i)],
                     "file_dep": [*deps, *steps.sources(pu, i)],
-                    "targets": [str(target)],
-                    "uptodate": [_ConfigChanged(steps.fingerprint(pu, i))],
+                    "targets": targets,
+                    "uptodate": uptodate,
                     "io": _NO_CAPTURE,
-                    "meta": {"unit": node.name, "kind": step.name},
+                    "meta": {"unit": node.name, "kind": step.name, "path": step.path},
                 })
                 # What a step moves is also what the task reads: list it, so the task re-runs
                 # even when the step's receipt is unchanged (a shared filesystem sends nothing).
@@ -156,7 +180,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
             "targets": [st.done_str, *(str(p) for p in pu.outputs)],
             "uptodate": [_IdentityChanged(*identity)],
             "io": _NO_CAPTURE,
-            "meta": {"unit": node.name},
+            "meta": {"unit": node.name, "group": True} if node.is_group else {"unit": node.name},
         })
     return dicts
 

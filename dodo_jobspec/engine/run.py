@@ -14,7 +14,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ from ..errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     LockedError,
+    PluginError,
     SpecError,
     UnsatisfiableError,
 )
@@ -65,6 +68,9 @@ class RunRequest:
     live: bool | None = None  # None: a live display when stderr is a terminal
     config: Path | None = None  # --config
     command: str = ""  # the command line, for the runs log that `report` shows
+    # Called on SIGTERM/SIGHUP: True if the caller takes it as "finish, then stop" (a service
+    # such as `watch`), so the run goes on; otherwise the run is interrupted.
+    on_stop: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -138,6 +144,10 @@ def run(req: RunRequest) -> int:
         from .why import print_dry_run
 
         return print_dry_run(prep)
+    why = prep.transformer.unavailable()
+    if why is not None:  # before the lock and any record: no failed attempt to show for it
+        raise PluginError(f"cannot run on {prep.transformer.name}: {why}; nothing was "
+                          "submitted")
     from ..records import callbacks
     from .console import Console
 
@@ -180,13 +190,15 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
 
     from ..tasks.gate import SlotGate
     from ..tasks.steps import StepRunner
-    from ..tasks.unit import Inflight, RunOptions, UnitRunner
+    from ..tasks.unit import STATE_FULL, Inflight, RunOptions, UnitRunner
+    from .backend import IncrementalSqliteDB
     from .console import Console, DoitReporter
     from .loader import Loader, task_dicts
     from .poller import Poller
 
     state, transformer = prep.state, prep.transformer
     state.ensure()
+    state.reserve()  # before anything runs: a folder full already is refused (exit 2)
     attempts_before = noop.saved_attempts(state.root)
     noop.forget(state.root)  # before anything runs: a killed run leaves no stale claim
     console = Console(state, len(prep.plan), quiet=req.quiet, verbose=req.verbose,
@@ -195,6 +207,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     poller = Poller(transformer, transformer.options.poll_interval)
     jobs = req.jobs or (os.cpu_count() or 1 if not transformer.submits_groups else 64)
     gate = None if transformer.polled else SlotGate(jobs)
+    inflight.gate = gate
     steps = StepRunner(state, req.stage, console.emit)
     runner = UnitRunner(prep.spec, state, transformer,
                         RunOptions(req.resume, frozenset(req.force), req.no_wait,
@@ -226,7 +239,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     del dicts  # the Loader lets go of them once doit has its tasks: memory at 100k tasks
     DoitMain.BIN_NAME = "jobspec-do"
     interrupted = False
-    previous = _sigterm_as_interrupt()
+    previous = _sigterm_as_interrupt(req.on_stop)
+    IncrementalSqliteDB.on_full = partial(_state_full, inflight, state)
     try:
         rc = main.run(argv)
     except KeyboardInterrupt:
@@ -234,7 +248,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
         rc = EXIT_INTERRUPTED
         _interrupt(transformer, inflight, poller)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        IncrementalSqliteDB.on_full = None
+        _restore(previous)
         poller.stop()
         gc.unfreeze()  # the loader froze this run's objects; `watch` runs again in-process
     ok = rc == 0 and not console.failures
@@ -245,7 +260,20 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     console.summary(ok, interrupted)
     if interrupted:
         return EXIT_INTERRUPTED
+    if inflight.reason.startswith(STATE_FULL):
+        console.final(f"{inflight.reason}: no space left for its records; nothing more was "
+                      "started. Free some space there (or pass --state-dir), then `jobspec-do "
+                      "--resume SPEC`: what completed does not run again", force=True)
+        return EXIT_FAILED
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _state_full(inflight: Inflight, state: StateDir) -> None:
+    """doit's database found the disk full: stop as the unit runner does (see _writing)."""
+    from ..tasks.unit import STATE_FULL
+
+    inflight.halt(f"{STATE_FULL}: {state.root}")
+    state.release_reserve()
 
 
 def one_at_a_time(dicts: list[dict[str, Any]]) -> bool:
@@ -276,25 +304,39 @@ def last_attempts(prep: Prepared, previous: dict[str, int] | None) -> dict[str, 
     return out
 
 
-def _sigterm_as_interrupt() -> Any:
+# SIGTERM (a service manager, `jobspec-do cancel`) and SIGHUP (the terminal or ssh session
+# went away) stop a run the way Ctrl-C does: running tasks stopped and recorded, a summary.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _sigterm_as_interrupt(on_stop: Callable[[], bool] | None = None) -> dict[int, Any]:
     def handler(signum: int, frame: Any) -> None:
+        if on_stop is not None and on_stop():
+            return
         raise KeyboardInterrupt
     if threading.current_thread() is threading.main_thread():
-        return signal.signal(signal.SIGTERM, handler)
-    return signal.getsignal(signal.SIGTERM)
+        return {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    return {}
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller) -> None:
-    """Ctrl-C: cancel what this run started, and let its threads record 'interrupted'."""
+    """Ctrl-C: start nothing more, cancel what this run started, and wait until its threads
+    have recorded it as interrupted."""
     inflight.interrupted.set()
+    inflight.halt("interrupted")  # a task waiting for a slot gives up instead of taking one
     jobs = list(inflight.snapshot()) + transformer.running()
     if jobs:
         transformer.cancel(jobs)
     poller.stop()
+    # Bounded: cancel() has stopped the jobs; what is left is their threads writing records.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (inflight.snapshot() or transformer.running()):
-        time.sleep(0.05)
-    time.sleep(0.1)  # the threads write their final records right after their job ends
+    while time.monotonic() < deadline and (inflight.active or transformer.running()):
+        time.sleep(0.01)
 
 
 def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],
@@ -314,12 +356,15 @@ def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],
 def _shown(meta: dict[str, Any], st: Any) -> Entry:
     """How the console names a doit task, and whether it counts as a unit in the summary:
     a replica is ``name[r]`` and, like a step, is part of its unit, not one of its own."""
+    from ..tasks.steps import step_label
     from .console import Entry
 
     replica = meta.get("replica")
     if replica is not None:
         return Entry(f"{meta['unit']}[{replica}]", st, False, replica)
-    return Entry(meta["unit"], st, "kind" not in meta, None)
+    if "kind" in meta:
+        return Entry(step_label(meta["unit"], meta["kind"], meta["path"]), st, False, None)
+    return Entry(f"group/{meta['unit']}" if "group" in meta else meta["unit"], st, True, None)
 
 
 def _codec() -> Any:

@@ -22,6 +22,7 @@ job.json; done.json shares job.json's).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -306,7 +307,6 @@ class UnitState:
         data = line.encode()
         with self._lock:  # replicas append from several threads; `written` is shared too
             headed = self.written > 0  # this process appended before: the header is there
-            self.written = max(self.written, attempt)
             fd = os.open(self.status_str,
                          os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
             try:
@@ -315,6 +315,8 @@ class UnitState:
                 os.write(fd, data)
             finally:
                 os.close(fd)
+            # Only once written: a write refused (a full disk) is tried again with its header.
+            self.written = max(self.written, attempt)
         if self.listeners:
             event = StatusEvent(self.spec_name, self.unit.name,
                                 "group" if self.unit.is_group else "task", attempt, state, info,
@@ -363,9 +365,46 @@ class StateDir:
     def ensure(self) -> None:
         """Make the folder (0700), refusing a link or someone else's folder in its place,
         and links where its tasks/ and groups/ folders belong."""
-        make_state_dir(self.root)
-        for sub in ("tasks", "groups"):
-            check_real_dir(self.root / sub, f"{sub} folder")
+        try:
+            make_state_dir(self.root)
+            for sub in ("tasks", "groups"):
+                check_real_dir(self.root / sub, f"{sub} folder")
+        except OSError as exc:
+            raise unusable(self.root, exc) from None
+
+    def reserve(self) -> None:
+        """Keep RESERVE bytes of the folder's disk in a file (StateError if the disk is full
+        already). A run that finds the disk full frees them: the ends of the tasks that were
+        running still get recorded, so nothing that completed runs again."""
+        path = os.fspath(self.root / RESERVE_FILE)
+        try:
+            if os.path.getsize(path) >= RESERVE:
+                return
+        except OSError:
+            pass
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o644)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, RESERVE)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    os.pwrite(fd, bytes(RESERVE), 0)  # a file system without fallocate
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise unusable(self.root, exc) from None
+
+    def release_reserve(self) -> bool:
+        """Free the reserve (the disk is full); True if this call freed it."""
+        try:
+            os.unlink(self.root / RESERVE_FILE)
+        except OSError:
+            return False
+        return True
 
     def check_owner(self) -> None:
         """StateError if another spec file keeps its state here (see ``check_owner``)."""
@@ -427,6 +466,19 @@ def read_runs(root: Path, tail: int | None = None) -> list[dict[str, Any]]:
             runs.append(item)
     return runs
 
+
+
+RESERVE_FILE = "reserve"  # space kept for the records of a run that fills the disk
+RESERVE = 256 * 1024  # bytes: what the tasks in flight need to record their ends, and more
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk or the quota is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
 
 
 def check_owner(root: Path, spec_path: Path) -> None:
@@ -495,23 +547,37 @@ def _wait_for(fd: int, seconds: float) -> bool:
     return False
 
 
+def unusable(root: Path, exc: OSError) -> StateError:
+    """The one-line error for a state folder that cannot be made or written, with the fix."""
+    what = {errno.EROFS: "is on a read-only file system",
+            errno.EEXIST: f"cannot be a folder: {exc.filename} is a file",
+            errno.ENOTDIR: f"cannot be a folder: a part of {exc.filename} is a file",
+            errno.EACCES: f"is not writable ({exc.filename}: permission denied)",
+            errno.EPERM: f"is not writable ({exc.filename}: operation not permitted)",
+            errno.ENOSPC: "is full (no space left on its device)",
+            errno.EDQUOT: "is full (disk quota exceeded)"}.get(
+                exc.errno or 0, f"cannot be used ({exc.strerror}: {exc.filename})")
+    return StateError(f"state folder {root} {what}: pass --state-dir DIR (or state_dir: in "
+                      "jobspec-do.yaml) naming a writable folder, or fix that one")
+
+
 @contextmanager
 def locked(root: Path, wait: bool = False) -> Iterator[int]:
     """Hold the state directory's lock (yields its descriptor); LockedError if another run
-    holds it.
+    holds it, StateError if the folder cannot be made or written.
 
     flock is released by the kernel when its holder dies, however it dies, so a lock left by
     a killed run is simply taken over: there is no stale-lock file to clean up by hand.
     """
-    make_state_dir(root)
     path = root / "lock"
     try:
+        make_state_dir(root)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
     except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise StateError(f"{path} is a symlink: jobspec-do does not follow links in its "
-                         "state folder; remove it") from None
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"{path} is a symlink: jobspec-do does not follow links in its "
+                             "state folder; remove it") from None
+        raise unusable(root, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -6,18 +6,29 @@ while a run is in progress and from any machine that sees the files.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import JSON_FORMAT as STATUS_FORMAT
 from ..errors import EXIT_FAILED, EXIT_OK, JobspecError, StateError
-from ..spec.model import Task
+from ..spec.model import Spec, Task
 from ..spec.resolve import load
-from .state import JobRecord, StateDir, UnitState, default_state_dir, lock_holder, read_record
+from .state import (
+    JobRecord,
+    StateDir,
+    UnitState,
+    default_state_dir,
+    lock_holder,
+    read_record,
+    unusable,
+)
 
 
 def open_state(spec_path: Path, state_dir: Path | None) -> StateDir:
@@ -25,6 +36,14 @@ def open_state(spec_path: Path, state_dir: Path | None) -> StateDir:
 
     spec = load(spec_path, default_resources=LocalTransformer.default_resources)
     state = StateDir(state_dir or default_state_dir(spec_path), spec)
+    try:
+        if not stat.S_ISDIR(os.stat(state.root).st_mode):
+            raise unusable(state.root, FileExistsError(errno.EEXIST, "File exists",
+                                                       str(state.root)))
+    except FileNotFoundError:
+        pass  # nothing ran yet: every unit is "never run"
+    except OSError as exc:  # a part of the path is a file
+        raise unusable(state.root, exc) from None
     state.check_owner()
     return state
 
@@ -179,23 +198,65 @@ def _local_process_alive(info: str) -> bool:
     from ..transformers.local import process_alive
 
     job_id = _local_job_id(info)
-    return job_id is not None and process_alive(job_id)
+    return job_id is not None and process_alive(job_id) and not _dead(job_id.split(":")[0])
+
+
+def _dead(pid: str) -> bool:
+    """Whether ``pid`` is gone or a zombie: a killed task stays one until its new parent
+    reaps it, which in a container can take a second or more."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 def lock_holder_alive(root: Path) -> bool:
     """Whether a run holds ``root`` now. Where the kernel's lock table cannot be read (not
-    Linux), a run may: the recorded states are then shown as they are."""
+    Linux), a run may: the recorded states are then shown as they are.
+
+    After a kill -9, the run's watchdog holds the lock a moment longer (the kernel still
+    names the dead run): that run is not active."""
     try:
-        return lock_holder(root) is not None
+        pid = lock_holder(root)
     except OSError:
         return True
+    return pid is not None and (not os.path.isdir("/proc/self") or not _dead(str(pid)))
 
 
-def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False) -> int:
-    """`jobspec-do status`: exit 0 when every unit completed, 1 otherwise."""
+def mark_stale(rows: list[dict[str, Any]], upstream: dict[str, list[str]]) -> None:
+    """A completed unit downstream of one that is not completed will run again: show it as
+    ``waiting`` (what it waits on is queued or running) or ``blocked`` (that one failed, or
+    never ran), naming it. ``upstream`` maps a unit's key to its dependencies' keys, in an
+    order where dependencies come first (the plan's)."""
+    by_key = {r["key"]: r for r in rows}
+    for key, deps in upstream.items():
+        row = by_key.get(key)
+        if row is None or row["state"] != "completed":
+            continue
+        stale = next((by_key[d] for d in deps if d in by_key
+                      and by_key[d]["state"] != "completed"), None)
+        if stale is None:
+            continue
+        waits = stale["state"] in (*_IN_FLIGHT, "attached", "waiting")
+        row["state"] = "waiting" if waits else "blocked"
+        row["info"] = (f"out of date: upstream {stale['kind']} '{stale['name']}' is "
+                       f"{stale['state']}; it runs again after that one completes")
+
+
+def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False,
+                 upstream: Callable[[Spec], dict[str, list[str]]] | None = None) -> int:
+    """`jobspec-do status`: exit 0 when every unit completed, 1 otherwise. ``upstream``
+    gives each unit's dependencies (see mark_stale)."""
     state = open_state(spec_path, state_dir)
     active = lock_holder_alive(state.root)
     rows = [unit_status(state.unit(n), active) for n in state.spec.nodes.values()]
+    for node, row in zip(state.spec.nodes.values(), rows, strict=True):
+        row["key"] = node.key
+    if upstream is not None:
+        mark_stale(rows, upstream(state.spec))
+    for row in rows:
+        del row["key"]
     all_done = all(r["state"] == "completed" for r in rows)
     if as_json:
         print(json.dumps({"format": STATUS_FORMAT, "spec": str(spec_path),

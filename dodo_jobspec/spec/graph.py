@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
 from .model import Group, Spec, Task, Unit
 
 FORMATS = ("text", "dot", "mermaid")
 
 
-def render(spec: Spec, fmt: str = "text") -> str:
-    """The dependency graph of ``spec`` in ``fmt`` (one of FORMATS)."""
+Inferred = Mapping[str, Sequence[Unit]]  # unit key -> units it reads from (what plan adds)
+
+
+def render(spec: Spec, fmt: str = "text", inferred: Inferred | None = None) -> str:
+    """The dependency graph of ``spec`` in ``fmt`` (one of FORMATS); ``inferred`` edges (a
+    unit reads what another makes) are drawn apart from the written ``depends_on``."""
+    inferred = inferred or {}
     if fmt == "dot":
-        return _dot(spec)
+        return _dot(spec, inferred)
     if fmt == "mermaid":
-        return _mermaid(spec)
-    return _text(spec)
+        return _mermaid(spec, inferred)
+    return _text(spec, inferred)
 
 
 def _describe(node: Unit) -> str:
@@ -29,12 +35,14 @@ def _describe(node: Unit) -> str:
     return f"{kind} {node.name}{extra}"
 
 
-def _text(spec: Spec) -> str:
+def _text(spec: Spec, inferred: Inferred) -> str:
     lines = [f"{spec.name}:"]
 
     def emit(node: Unit, indent: int) -> None:
         deps = ", ".join(d.name for d in node.after)
         after = f"  <- after {deps}" if deps else ""
+        reads = ", ".join(d.name for d in inferred.get(node.key, ()))
+        after += f"  <- reads what {reads} makes (inferred)" if reads else ""
         lines.append(f"{'  ' * indent}- {_describe(node)}{after}")
         if isinstance(node, Group):
             for child in node.children:
@@ -49,7 +57,7 @@ def _id(node: Unit) -> str:
     return json.dumps(node.key)
 
 
-def _dot(spec: Spec) -> str:
+def _dot(spec: Spec, inferred: Inferred) -> str:
     out = [f"digraph {json.dumps(spec.name)} {{", "  rankdir=LR;", "  node [shape=box];"]
 
     def emit(node: Unit, indent: str) -> None:
@@ -69,11 +77,13 @@ def _dot(spec: Spec) -> str:
     for node in spec.nodes.values():
         for dep in node.after:
             out.append(f"  {_id(dep)} -> {_id(node)};")
+        for dep in inferred.get(node.key, ()):
+            out.append(f"  {_id(dep)} -> {_id(node)} [style=dashed, label=\"inferred\"];")
     out.append("}")
     return "\n".join(out)
 
 
-def _mermaid(spec: Spec) -> str:
+def _mermaid(spec: Spec, inferred: Inferred) -> str:
     ids = {n.key: f"n{i}" for i, n in enumerate(spec.nodes.values())}
     out = ["flowchart LR"]
 
@@ -94,4 +104,6 @@ def _mermaid(spec: Spec) -> str:
     for node in spec.nodes.values():
         for dep in node.after:
             out.append(f"  {ids[dep.key]} --> {ids[node.key]}")
+        for dep in inferred.get(node.key, ()):
+            out.append(f"  {ids[dep.key]} -.->|inferred| {ids[node.key]}")
     return "\n".join(out)

@@ -79,6 +79,13 @@ def _resolve(doc: Document, default_resources: Resource | None, strict: bool) ->
     if isinstance(data, dict) and "task" in data and "tasks" not in data:
         from . import legacy
 
+        if legacy.is_legacy(data) and strict:
+            # Checking the translation would name paths and lines of a file nobody wrote.
+            raise SpecError([doc.problem(
+                "this is an older 0.0.x jobspec (`task:` with `transform:` steps), which the "
+                "current upstream spec does not accept", ["task"],
+                "drop --strict to run it (jobspec-do translates it), or rewrite it with "
+                "`tasks:` (see `jobspec-do schema --strict`)", at_key=True)])
         if legacy.is_legacy(data):
             doc = legacy.translate(doc)  # SpecError, located in the 0.0.x file, if it cannot be
     problems = _foreign_format(doc) or schema_problems(doc, strict)
@@ -152,7 +159,12 @@ class _Resolver:
         self._collect_groups(self.data.get("groups") or [], ("groups",), None)
         self._collect_refs()
         self._collect_names()
-        glob = _Inherited(self._attrs({}, self.data.get("attributes"), None, ()),
+        # A notification URL is where the run reports, not what a task runs: not inherited
+        # into any task's definition (adding one must not re-run every task).
+        top_attrs = self.data.get("attributes")
+        if isinstance(top_attrs, dict) and "callback" in top_attrs:
+            top_attrs = {k: v for k, v in top_attrs.items() if k != "callback"}
+        glob = _Inherited(self._attrs({}, top_attrs, None, ()),
                           Requires(_freeze2(self.global_requires)), ())
         top: list[Unit] = []
         for gname, raw in self.group_defs.items():
@@ -162,6 +174,7 @@ class _Resolver:
         self._unreached_groups()
         self._link(top)
         if self.problems:
+            self._order(top)  # every cycle too, in the same run: not one problem at a time
             return None
         order = self._order(top)
         if order is None:
@@ -391,6 +404,8 @@ class _Resolver:
         if isinstance(value, dict):
             value = self._resource_as_written(value, path)
             return (request(None, parse_resource(value)),)
+        if not isinstance(value, str):  # `resources: on` is a boolean: the schema said so
+            return ()
         out = []
         for alt in (a.strip() for a in str(value).split("|")):
             if alt in self.named:
@@ -533,10 +548,12 @@ class _Resolver:
                 _set_order_edges(list(raw.node.children))
 
     def _order(self, top: list[Unit]) -> list[Unit] | None:
-        """Nodes with every dependency and child before its dependents (iterative DFS)."""
+        """Nodes with every dependency and child before its dependents (iterative DFS);
+        None after reporting every cycle (each once, whichever node the search met first)."""
         nodes = [raw.node for raw in self.raws if raw.node is not None]
         state: dict[int, int] = {}  # 1 = on the stack, 2 = done
         order: list[Unit] = []
+        cycles: set[frozenset[int]] = set()
         for root in nodes:
             if state.get(id(root)):
                 continue
@@ -552,19 +569,23 @@ class _Resolver:
                 nxt = todo.pop()
                 s = state.get(id(nxt))
                 if s == 1:
-                    names = [n.name for n, _ in stack]
-                    cycle = [*names[names.index(nxt.name):], nxt.name]
+                    at = next(i for i, (n, _) in enumerate(stack) if n is nxt)
+                    members = frozenset(id(n) for n, _ in stack[at:])
+                    if members in cycles:
+                        continue
+                    cycles.add(members)
+                    cycle = [*(n.name for n, _ in stack[at:]), nxt.name]
                     raw = next(r for r in self.raws if r.node is nxt)
                     self.err("dependency cycle: " + " -> ".join(cycle)
                              + " (each waits for the next)", raw.path,
                              "a local task waits for every sibling listed before it"
-                             if any(isinstance(n, Task) and n.local for n, _ in stack) else
-                             "remove one of these depends_on entries")
-                    return None
+                             if any(isinstance(n, Task) and n.local for n, _ in stack[at:])
+                             else "remove one of these depends_on entries")
+                    continue  # the search goes on: every other cycle is reported too
                 if not s:
                     state[id(nxt)] = 1
                     stack.append((nxt, _edges(nxt)))
-        return order
+        return None if cycles else order
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,9 @@ def _type_hint(path: list[Any], inst: Any) -> str | None:
     last = path[-1] if path else None
     if isinstance(inst, datetime.date):
         return f"quote it to keep it as text: \"{inst.isoformat()}\""
+    if isinstance(inst, bool):
+        return ("quote it to keep it as text (\"on\", \"yes\"): YAML reads unquoted yes, no, "
+                "on, off, true and false as booleans")
     if last in ("depends_on", "inputs", "outputs") and isinstance(inst, str):
         return f"write a list: {last}: [{inst}]"
     if last == "with" and isinstance(inst, dict):

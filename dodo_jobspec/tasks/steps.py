@@ -21,6 +21,12 @@ from ..spec.model import Task
 from .unit import EventSink, Outcome
 
 
+def step_label(unit: str, step: str, path: str) -> str:
+    """How the console names a step: apart from its task (``install (write job.sh)``), whose
+    own start and end it would otherwise seem to be."""
+    return f"{unit} ({step} {path})"
+
+
 @dataclass(frozen=True)
 class StageConfig:
     """Which stager moves staged paths, and to which nodes."""
@@ -85,11 +91,11 @@ class StepRunner:
         try:
             detail = self._write(pu, index) if step.name == "write" else self._stage(pu, index)
         except Exception as exc:
-            self.emit("failed", pu.node.name, f"{step.name} {step.path}: {exc}")
+            self.emit("failed", step_label(pu.node.name, step.name, step.path), str(exc))
             return Outcome(False, f"{step.name} step {step.path}: {exc}")
         atomic_write(self.receipt(pu, index), json.dumps({"step": step.name, "path": step.path,
                                                           "detail": detail}))
-        self.emit("step", pu.node.name, f"{step.name} {step.path}: {detail}")
+        self.emit("step", step_label(pu.node.name, step.name, step.path), detail)
         return Outcome(True, detail)
 
     def _write(self, pu: PlannedUnit, index: int) -> str:

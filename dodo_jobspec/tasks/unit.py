@@ -30,14 +30,35 @@ from pathlib import Path
 from .. import trees
 from ..errors import PluginError
 from ..plan import PlannedUnit
-from ..records.state import JobRecord, StateDir, UnitState, atomic_write, read_record, write_record
+from ..records.state import (
+    JobRecord,
+    StateDir,
+    UnitState,
+    atomic_write,
+    disk_full,
+    read_record,
+    write_record,
+)
 from ..spec.model import Group, Spec, Task, Unit
 from ..spec.resolve import definition
 from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, UnitContext
-from .gate import SlotGate
+from .gate import GateClosed, SlotGate
 
 EventSink = Callable[[str, str, str], None]  # (event, unit name, detail)
 STILL_FAILING = "failed last time"  # how a failed task that was not run again is reported
+NOT_STARTED = "not started: the run was interrupted"
+STATE_FULL = "state folder full"
+STILL_RUNNING = "still running"  # a job a killed run left queued or running, not --resume'd
+
+
+def label(node: Unit) -> str:
+    """How the console names a unit: a group and a task may share a name, so a group is
+    ``group/NAME`` (as `plan` writes it); a task is its name."""
+    return f"group/{node.name}" if node.is_group else node.name
+
+
+class _Interrupted(Exception):
+    """The run was interrupted before this unit's job was submitted."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,33 @@ class Inflight:
     jobs: dict[str, str] = field(default_factory=dict)  # job id -> unit name
     lock: threading.Lock = field(default_factory=threading.Lock)
     interrupted: threading.Event = field(default_factory=threading.Event)
+    # Units being run right now (waiting for a slot, running, or writing their records): an
+    # interrupted run exits once this is 0, not after a guessed pause.
+    active: int = 0
+    # Set to stop starting units (an interrupt, a full state folder); why, and the gate to
+    # close so that none waiting for a slot takes one.
+    halted: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
+    gate: SlotGate | None = None
+
+    def halt(self, reason: str) -> bool:
+        """Start nothing more; True for the first caller."""
+        with self.lock:
+            first = not self.halted.is_set()
+            if first:
+                self.reason = reason
+                self.halted.set()
+        if first and self.gate is not None:
+            self.gate.close()
+        return first
+
+    def enter(self) -> None:
+        with self.lock:
+            self.active += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.active -= 1
 
     def add(self, job_id: str, name: str) -> None:
         with self.lock:
@@ -105,6 +153,17 @@ class UnitRunner:
     # -- the entry point -----------------------------------------------------------------------
     def run(self, pu: PlannedUnit, replica: int | None = None) -> Outcome:
         """Bring ``pu`` (or one replica of it) to done, or say why it could not be."""
+        # doit may have handed this unit to a worker thread before the interrupt: it must not
+        # start (doit's threads keep taking what was queued for them).
+        if self.inflight.halted.is_set():
+            return Outcome(False, self._not_started())
+        self.inflight.enter()
+        try:
+            return self._run(pu, replica)
+        finally:
+            self.inflight.leave()
+
+    def _run(self, pu: PlannedUnit, replica: int | None) -> Outcome:
         st = self.state.unit(pu.node)
         fresh = st.ensure()  # a folder made just now holds no records: nothing to read
         if isinstance(pu.node, Group) and not pu.whole_group:
@@ -114,7 +173,7 @@ class UnitRunner:
         record = JobRecord() if fresh else read_record(record_file, lenient=True)
         if record.state == "completed" and record.signature == sig and _exist(pu.outputs) \
                 and pu.node.name not in self.options.force:
-            self.emit("adopted", pu.node.name, f"attempt {record.attempt} already completed")
+            self.emit("adopted", label(pu.node), f"attempt {record.attempt} already completed")
             self._done(pu, st, record, replica)
             return Outcome(True, "already completed")
         if not self.options.retry_failed and record.state in ("failed", "timeout") \
@@ -151,14 +210,14 @@ class UnitRunner:
                 self.transformer.cancel([job_id])  # e.g. an orphaned local process
             return None
         if record.signature != sig:
-            self.emit("replaced", pu.node.name, f"the task changed: cancelling job {job_id}")
+            self.emit("replaced", label(pu.node), f"the task changed: cancelling job {job_id}")
             self.transformer.cancel([job_id])
             st.append_status(record.attempt, "canceled", f"job {job_id}: definition changed")
             return None
         if not self.options.resume and not self.options.no_wait:
-            return Outcome(False, f"job {job_id} from an interrupted run is still "
-                           f"{status.state.value}; pass --resume to wait for it, or "
-                           f"`jobspec-do cancel` to drop it")
+            return Outcome(False, f"{STILL_RUNNING}: job {job_id} from an earlier run "
+                           f"(killed?) is {status.state.value}; `jobspec-do --resume SPEC` "
+                           "re-attaches to it and waits, `jobspec-do cancel SPEC` drops it")
         return job_id
 
     # -- running -----------------------------------------------------------------------------
@@ -169,7 +228,7 @@ class UnitRunner:
         if attach is not None:
             record = old
             record.job_id = attach
-            self.emit("attached", node.name, f"job {attach} (attempt {record.attempt})")
+            self.emit("attached", label(node), f"job {attach} (attempt {record.attempt})")
             st.append_status(record.attempt, "attached", f"job {attach}")
         else:
             # A local attempt's record is written when it ends: one cut short by a kill -9
@@ -182,6 +241,11 @@ class UnitRunner:
                 # A kill between the start and the status line leaves only the logs.
                 while os.path.exists(st.stdout(attempt, replica)):
                     attempt += 1
+                if attempt - 1 > old.attempt and not self.transformer.polled:
+                    ended = self._ended_unrecorded(pu, st, record_file, attempt - 1, sig,
+                                                   replica)
+                    if ended is not None:
+                        return ended
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
                                state="submitting", transformer=self.transformer.name,
                                signature=sig, digest=node.digest, started=time.time(),
@@ -189,7 +253,8 @@ class UnitRunner:
             if self.transformer.polled:  # a local process has no queue to be lost in
                 write_record(record_file, record)
                 st.append_status(attempt, "submitting", self.transformer.name)
-        ctx = self._context(pu, st, record.attempt, record.token, replica)
+        ctx = self._context(pu, st, record.attempt, record.token, replica,
+                            signature=record.signature)
         slot: AbstractContextManager[None] = contextlib.nullcontext()
         if self.gate is not None:
             req, _ = self.transformer.choose(node)
@@ -205,16 +270,30 @@ class UnitRunner:
         has ended, not while its records are written: the run has more doit threads than
         slots, so one task's bookkeeping overlaps the next task's process."""
         node = pu.node
+        shown = label(node) if replica is None else f"{node.name}[{replica}]"
         try:
             with slot or contextlib.nullcontext():
                 # Started once it has a slot: the wait for one is not the task's time.
                 if attach is None:
                     record.started = time.time()
-                self.emit("start", node.name if replica is None else f"{node.name}[{replica}]",
-                          f"attempt {record.attempt}")
-                status = self._launch(node, st, record_file, record, ctx, attach)
-        except SubmitError as exc:
-            status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
+                if self.inflight.halted.is_set():
+                    raise _Interrupted
+                self.emit("start", shown, f"attempt {record.attempt}")
+                try:
+                    status = self._launch(node, st, record_file, record, ctx, attach)
+                except SubmitError as exc:
+                    if disk_full(exc) and record.job_id is None:  # its logs could not be made
+                        self._full()
+                        raise _Interrupted from exc
+                    status = JobStatus(JobState.FAILED, None, f"could not submit: {exc}")
+                if status is not None:
+                    status = self._final(pu, status, replica)
+                    # Said before the slot is let go: the task that takes it next is shown
+                    # starting after this one ended, and never more than -j at once.
+                    self.emit("finished", shown,
+                              "" if status.state == JobState.COMPLETED else "failed")
+        except (GateClosed, _Interrupted):
+            return Outcome(False, self._not_started())
         except KeyboardInterrupt:
             # doit's sequential runner runs this in the main thread, where Ctrl-C and SIGTERM
             # land: record what the threaded runner's workers record, then let it go on.
@@ -224,9 +303,19 @@ class UnitRunner:
             raise
         if status is None:
             return Outcome(True, f"job {record.job_id} submitted")
+        return self._record(pu, st, record_file, record, status, replica, checked=True)
+
+    def _final(self, pu: PlannedUnit, status: JobStatus, replica: int | None) -> JobStatus:
+        """What an ended job comes to: a completed one that did not make its outputs failed;
+        one that ended badly while the run was being interrupted was interrupted."""
+        if status.state == JobState.COMPLETED and replica is None and pu.outputs:
+            missing = [str(p) for p in pu.outputs if not p.exists()]
+            if missing:
+                return JobStatus(JobState.FAILED, status.exit_code,
+                                 "finished but did not make its outputs: " + ", ".join(missing))
         if self.inflight.interrupted.is_set() and status.state != JobState.COMPLETED:
-            status = JobStatus(JobState.CANCELED, status.exit_code, "interrupted")
-        return self._record(pu, st, record_file, record, status, replica)
+            return JobStatus(JobState.CANCELED, status.exit_code, "interrupted")
+        return status
 
     def _launch(self, node: Unit, st: UnitState, record_file: Path | str, record: JobRecord,
                 ctx: UnitContext, attach: str | None) -> JobStatus | None:
@@ -244,14 +333,19 @@ class UnitRunner:
                 write_record(record_file, record)
                 st.append_status(record.attempt, "queued", f"job {record.job_id}",
                                  record.job_id)
-                self.emit("submitted", node.name, f"job {record.job_id}")
+                self.emit("submitted", label(node), f"job {record.job_id}")
             else:
-                st.append_status(record.attempt, "running", f"pid {record.job_id}")
+                self._writing(lambda: st.append_status(record.attempt, "running",
+                                                       f"pid {record.job_id}"))
         if self.options.no_wait:
             return None
         assert record.job_id is not None
         self.inflight.add(record.job_id, node.name)
         try:
+            if self.inflight.interrupted.is_set():
+                # Submitted while the interrupt was cancelling what it saw in flight: this
+                # one it may have missed.
+                self.transformer.cancel([record.job_id])
             return self.waiter(record.job_id)
         except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
             self.inflight.interrupted.set()
@@ -261,26 +355,71 @@ class UnitRunner:
             self.inflight.discard(record.job_id)
 
     def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, record: JobRecord,
-                status: JobStatus, replica: int | None) -> Outcome:
-        missing = [str(p) for p in pu.outputs if not p.exists()]
-        if status.state == JobState.COMPLETED and missing and (replica is None):
-            status = JobStatus(JobState.FAILED, status.exit_code,
-                               "finished but did not make its outputs: " + ", ".join(missing))
+                status: JobStatus, replica: int | None, checked: bool = False) -> Outcome:
+        """Record how the attempt ended (``checked``: ``status`` went through _final)."""
+        if not checked:
+            status = self._final(pu, status, replica)
         record.state = "interrupted" if status.info == "interrupted" else status.state.value
         record.exit_code = status.exit_code
         record.finished = time.time()
         record.info = status.info
-        write_record(record_file, record)
-        if pu.whole_group:
-            self._record_children(pu, record)
         info = status.info or (f"exit {status.exit_code}" if status.exit_code else "")
         if record.job_id and self.transformer.polled:
             info = f"job {record.job_id}; {info}".rstrip("; ")
-        st.append_status(record.attempt, record.state, info, record.job_id, record.exit_code)
+
+        def write() -> None:  # each part can be written again: atomic, or an appended line
+            write_record(record_file, record)
+            if pu.whole_group:
+                self._record_children(pu, record)
+            st.append_status(record.attempt, record.state, info, record.job_id,
+                             record.exit_code)
+            if status.state == JobState.COMPLETED:
+                self._done(pu, st, record, replica)
+
+        self._writing(write)
         if status.state != JobState.COMPLETED:
             return Outcome(False, info, status)
-        self._done(pu, st, record, replica)
         return Outcome(True, "", status)
+
+    def _ended_unrecorded(self, pu: PlannedUnit, st: UnitState, record_file: Path | str,
+                          attempt: int, sig: str, replica: int | None) -> Outcome | None:
+        """An attempt whose run was killed after its command ended, before the end was
+        recorded: its waiter wrote the exit code (see transformers/local.py). A completion of
+        this very definition is adopted and recorded now; anything else runs again."""
+        from ..transformers.local import exit_file, read_exit
+
+        ended = read_exit(exit_file(st.stdout(attempt, replica)))
+        if ended is None or ended != (0, sig):
+            return None
+        record = JobRecord(attempt=attempt, token=_token(pu.node.name, attempt),
+                           state="running", transformer=self.transformer.name,
+                           signature=sig, digest=pu.node.digest,
+                           definition=definition(pu.node))
+        self.emit("adopted", label(pu.node), f"attempt {attempt} completed as its run ended")
+        return self._record(pu, st, record_file, record, JobStatus(
+            JobState.COMPLETED, 0, "completed as its run was killed: recorded by its waiter"),
+            replica)
+
+    # -- a full state folder -------------------------------------------------------------------
+    def _writing(self, write: Callable[[], None]) -> None:
+        """Write records; if the disk is full, stop the run, free the reserve and write them
+        again: the end of a job that ran must land, or --resume would run it again."""
+        try:
+            write()
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            self._full()
+            write()
+
+    def _full(self) -> None:
+        self.inflight.halt(f"{STATE_FULL}: {self.state.root}")
+        self.state.release_reserve()
+
+    def _not_started(self) -> str:
+        if self.inflight.reason.startswith(STATE_FULL):
+            return f"not started: {self.inflight.reason}"
+        return NOT_STARTED
 
     def _done(self, pu: PlannedUnit, st: UnitState, record: JobRecord, replica: int | None
               ) -> None:
@@ -326,6 +465,7 @@ class UnitRunner:
     def _record_children(self, pu: PlannedUnit, record: JobRecord) -> None:
         """Record each task inside a group job from the exit files its script wrote."""
         assert isinstance(pu.node, Group)
+        states: dict[str, str] = {}
         for child in pu.node.walk():
             if not isinstance(child, Task):
                 continue
@@ -336,13 +476,24 @@ class UnitRunner:
             except (OSError, ValueError):
                 code = None
             state = "completed" if code == 0 else ("failed" if code is not None else "not run")
+            states[child.key] = state
             cst.append_status(record.attempt, state,
                               f"in group {pu.node.name}" + (f"; exit {code}" if code else ""))
+        # A group nested in this one ran inside the same job and writes no exit file: it is as
+        # its tasks are. Unrecorded, it read "never run", and `status` then called everything
+        # after it blocked.
+        for child in pu.node.walk():
+            if isinstance(child, Group):
+                inner = [states[t.key] for t in child.walk() if isinstance(t, Task)]
+                state = next((s for s in ("failed", "not run") if s in inner), "completed")
+                gst = self.state.unit(child)
+                gst.ensure()  # its folder is made only when a run plans it on its own
+                gst.append_status(record.attempt, state, f"in group {pu.node.name}")
 
     # -- helpers -------------------------------------------------------------------------------
     def _context(self, pu: PlannedUnit, st: UnitState, attempt: int, token: str,
                  replica: int | None, after_jobs: list[str] | None = None,
-                 create: bool = True) -> UnitContext:
+                 create: bool = True, signature: str = "") -> UnitContext:
         children: dict[str, Path] = {}
         if pu.whole_group and isinstance(pu.node, Group):
             for child in pu.node.walk():
@@ -354,7 +505,8 @@ class UnitRunner:
         return UnitContext(spec=self.spec, workdir=st.dir, attempt=attempt, token=token,
                            stdout=st.stdout(attempt, replica), stderr=st.stderr(attempt, replica),
                            cwd=pu.cwd, children=children, replica=replica or 0,
-                           after_jobs=tuple(after_jobs or ()), prologue=_prologue(pu, st))
+                           after_jobs=tuple(after_jobs or ()), prologue=_prologue(pu, st),
+                           signature=signature)
 
     def signature(self, pu: PlannedUnit) -> str:
         """What an attempt ran: the definition, the transformer, and its inputs' states."""

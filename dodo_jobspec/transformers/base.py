@@ -72,6 +72,10 @@ class UnitContext:
     # Bash scripts the job runs first, in order, on its batch host (in-job staging, e.g.
     # sbcast): a failing one fails the job before the unit's command starts.
     prologue: Sequence[Path] = ()
+    # What the attempt runs (definition and inputs): a transformer that records the end of a
+    # job itself (the local waiter's exit file) writes it beside the exit code, so that an
+    # end is only adopted for the definition it ran.
+    signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,11 @@ class Transformer(ABC):
                             (step.spec_path,), "supported steps: "
                             + ", ".join(sorted(self.supported_steps)), str(spec.path)))
         return problems
+
+    def unavailable(self) -> str | None:
+        """Why this machine cannot reach the workload manager at all (its commands missing,
+        no configuration), or None. Asked before a run starts anything; `plan` does not ask."""
+        return None
 
     def choose(self, node: Unit) -> tuple[ResourceRequest | None, str]:
         """Pick one alternative of ``node``'s resources and say why."""

@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -265,6 +266,13 @@ class FluxTransformer(Transformer):
                     "ask for fewer resources, or run it in a larger Flux instance",
                     str(spec.path)))
         return problems
+
+    def unavailable(self) -> str | None:
+        """No `flux` command, and no Python bindings with an instance to talk to."""
+        if shutil.which("flux") is None and not self._api():
+            return "flux is not on PATH: run inside a Flux instance, or add flux-core's bin " \
+                   "folder to PATH"
+        return None
 
     # -- what is submitted ----------------------------------------------------------------------
     def jobs(self, unit: Unit, ctx: UnitContext) -> list[FluxJob]:

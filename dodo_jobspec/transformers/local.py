@@ -17,6 +17,7 @@ import itertools
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,24 @@ from .base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as Slurm's KillWait does
 RUN_MARKER = "JOBSPEC_DO_RUN"  # names the run that started a task, in the task's environment
+
+# Each task runs as the child of a tiny shell, its waiter, which writes the command's exit
+# code and the attempt's signature to exit.N (exit.N.R for a replica) the moment it ends,
+# then exits with that code. The waiter outlives a kill -9 of jobspec-do (the watchdog kills
+# the command, never the waiter), so an end that came just before the kill is on disk and
+# --resume adopts it instead of running the task again. One write of a few bytes: a reader
+# sees no file, an empty one (not ended, as far as anyone knows) or the whole line. A command
+# killed by a signal takes its waiter with it by the same signal, so the run sees what it
+# saw before (killed by signal N). The string command runs in a subshell (a fork, no exec
+# of another shell); a list is exec'd from one.
+WAITER_NAME = "jobspec-do-task"  # the waiter's argv[0]: the watchdog tells it apart by this
+_WAITER = """f=$1 s=$2 k=$3; shift 3
+if [ "$k" = s ]; then (c=$1; shift; eval "$c"); else ("$@"); fi
+rc=$?
+printf '%s %s\\n' "$rc" "$s" > "$f"
+if [ "$rc" -gt 128 ] && [ "$rc" -lt 160 ]; then kill -$((rc - 128)) $$ 2>/dev/null; fi
+exit "$rc"
+"""
 
 
 class LocalTransformer(Transformer):
@@ -140,14 +159,19 @@ class LocalTransformer(Transformer):
         number = next(self._numbers)
         mark = f"{self._run}:{number}"
         env[RUN_MARKER.encode()] = mark.encode()
-        argv = self.argv(unit)
+        command = self.argv(unit)
+        if not isinstance(unit.command, str):
+            _check_program(unit.name, command[0], env, ctx.cwd)
+        argv = [WAITER_NAME, "-c", _WAITER, WAITER_NAME, os.fspath(exit_file(ctx.stdout)),
+                ctx.signature or "-"]
+        argv += ["s", unit.command] if isinstance(unit.command, str) else ["l", *command]
         dog = self._watchdog()  # up before the first task starts: it must outlive it
         try:
             proc = _spawn(argv, ctx, env, here)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename not in (None, argv[0]) else ""
             raise SubmitError(f"task '{unit.name}': cannot start "
-                              f"{argv[0]!r}: {exc.strerror}{where}") from exc
+                              f"{command[0]!r}: {exc.strerror}{where}") from exc
         started = _start_time(proc.pid)
         job_id = f"{proc.pid}:{started}"
         dog.send(f"{proc.pid} {started} {number}")  # the pid is the group id: a new session
@@ -240,13 +264,15 @@ class LocalTransformer(Transformer):
 
 
 # Reads "PGID STARTTIME" lines, one per task, until "done" (jobspec-do ended its run) or the
-# end of input (jobspec-do exited or was killed, however). Then it kills every registered
-# group whose leader is still that same process (its start time tells a reused pid apart),
-# zombie or alive; and unless told "done", every process that carries this run's marker in
-# its environment: a task started just before a kill -9 had no time to be registered.
+# end of input (jobspec-do exited or was killed, however). Then it kills every process of
+# every registered group whose leader (the task's waiter) is still that same process (its
+# start time tells a reused pid apart); and unless told "done", the groups of every process
+# that carries this run's marker in its environment: a task started just before a kill -9
+# had no time to be registered. Never a waiter itself: it records how its command ended.
 _WATCHDOG = """
 import os, signal, sys
 prefix, tasks, ended, done = sys.argv[1].encode(), {}, set(), False
+waiter = sys.argv[2].encode() + b"\\0"
 for line in sys.stdin.buffer:
     words = line.split()
     if words == [b"done"]:
@@ -256,21 +282,39 @@ for line in sys.stdin.buffer:
         ended.add(words[1])
     elif len(words) == 3:
         tasks[words[2]] = words[:2]
+groups = set()
 for number, (pgid, started) in tasks.items():
     try:
         with open(b"/proc/" + pgid + b"/stat", "rb") as fh:
             if number not in ended and fh.read().rsplit(b")", 1)[1].split()[19] == started:
-                os.killpg(int(pgid), signal.SIGKILL)
+                groups.add(int(pgid))
     except (OSError, IndexError, ValueError):
         pass
-for name in () if done else os.listdir("/proc"):
+names = [n for n in os.listdir("/proc") if n.isdigit()] if groups or not done else []
+for name in () if done else names:
     try:
         with open("/proc/" + name + "/environ", "rb") as fh:
             for var in fh.read().split(b"\\0"):
                 if var.startswith(prefix) and var[len(prefix):] not in ended:
-                    os.killpg(os.getpgid(int(name)), signal.SIGKILL)
+                    groups.add(os.getpgid(int(name)))
     except (OSError, ValueError):
         pass
+def kill_groups():
+    for name in names:
+        try:
+            with open("/proc/" + name + "/stat", "rb") as fh:
+                pgid = int(fh.read().rsplit(b")", 1)[1].split()[2])
+            if pgid not in groups:
+                continue
+            if pgid == int(name):
+                with open("/proc/" + name + "/cmdline", "rb") as fh:
+                    if fh.read().startswith(waiter):
+                        continue
+            os.kill(int(name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass
+kill_groups()
+kill_groups()  # what forked while the first pass went by
 """
 
 
@@ -288,7 +332,7 @@ class _Watchdog:
     """
 
     def __init__(self, prefix: str, lock_fd: int | None) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, prefix],
+        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, prefix, WAITER_NAME],
                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True,
                                      pass_fds=() if lock_fd is None else (lock_fd,))
@@ -314,22 +358,55 @@ class _Watchdog:
             self.proc.wait(timeout=10)
 
 
+def exit_file(stdout: Path) -> Path:
+    """Where a task's waiter writes how it ended: exit.N[.R] beside its stdout.N[.R]."""
+    return stdout.with_name("exit" + stdout.name[len("stdout"):])
+
+
+def read_exit(path: Path | str) -> tuple[int, str] | None:
+    """(exit code, signature) from a waiter's exit file; None if it did not end (as far as
+    anyone knows: no file, or one cut short)."""
+    try:
+        with open(path, "rb") as fh:
+            words = fh.read().split()
+        return int(words[0]), words[1].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _check_program(task: str, program: str, env: dict[bytes, bytes], cwd: Path) -> None:
+    """SubmitError when a list command's program cannot be found or run: the waiter would
+    only say so on the task's stderr, as exit 127."""
+    if "/" in program:
+        path = program if os.path.isabs(program) else os.path.join(cwd, program)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return
+        why = "No such file or directory" if not os.path.exists(path) else "Permission denied"
+    else:
+        search = os.fsdecode(env.get(b"PATH", os.defpath.encode()))
+        if shutil.which(program, path=search) is not None:
+            return
+        why = "No such file or directory"
+    raise SubmitError(f"task '{task}': cannot start {program!r}: {why}")
+
+
 def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
            ) -> subprocess.Popen[bytes] | _Spawned:
     """Start ``argv`` in its own session, stdin from /dev/null, stdout/stderr to the logs.
 
-    posix_spawn where it can do the job: it costs the parent a third of what Popen does.
-    Through ctypes (spawn.py) it also leaves the GIL to doit's other threads while the child
-    starts, and can enter another directory; ``os.posix_spawn`` is the fallback on other
-    libcs. Neither searches PATH as Popen does (in the task's environment): a relative
-    program name goes through Popen.
+    ``argv`` is the waiter's (see _WAITER): always /bin/sh, which finds the task's program
+    on the task's PATH. posix_spawn where it can do the job: it costs the parent a third of
+    what Popen does. Through ctypes (spawn.py) it also leaves the GIL to doit's other threads
+    while the child starts, and can enter another directory; ``os.posix_spawn`` is the
+    fallback on other libcs, and Popen for another directory there.
     """
     _close_inherited()
     cwd = os.fspath(ctx.cwd)
-    if argv[0].startswith("/") and spawn.available() and (cwd == here or spawn.can_chdir()):
-        return _Spawned(spawn.spawn(argv[0], argv, env, _devnull(), os.fspath(ctx.stdout),
+    shell = "/bin/sh"  # argv[0] is the waiter's name, which the watchdog looks for
+    if spawn.available() and (cwd == here or spawn.can_chdir()):
+        return _Spawned(spawn.spawn(shell, argv, env, _devnull(), os.fspath(ctx.stdout),
                                     os.fspath(ctx.stderr), None if cwd == here else cwd))
-    if argv[0].startswith("/") and os.fspath(ctx.cwd) == here:
+    if os.fspath(ctx.cwd) == here:
         # The logs are opened here, not by the child: this thread holds the GIL until the
         # child has exec'd, and creating a file on a busy disk can take half a millisecond.
         create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -341,15 +418,15 @@ def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
                            (os.POSIX_SPAWN_DUP2, err, 2)]
                 # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored
                 # across exec: Popen resets them (restore_signals), and so must we.
-                return _Spawned(os.posix_spawn(argv[0], argv, env, file_actions=actions,
+                return _Spawned(os.posix_spawn(shell, argv, env, file_actions=actions,
                                                setsid=True, setsigdef=_RESTORED_SIGNALS))
             finally:
                 os.close(err)
         finally:
             os.close(out)
     with _log(ctx.stdout) as out, _log(ctx.stderr) as err:
-        return subprocess.Popen(argv, cwd=ctx.cwd, env=env, stdout=out, stderr=err,
-                                stdin=_devnull(), start_new_session=True)
+        return subprocess.Popen(argv, executable=shell, cwd=ctx.cwd, env=env, stdout=out,
+                                stderr=err, stdin=_devnull(), start_new_session=True)
 
 
 def _log(path: Path | str) -> IO[bytes]:

@@ -17,8 +17,10 @@ The measured Slurm 22.05 behaviour behind these choices is in shared/reference/s
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -115,6 +117,21 @@ class ClusterInfo:
         return None
 
 
+# Where slurmd keeps the configuration a configless cluster's controller sent it.
+CONFIGLESS_CONF = "/run/slurm/conf/slurm.conf"
+
+
+def _no_conf() -> str | None:
+    """Why Slurm's commands will find no configuration here, or None."""
+    told = os.environ.get("SLURM_CONF")
+    places = [told] if told else ["/etc/slurm/slurm.conf", CONFIGLESS_CONF]
+    if any(os.path.exists(p) for p in places):
+        return None
+    where = f"SLURM_CONF names {told}, which does not exist" if told else \
+        f"there is no {places[0]}"
+    return f"{where}: set SLURM_CONF to your cluster's slurm.conf"
+
+
 class SlurmTransformer(Transformer):
     """Submits each top-level task or group as one sbatch job (a job array for replicas)."""
 
@@ -137,6 +154,8 @@ class SlurmTransformer(Transformer):
         """The cluster as sinfo describes it (asked once), or None when sinfo does not answer."""
         if not self._asked_sinfo:
             self._asked_sinfo = True
+            if _no_conf() is not None:  # sinfo would retry for a minute, then fail
+                return None
             out = _client(["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
             self._cluster = ClusterInfo.parse(out.stdout) if out and out.returncode == 0 else None
         return self._cluster
@@ -159,6 +178,15 @@ class SlurmTransformer(Transformer):
                     f"{reason}", (node.spec_path,),
                     "ask for fewer resources, or choose another partition", str(spec.path)))
         return problems
+
+    def unavailable(self) -> str | None:
+        """sbatch missing, or no slurm.conf where Slurm's commands look for it.
+
+        Not by asking sinfo: without a configuration it retries for a minute."""
+        if shutil.which("sbatch") is None:
+            return "sbatch is not on PATH: install Slurm's client commands, or add their " \
+                   "folder to PATH"
+        return _no_conf()
 
     def _unfit(self, node: Unit, req: ResourceRequest) -> str | None:
         cluster = self.cluster

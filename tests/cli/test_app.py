@@ -331,12 +331,18 @@ def test_nonsense_numbers_are_usage_errors(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.parametrize("flags", [["--no-wait"], ["--cron", "--no-wait"]])
 def test_no_wait_on_the_local_transformer_is_refused_naming_the_flag(
         tmp_path: Path, flags: list[str]) -> None:
+    """Refused the same way whether work is left or everything is up to date (that case
+    used to exit 0 from the no-op answer)."""
     write(tmp_path, RUNS)
-    r = jobspec_do(*flags, "spec.yaml", cwd=tmp_path)
-    assert (r.returncode, r.stdout) == (2, ""), r
-    assert r.stderr == ("jobspec-do: error: --no-wait needs a scheduler: the local transformer "
-                        "runs tasks as children of jobspec-do (use -t slurm or -t flux)\n")
-    assert not (tmp_path / "ran.txt").exists()
+    for case in ("work left", "all up to date"):
+        r = jobspec_do(*flags, "spec.yaml", cwd=tmp_path)
+        assert (r.returncode, r.stdout) == (2, ""), (case, r)
+        assert r.stderr == ("jobspec-do: error: --no-wait needs a scheduler: the local "
+                            "transformer runs tasks as children of jobspec-do (use -t slurm "
+                            "or -t flux)\n")
+        if case == "work left":
+            assert not (tmp_path / "ran.txt").exists()
+            assert jobspec_do("spec.yaml", cwd=tmp_path).returncode == 0
 
 
 def test_cron_on_the_local_transformer_runs_the_spec_through_quietly(tmp_path: Path) -> None:
@@ -369,14 +375,15 @@ def test_cron_help_says_what_it_does_on_each_kind_of_transformer() -> None:
 
 
 def test_sigterm_while_a_spec_loads_exits_130_without_a_traceback(tmp_path: Path) -> None:
-    """Before a run sets up its own handling a SIGTERM killed jobspec-do outright (143);
-    Ctrl-C gave a traceback from whatever was being imported."""
+    """Before a run sets up its own handling a SIGTERM killed jobspec-do outright (143), and
+    SIGHUP (a dropped ssh session) with 129; Ctrl-C gave a traceback from whatever was
+    being imported."""
     lines = ["version: 1", "tasks:"]
     lines += [f"- {{name: t{i}, command: 'true'}}" for i in range(40000)]
     spec = tmp_path / "big.yaml"
     spec.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "JOBSPEC_DO_CACHE": "0"}  # parse it every time: seconds, not ms
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         proc = subprocess.Popen([sys.executable, "-c", "from dodo_jobspec.cli.app import console; "
                                  "console()", "plan", str(spec)], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -409,3 +416,25 @@ def test_cron_locally_does_not_rerun_a_failed_task_every_tick(tmp_path: Path) ->
     assert counts(tmp_path) == {"bad": 3, "good": 1}
     plain = jobspec_do(spec, cwd=tmp_path)  # without --cron a failed task is retried as ever
     assert plain.returncode == 0
+
+
+def test_the_readmes_local_crontab_line_works_in_crons_bare_environment(tmp_path: Path) -> None:
+    """`jobspec-do: not found` under cron: the README's line names the executable by its
+    absolute path, and runs with nothing but what cron sets."""
+    import re
+    import shutil as sh
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(m.group(1) for m in re.finditer(r"^    \* \* \* \* \*  (.*)$", readme, re.M)
+                if "-t slurm" not in m.group(1))
+    exe = sh.which("jobspec-do") or str(Path(sys.executable).parent / "jobspec-do")
+    assert Path(exe).is_absolute() and Path(exe).exists(), exe
+    line = line.replace("/work/project/.venv/bin/jobspec-do", exe).replace(
+        "/work/project", str(tmp_path))
+    write(tmp_path, RUNS, "pipeline.yaml")
+    for _ in range(2):
+        r = subprocess.run(["env", "-i", "HOME=" + str(tmp_path), "LOGNAME=root",
+                            "SHELL=/bin/sh", "PATH=/usr/bin:/bin", "/bin/sh", "-c", line],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran.txt").exists()

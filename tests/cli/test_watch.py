@@ -262,13 +262,33 @@ def wait_for(path: Path, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_during_a_run_exits_0_and_leaves_nothing_half_done(tmp_path: Path) -> None:
+def test_sigterm_finishes_the_spec_in_hand_then_stops(tmp_path: Path) -> None:
+    """What a service manager expects (and the README says): it used to interrupt the run."""
+    (tmp_path / "out").mkdir()
+    write(tmp_path, SLOW, "slow.yaml")
+    proc = start_watch(tmp_path, "--every", "1", "--settle", "0.2")
+    try:
+        wait_for(tmp_path / "started")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert (tmp_path / "out" / "long.txt").read_text() == "finished\n"
+    assert names(tmp_path / "done") == ["slow.yaml", "slow.yaml.report.html",
+                                        "slow.yaml.status.json"], out
+
+
+def test_a_second_sigterm_interrupts_and_leaves_nothing_half_done(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     spec = write(tmp_path, SLOW, "slow.yaml")
     original = spec.read_bytes()
     proc = start_watch(tmp_path, "--every", "1", "--settle", "0.2")
     try:
         wait_for(tmp_path / "started")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -391,4 +411,4 @@ def test_a_spec_that_changed_while_it_ran_runs_again_before_it_is_done(
     [second] = w.cycle()
     assert (tmp_path / "b.txt").exists()  # the task the first look had not seen ran
     assert second.what == "done"  # `a` was up to date: the spec did not change this time
-    assert names(tmp_path / "done") == ["job.yaml", "job.yaml.status.json"]
+    assert names(tmp_path / "done") == ["job.yaml", "job.yaml.report.html", "job.yaml.status.json"]

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -353,7 +354,9 @@ def test_a_task_started_just_before_a_kill_9_dies_with_its_run(tmp_path: Path) -
 def test_an_empty_job_record_is_reported_then_repaired(tmp_path: Path, how: str) -> None:
     """A power loss without fsync can leave a zero-length record. Truncated in place it also
     empties done.json (a hard link): status says so for that task only, and the next run
-    runs it again. Replaced by an empty file, done.json still tells that it completed."""
+    adopts the attempt from its waiter's exit file (it completed, with this definition) and
+    writes the record afresh. Replaced by an empty file, done.json still tells that it
+    completed."""
     spec = tmp_path / "spec.yaml"
     spec.write_text("version: 1\ntasks:\n"
                     "- {name: a, command: 'echo x >> count.a; echo A > a.out', outputs: [a.out]}\n"
@@ -377,8 +380,13 @@ def test_an_empty_job_record_is_reported_then_repaired(tmp_path: Path, how: str)
     assert units["a"]["state"] == "unknown" and "job.json is unreadable" in units["a"]["info"]
     r = jobspec_do(spec, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert counts(tmp_path) == {"a": 2, "b": 1}
+    assert counts(tmp_path) == {"a": 1, "b": 1}
     assert json.loads(record.read_text())["state"] == "completed"
+    (record.parent / "exit.1").write_text("")  # cut short too: nothing tells it completed
+    with open(record, "r+") as fh:
+        fh.truncate(0)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"a": 2, "b": 1}
     final = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)
     assert final["complete"]
 
@@ -446,3 +454,34 @@ tasks:
     finally:
         with contextlib.suppress(OSError, ValueError):
             os.kill(int((tmp_path / "escaped.pid").read_text()), signal.SIGKILL)
+
+
+def _kill_at_the_end(folder: Path, delay: float) -> None:
+    """Start a run of one task, kill -9 it ``delay`` s after the task's command has done its
+    work (its count line is its last act), and let the watchdog do its work."""
+    proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", "spec.yaml"],
+                            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    count = folder / "count.a"
+    deadline = time.monotonic() + 60
+    while not count.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the task never ran"
+        time.sleep(0.0002)
+    time.sleep(delay)
+    proc.kill()
+    proc.wait()
+
+
+def test_a_kill_at_the_instant_a_task_ends_never_runs_it_again(tmp_path: Path) -> None:
+    """A kill -9 within ~0-6 ms after a task's command ended left it running/lost, and
+    --resume ran it again (4 of 42 timed kills). The task's waiter records the end on disk
+    whatever happens to jobspec-do, and --resume (or a plain run) adopts it."""
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\ntasks: [{name: a, command: 'echo x >> count.a'}]\n")
+    rng = random.Random(7)
+    for trial in range(16):
+        shutil.rmtree(tmp_path / ".jobspec-do", ignore_errors=True)
+        (tmp_path / "count.a").unlink(missing_ok=True)
+        _kill_at_the_end(tmp_path, rng.uniform(0, 0.006))
+        r = jobspec_do(tmp_path / "spec.yaml", "--resume", "--wait-lock", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert counts(tmp_path) == {"a": 1}, (trial, r.stderr)

@@ -342,3 +342,89 @@ def test_folder_inputs_follow_links_ignore_hidden_entries_and_broken_links(
     (tmp_path / "real" / "new.txt").write_text("new\n")  # a new match behind a link
     assert run() == {"deep": 3, "pack": 3}
     assert run() == {"deep": 3, "pack": 3}
+
+
+BLOCKING = """
+    version: 1
+    tasks:
+    - {name: a, command: "test -e ok"}
+    - {name: b, command: "touch b.txt", depends_on: [a], outputs: [b.txt]}
+    - {name: c, command: "cat b.txt", inputs: [b.txt]}
+    - {name: d, command: "true"}
+    """
+
+
+def test_a_failure_counts_the_tasks_it_blocks_and_status_shows_them_out_of_date(
+        tmp_path: Path) -> None:
+    """All four completed once; then a fails. b (after a) and c (after b: it reads what b
+    makes, an inferred edge) will run again: the summary counts them, and status no longer
+    calls them completed."""
+    spec = write(tmp_path, BLOCKING)
+    (tmp_path / "ok").touch()
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    (tmp_path / "ok").unlink()
+    spec.write_text(spec.read_text().replace("test -e ok", "test -e ok  # edited"))
+    r = jobspec_do(spec, "-k", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "FAILED: 0 ran, 1 up to date, 1 failed, 2 blocked in " in r.stderr, r.stderr
+    r = jobspec_do(spec, cwd=tmp_path)  # without -k the run stops at the failure
+    assert ", 1 failed, 2 not run in " in r.stderr or ", 1 failed, 3 not run in " in r.stderr, \
+        r.stderr
+    r = jobspec_do("status", spec, "--json", cwd=tmp_path)
+    assert r.returncode == 1
+    status = json.loads(r.stdout)
+    states = {u["name"]: (u["state"], u["info"]) for u in status["units"]}
+    assert not status["complete"]
+    assert states["a"][0] == "failed" and states["d"][0] == "completed"
+    assert states["b"] == ("blocked", "out of date: upstream task 'a' is failed; it runs "
+                                      "again after that one completes")
+    assert states["c"][0] == "blocked" and "upstream task 'b' is blocked" in states["c"][1]
+    table = jobspec_do("status", spec, cwd=tmp_path).stdout
+    assert "\nb     blocked " in table, table
+
+
+def test_adding_a_callback_url_reruns_nothing(tmp_path: Path) -> None:
+    """attributes.callback is where the run reports, not part of any task's definition."""
+    spec = write(tmp_path, PIPELINE)
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    text = spec.read_text().replace("name: pipe\n", "name: pipe\nattributes:\n"
+                                    "  callback: http://127.0.0.1:9/hook\n")
+    spec.write_text(text)
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert counts(tmp_path) == {"build": 1, "docs": 1, "fetch": 1, "test": 1}, r.stderr
+
+
+def test_graph_shows_the_edges_plan_infers_from_inputs_and_outputs(tmp_path: Path) -> None:
+    """c reads b.txt, which b makes: plan orders c after b; graph left that edge out."""
+    spec = write(tmp_path, BLOCKING)
+    text = jobspec_do("graph", spec, cwd=tmp_path).stdout
+    assert "- task c  <- reads what b makes (inferred)" in text, text
+    dot = jobspec_do("graph", spec, "--format", "dot", cwd=tmp_path).stdout
+    assert '"task/b" -> "task/c" [style=dashed, label="inferred"];' in dot, dot
+    mermaid = jobspec_do("graph", spec, "--format", "mermaid", cwd=tmp_path).stdout
+    assert "n1 -.->|inferred| n2" in mermaid, mermaid
+
+
+def test_a_folder_input_is_compared_by_content_like_a_file(tmp_path: Path) -> None:
+    """A `touch` under a folder input re-ran its task, where a file or glob input compares
+    content: one rule for all."""
+    import os
+    import time
+
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: f, command: "echo x >> count.f", inputs: [data]}
+        - {name: g, command: "echo x >> count.g", inputs: [data/a.txt]}
+        """)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("one")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    later = time.time() + 5
+    os.utime(tmp_path / "data" / "a.txt", (later, later))  # touch: same content
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"f": 1, "g": 1}
+    (tmp_path / "data" / "a.txt").write_text("two")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"f": 2, "g": 2}

@@ -121,3 +121,31 @@ def test_a_transformer_refuses_a_step_it_does_not_support(tmp_path: Path) -> Non
     assert "cannot run a 'stage' step" in text and "supported steps: write" in text
     assert "tasks[0].steps[0]" in text and "nothing was submitted" in text
     assert not (tmp_path / ".jobspec-do").exists()
+
+
+def test_a_write_steps_file_is_its_output_missing_or_changed_it_is_written_again(
+        tmp_path: Path) -> None:
+    """Deleting job.sh left the step up to date, and the task then ran without it."""
+    from tests.helpers import jobspec_do, write
+
+    spec = write(tmp_path, """
+        version: 1
+        resources: [{type: core, count: 1}]
+        task:
+          command: ["/bin/sh", "job.sh"]
+          transform:
+          - {step: write, filename: job.sh}
+          - {step: submit, filename: job.sh}
+          scripts:
+          - {name: job.sh, content: "echo hi >> count.x"}
+        """, "legacy.yaml")
+    job = tmp_path / "job.sh"
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    job.unlink()
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert job.read_text() == "echo hi >> count.x"
+    job.write_text("echo edited by hand")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    assert job.read_text() == "echo hi >> count.x"
+    r = jobspec_do(spec, cwd=tmp_path)  # and now all is up to date
+    assert "0 ran" in r.stderr or r.stderr.strip().endswith("up to date"), r.stderr

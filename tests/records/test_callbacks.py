@@ -471,3 +471,33 @@ def test_a_url_with_credentials_is_refused_and_no_url_reaches_the_records(
     for name in ("job.json", "done.json"):
         text = (tmp_path / ".jobspec-do" / "spec" / "tasks" / "a" / name).read_text()
         assert "tok-123" not in text and "127.0.0.1:9" not in text
+
+
+@pytest.mark.parametrize("command", [(), ("status",)])
+def test_a_run_that_runs_nothing_still_sends_what_is_left_in_the_outbox(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    """A cron user whose spec had finished never heard: events stayed in outbox/ until a
+    task ran again. A no-op run, a quiet tick and `status` send them first."""
+    from tests.helpers import jobspec_do, write
+
+    down = Receiver(codes=(500,))
+    try:
+        spec = write(tmp_path, f"""
+            version: 1
+            attributes: {{callback: "{down.url}"}}
+            tasks: [{{name: a, command: "true"}}]
+            """)
+        assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+        outbox = tmp_path / ".jobspec-do" / "spec" / "outbox"
+        left = outbox_files(outbox)
+        assert left, "the receiver was down: the events should have stayed"
+        down.codes = [200]
+        before = len(down.requests)
+        for args in ([spec, "--cron"] if not command else [*command, spec],):
+            r = jobspec_do(*args, cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+        assert outbox_files(outbox) == []
+        sent = [json.loads(body)["state"] for _, body in down.requests[before:]]
+        assert "completed" in sent, sent
+    finally:
+        down.stop()

@@ -87,12 +87,13 @@ def test_status_lines_read_back_with_csv_and_give_the_last_attempt(tmp_path: Pat
     assert st.last_attempt() == 10
 
 
-def test_a_run_leaves_five_files_per_task_and_done_is_the_completed_job(tmp_path: Path) -> None:
+def test_a_run_leaves_six_files_per_task_and_done_is_the_completed_job(tmp_path: Path) -> None:
     spec = write(tmp_path, ONE.format(cmd="echo hi > out.txt"))
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
     unit = tmp_path / ".jobspec-do" / "spec" / "tasks" / "make"
-    assert sorted(os.listdir(unit)) == ["done.json", "job.json", "status.csv", "stderr.1",
-                                        "stdout.1"]
+    # exit.1: the local waiter's record of how the command ended (transformers/local.py)
+    assert sorted(os.listdir(unit)) == ["done.json", "exit.1", "job.json", "status.csv",
+                                        "stderr.1", "stdout.1"]
     assert os.path.samefile(unit / "done.json", unit / "job.json")
     job = json.loads((unit / "job.json").read_text())
     assert job["state"] == "completed" and job["definition"]["command"] == "echo hi > out.txt"

@@ -134,7 +134,7 @@ def test_an_attempt_in_flight_is_reported_not_the_record_of_the_one_before(
             "running", 2, None, None)
         pid = int(unit["job_id"].split(":")[0])  # the running process, not attempt 1's
         assert (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
-                == [b"/bin/sh", b"-c"])
+                == [b"jobspec-do-task", b"-c"])  # the task's waiter (transformers/local.py)
         assert unit["stdout"].endswith("stdout.2")
     finally:
         run.send_signal(signal.SIGINT)
@@ -286,3 +286,38 @@ def test_the_table_says_why_a_task_failed_under_its_row(tmp_path: Path) -> None:
     row = next(i for i, line in enumerate(lines) if line.startswith("bad "))
     assert lines[row + 1] == f"  exit 3 (logs: {logs}/bad/stderr.1)"
     assert lines[-1].startswith("fine ")  # a completed task has no note
+
+
+def test_a_killed_task_waiting_to_be_reaped_is_lost_at_once(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """After a kill -9 the watchdog kills the task at once, but it stays a zombie until its
+    new parent reaps it (1-2 s in a container whose init is slow to): status said
+    `running` all that time. A zombie is no running task; nor is a dead run that its
+    watchdog's inherited lock still names."""
+    from dodo_jobspec.records import status
+    from dodo_jobspec.transformers.local import _start_time
+
+    spec = load_text(tmp_path, "version: 1\ntasks: [{name: a, command: 'sleep 60'}]\n")
+    state = StateDir(tmp_path / "state", spec)
+    st = state.unit(spec.tasks[0])
+    st.ensure()
+    child = subprocess.Popen(["true"])  # not waited for: a zombie once it exits
+    try:
+        deadline = time.monotonic() + 10
+        while _state_of(child.pid) != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        st.append_status(1, "running", f"pid {child.pid}:{_start_time(child.pid)}")
+        assert unit_status(st, run_active=False)["state"] == "lost"
+        monkeypatch.setattr(status, "lock_holder", lambda root: child.pid)
+        assert not status.lock_holder_alive(tmp_path / "state")
+        assert unit_status(st)["state"] == "lost"
+        monkeypatch.setattr(status, "lock_holder", lambda root: os.getpid())
+        assert status.lock_holder_alive(tmp_path / "state")
+    finally:
+        child.wait()
+
+
+def _state_of(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]

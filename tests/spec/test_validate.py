@@ -442,3 +442,57 @@ def test_a_date_where_text_belongs_says_to_quote_it(tmp_path: Path) -> None:
     found = [p for p in found if "resources" not in (p.hint or "")]  # none given here
     assert [(p.line, p.hint) for p in found] == [(6, 'quote it to keep it as text: "2024-01-01"')]
     assert "got a date (2024-01-01" in found[0].message
+
+
+def test_every_cycle_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    """`'d' depends on itself` used to hide the cycle a -> c -> b -> a of the same file, and
+    one cycle any other."""
+    found = problems(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: "true", depends_on: [c]}
+        - {name: b, command: "true", depends_on: [a]}
+        - {name: c, command: "true", depends_on: [b]}
+        - {name: d, command: "true", depends_on: [d]}
+        - {name: e, command: "true", depends_on: [f]}
+        - {name: f, command: "true", depends_on: [e]}
+        """)
+    messages = [p.message for p in found]
+    assert messages == ["dependency cycle: a -> c -> b -> a (each waits for the next)",
+                        "'d' depends on itself",
+                        "dependency cycle: e -> f -> e (each waits for the next)"], messages
+
+
+@pytest.mark.parametrize("line", ["  resources: on", "  name: yes"])
+def test_a_yaml_boolean_gets_a_hint_to_quote_it(tmp_path: Path, line: str) -> None:
+    found = problems(tmp_path, f"""
+        version: 1
+        tasks:
+        - command: "true"
+        {line}
+        """)
+    assert len(found) == 1, found
+    assert found[0].message.endswith("got true") and found[0].line == 4
+    assert found[0].hint is not None and "quote it" in found[0].hint
+    assert "YAML reads unquoted yes, no, on, off, true and false as booleans" in found[0].hint
+
+
+def test_strict_on_a_legacy_file_points_at_its_own_task_line(tmp_path: Path) -> None:
+    """It named paths of the translation (tasks[0].steps[0]...) at line 2:1."""
+    from dodo_jobspec import SpecError, load
+
+    spec = write(tmp_path, """
+        version: 1
+        resources: [{type: core, count: 1}]
+        task:
+          command: ["/bin/sh", "job.sh"]
+          transform:
+          - {step: write, filename: job.sh}
+          scripts:
+          - {name: job.sh, content: "echo hi"}
+        """)
+    with pytest.raises(SpecError) as raised:
+        load(spec, default_resources=ONE_CORE, strict=True)
+    (problem,) = raised.value.problems
+    assert (problem.line, problem.column, problem.path) == (3, 1, ("task",))
+    assert "older 0.0.x jobspec" in problem.message and "drop --strict" in (problem.hint or "")

@@ -95,3 +95,39 @@ def test_an_attempt_starts_when_it_gets_a_slot_not_when_it_queues_for_one(
                                "job.json") for i in range(3)), key=lambda j: j.started or 0)
     assert all(j.started and j.finished for j in jobs)
     assert jobs[2].started >= min(jobs[0].finished, jobs[1].finished)  # type: ignore[type-var]
+
+
+def test_a_job_left_running_by_a_killed_run_is_said_to_run_not_to_have_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain re-run after a kill -9 found the Slurm job still running and called the task
+    failed. It says the job still runs and that --resume re-attaches; the summary does not
+    count it as a failure."""
+    import io
+
+    from dodo_jobspec.engine.console import Console
+    from dodo_jobspec.transformers.base import JobState, JobStatus
+
+    spec = load_text(tmp_path, "version: 1\ntasks: [{name: a, command: [sleep, '60']}]\n")
+    transformer = SlurmTransformer(cluster=ClusterInfo.parse("n1|4|(null)|debug*\n"))
+    state = StateDir(tmp_path / "state", spec)
+    runner = UnitRunner(spec, state, transformer, RunOptions(), lambda *event: None)
+    (pu,) = build(spec, submits_groups=True)
+    st = state.unit(pu.node)
+    st.ensure()
+    write_record(st.job_file, JobRecord(attempt=1, token="jsd-left", job_id="4711",
+                                        state="running", transformer="slurm",
+                                        signature=runner.signature(pu), digest=pu.node.digest))
+    monkeypatch.setattr(transformer, "status",
+                        lambda ids: {i: JobStatus(JobState.RUNNING) for i in ids})
+    outcome = runner.run(pu)
+    assert not outcome.ok
+    out = io.StringIO()
+    console = Console(state, 1, stream=out, live=False)
+    console.failure("a", outcome.message, st)
+    console.summary(False)
+    text = out.getvalue()
+    assert "failed" not in text.replace("0 failed", ""), text
+    assert "running   a: job 4711 from an earlier run (killed?) is running; `jobspec-do " \
+           "--resume SPEC` re-attaches to it and waits" in text, text
+    assert "not done: 0 ran, 0 up to date, 0 failed, 1 still running from an earlier run " \
+           "in " in text, text
