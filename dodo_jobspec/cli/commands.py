@@ -68,6 +68,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.add_argument("--stager", help="how staged paths reach the nodes: shared (default), ssh, "
                                     "flux-archive")
     p.add_argument("--nodes", help="comma-separated nodes for the ssh stager")
+    _burst_arg(p)
     _state_args(p)
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only failures and a closing line (nothing when nothing ran)")
@@ -80,6 +81,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.add_argument("--resources-choice", type=_CHOICE, metavar="I",
                    help="for `a|b` resources, use alternative I (0-based) where it exists")
     p.add_argument("--json", action="store_true", help="machine-readable plan")
+    _burst_arg(p)
     _state_args(p)
     p.set_defaults(func=cmd_plan)
 
@@ -112,6 +114,12 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.set_defaults(func=cmd_cancel)
 
 
+def _burst_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--burst", metavar="NAME[,NAME]",
+                   help="burstable tasks may move to these bursters, tried in this order "
+                        "(entries of the config's `burst:` list, or plugin names)")
+
+
 def _state_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where records live (default: .jobspec-do/<spec name>/ beside SPEC)")
@@ -142,6 +150,8 @@ def _request(args: argparse.Namespace) -> Any:
         no_wait=getattr(args, "no_wait", False) or getattr(args, "cron", False),
         cron=getattr(args, "cron", False), no_wait_asked=getattr(args, "no_wait", False),
         resources_choice=getattr(args, "resources_choice", None),
+        burst=tuple(n.strip() for n in (getattr(args, "burst", None) or "").split(",")
+                    if n.strip()),
         stage=StageConfig(getattr(args, "stager", None) or cfg.stager or "shared",
                           nodes or cfg.nodes, dict(cfg.ssh)))
 

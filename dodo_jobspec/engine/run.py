@@ -24,6 +24,7 @@ from ..errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     LockedError,
+    PluginError,
     SpecError,
     UnsatisfiableError,
 )
@@ -35,6 +36,7 @@ from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
 
 if TYPE_CHECKING:
+    from ..bursters.policy import BurstPolicy
     from ..tasks.unit import Inflight
     from .console import Console, Entry
     from .poller import Poller
@@ -64,6 +66,7 @@ class RunRequest:
     stage: StageConfig = field(default_factory=StageConfig)
     live: bool | None = None  # None: a live display when stderr is a terminal
     config: Path | None = None  # --config
+    burst: tuple[str, ...] = ()  # --burst NAME[,NAME]: only these bursters, in this order
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Prepared:
     # The no-op key of the spec and config files as they were loaded: a run records its
     # manifest under this, so an edit made while it runs is never taken as up to date.
     noop_key: tuple[object, ...] | None = None
+    burst: BurstPolicy | None = None  # where selected tasks may go when the primary is full
 
 
 def prepare(req: RunRequest) -> Prepared:
@@ -103,7 +107,22 @@ def prepare(req: RunRequest) -> Prepared:
     state = StateDir(root, spec)
     state.check_owner()
     return Prepared(spec, transformer, build(spec, transformer.submits_groups), state,
-                    noop_key)
+                    noop_key, burst_policy(req, transformer, root))
+
+
+def burst_policy(req: RunRequest, transformer: Transformer, root: Path) -> BurstPolicy | None:
+    """The run's bursters (config `burst:` and --burst), or None when it has none. Only a
+    scheduler's queued jobs can be moved: on the local transformer there is no queue."""
+    cfg = config.load(req.spec, req.config)
+    if not (cfg.burst or req.burst):
+        return None
+    if not transformer.polled:
+        raise PluginError(f"bursting moves jobs out of a scheduler's queue; the "
+                         f"{transformer.name} transformer has none (use -t flux or -t slurm)")
+    from ..bursters.policy import build as build_policy
+
+    return build_policy(cfg.burst, config_path=cfg.path, names=req.burst,
+                        selector=cfg.burst_selector, order=cfg.burst_order, state_dir=root)
 
 
 def spec_problem(spec: Spec, message: str) -> Any:
@@ -174,6 +193,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     # Imported here: `plan` and `--dry-run` load this module too, and need none of these.
     from doit.doit_cmd import DoitMain
 
+    from ..bursters.move import BurstDriver
     from ..tasks.gate import SlotGate
     from ..tasks.steps import StepRunner
     from ..tasks.unit import Inflight, RunOptions, UnitRunner
@@ -197,6 +217,9 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
                                    retry_failed=req.resume or not req.cron),
                         console.emit, inflight, poller.wait, gate, os.cpu_count() or 1,
                         steps.files)
+    if prep.burst is not None:  # --- burst hook (bursters/move.py)
+        runner.burst = BurstDriver(prep.burst, transformer, console.emit, state.root,
+                                   inflight.interrupted)
     dicts = task_dicts(prep.plan, runner, steps, state,
                        local_replicas=not transformer.submits_groups)
     unit_state = {pu.key: state.unit(pu.node) for pu in prep.plan}
@@ -232,6 +255,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         poller.stop()
+        if runner.burst is not None:
+            runner.burst.close(lambda where: _live_on(prep, where))
         gc.unfreeze()  # the loader froze this run's objects; `watch` runs again in-process
     ok = rc == 0 and not console.failures
     if ok and not interrupted and prep.noop_key is not None:
@@ -291,6 +316,16 @@ def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller) -> 
     while time.monotonic() < deadline and (inflight.snapshot() or transformer.running()):
         time.sleep(0.05)
     time.sleep(0.1)  # the threads write their final records right after their job ends
+
+
+def _live_on(prep: Prepared, transformer: str) -> bool:
+    """Whether a task's record says its job is still queued or running on ``transformer``."""
+    for pu in prep.plan:
+        record = prep.state.unit(pu.node).read_job()
+        if record.transformer == transformer and record.state in ("submitting", "queued",
+                                                                  "running"):
+            return True
+    return False
 
 
 def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],
