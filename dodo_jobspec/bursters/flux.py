@@ -118,4 +118,4 @@ class FluxBurster(Burster):
             self.run(["flux", "job", "urgency", jid, "default"])
 
     def describe(self) -> str:
-        return f"{self.label} (Flux at {self.uri() or '$FLUX_URI'})"
+        return f"{self.label} (Flux, FLUX_URI={self.uri() or '$FLUX_URI'})"

@@ -139,6 +139,35 @@ class BurstDriver:
             self._places[target.label] = target
         return target.transformer()
 
+    def plan(self, unit: Unit, ctx: UnitContext) -> list[str]:
+        """What `plan` says about ``unit``: whether and when it may burst, where, and what
+        the target would run (as comment lines before the primary's commands)."""
+        if not self.policy.selected(unit):
+            return []
+        target, why = self.straight_to(unit)
+        if target is not None:
+            return [f"# bursts to {target.label}: {why}", f"# on {target.describe()}:",
+                    *("#   " + ln for ln in target.transformer().describe(unit, ctx)
+                      .splitlines()), f"# (instead of, on {self.primary.name}:)"]
+        if why:
+            return [f"# stays on {self.primary.name}: {why}"]
+        req, _ = self.primary.choose(unit)
+        lines, refused = [], []
+        for b in self.policy.candidates(unit):
+            if b.settings.after is None:
+                continue
+            refusal = b.refuses(req)
+            if refusal is not None:
+                refused.append(f"{b.label}: {refusal}")
+                continue
+            lines.append(f"# may burst to {b.label} when it has waited {b.settings.after:g}s "
+                         f"in the {self.primary.name} queue; on {b.describe()}:")
+            lines += ["#   " + ln for ln in b.transformer().describe(unit, ctx).splitlines()]
+        if not lines:
+            return [f"# stays on {self.primary.name}: no burster has `after`"
+                    + (" or can take it (" + "; ".join(refused) + ")" if refused else "")]
+        return lines
+
     # -- waiting, and moving when the wait is too long ------------------------------------------
     def wait(self, unit: Unit, ctx: UnitContext, record: JobRecord, rec: Records,
              poll: float = 1.0) -> JobStatus:

@@ -1,0 +1,170 @@
+"""Flux -> Flux bursting on real instances: a 1-node primary kept full by a blocker job, and a
+2-node target. Each task appends one line (its name and the instance it ran in) to a file,
+so the tests count executions instead of trusting records."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.bursters.fluxes import FluxInstance
+from tests.helpers import write
+
+TASK = """
+- name: {name}
+  resources: {res}
+  command: "echo {name} $FLUX_URI >> {ran}"
+  attributes: {{burstable: {burstable}}}
+"""
+
+
+def spec(folder: Path, tasks: list[tuple[str, str, bool]]) -> Path:
+    """A spec whose tasks each record one execution line in ran.txt."""
+    body = "".join(TASK.format(name=n, res=r, burstable=str(b).lower(), ran=folder / "ran.txt")
+                   for n, r, b in tasks)
+    return write(folder, "version: 1\nname: b\nresources:\n"
+                 "  one: {type: core, count: 1}\n  two-nodes: {type: node, count: 2}\n"
+                 "tasks:" + body)
+
+
+def config(folder: Path, target: FluxInstance, after: str = "1s") -> None:
+    (folder / "jobspec-do.yaml").write_text(
+        f"burst:\n- {{plugin: flux, name: second, uri: '{target.uri}', after: {after}}}\n")
+
+
+def jsd(primary: FluxInstance, *args: str | Path, timeout: float = 120
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dodo_jobspec.cli", *map(str, args)],
+                          env=primary.env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def start(primary: FluxInstance, *args: str | Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", *map(str, args)],
+                            env=primary.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def executions(folder: Path) -> list[tuple[str, str]]:
+    """(task, instance) per execution; each broker of an instance has its own URI, and all
+    share the instance's folder, which stands for the instance."""
+    try:
+        lines = (folder / "ran.txt").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [(ln.split()[0], ln.split()[1].rsplit("/", 1)[0]) for ln in lines]
+
+
+def home(instance: FluxInstance) -> str:
+    return instance.uri.rsplit("/", 1)[0]
+
+
+def job(folder: Path, name: str) -> dict:
+    return json.loads((folder / ".jobspec-do" / "spec" / "tasks" / name / "job.json"
+                       ).read_text())
+
+
+def history(folder: Path, name: str) -> list[str]:
+    lines = (folder / ".jobspec-do" / "spec" / "tasks" / name / "status.csv").read_text()
+    return [ln.split(",")[2] for ln in lines.splitlines()[1:]]
+
+
+def test_a_burstable_task_moves_to_the_target_after_waiting(tmp_path: Path, full) -> None:
+    primary, target = full
+    path = spec(tmp_path, [("mover", "one", True)])
+    config(tmp_path, target)
+    out = jsd(primary, path, "-t", "flux")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert executions(tmp_path) == [("mover", home(target))]
+    record = job(tmp_path, "mover")
+    moved = record["extra"]["burst"]
+    assert record["transformer"] == "burst:second" and moved["state"] == "moved"
+    # The primary's job was taken back before it ever had resources.
+    assert "alloc" not in primary.events(moved["from"])
+    assert "exception" in primary.events(moved["from"])
+    assert history(tmp_path, "mover") == ["submitting", "queued", "moving", "moved", "queued",
+                                          "completed"]
+    status = jsd(primary, "status", path, "--json")
+    unit = json.loads(status.stdout)["units"][0]
+    assert unit["state"] == "completed" and unit["job_id"] == record["job_id"]
+    assert unit["burst"] == {"target": "second", "from": moved["from"], "state": "moved"}
+    # Up to date now: a second run runs nothing, wherever the task ran.
+    again = jsd(primary, path, "-t", "flux")
+    assert again.returncode == 0 and len(executions(tmp_path)) == 1
+
+
+def test_a_task_that_is_not_burstable_waits_for_the_primary(tmp_path: Path, full) -> None:
+    primary, target = full
+    path = spec(tmp_path, [("stayer", "one", False)])
+    config(tmp_path, target)
+    proc = start(primary, path, "-t", "flux")
+    status = tmp_path / ".jobspec-do/spec/tasks/stayer/status.csv"
+    deadline = time.monotonic() + 30
+    while not status.exists() or "queued" not in history(tmp_path, "stayer"):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(4)  # four times `after`: a burstable task would have moved by now
+    assert history(tmp_path, "stayer") == ["submitting", "queued"]
+    assert executions(tmp_path) == []
+    primary.flux("cancel", primary.blocker)  # the primary has room: the task runs there
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert executions(tmp_path) == [("stayer", home(primary))]
+    assert target.jobs_named("stayer") == []
+
+
+def test_a_task_too_big_for_the_primary_goes_straight_to_the_target(tmp_path: Path,
+                                                                    fluxes) -> None:
+    primary, target = fluxes  # the primary is idle: size alone decides
+    path = spec(tmp_path, [("large", "two-nodes", True)])
+    config(tmp_path, target, after="1h")
+    out = jsd(primary, path, "-t", "flux")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert executions(tmp_path) == [("large", home(target))] * 2  # two slots, one line each
+    assert primary.jobs_named("large") == []  # never submitted to the primary
+    assert history(tmp_path, "large") == ["submitting", "burst", "queued", "completed"]
+    assert "2 node(s), this has 1" in job(tmp_path, "large")["extra"]["burst"]["why"]
+
+
+def test_plan_says_where_a_task_may_burst(tmp_path: Path, fluxes) -> None:
+    primary, target = fluxes
+    path = spec(tmp_path, [("small", "one", True), ("large", "two-nodes", True),
+                           ("fixed", "one", False)])
+    config(tmp_path, target, after="30s")
+    out = jsd(primary, "plan", path, "-t", "flux")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    small = text[text.index("task/small"):text.index("task/large")]
+    assert "may burst to second when it has waited 30s in the flux queue" in small
+    large = text[text.index("task/large"):text.index("task/fixed")]
+    assert "bursts to second: the flux primary cannot take it" in large
+    assert "flux submit" in large and f"FLUX_URI={target.uri}" in large
+    fixed = text[text.index("task/fixed"):]
+    assert "# may burst" not in fixed and "# bursts" not in fixed and "# stays" not in fixed
+
+
+def test_kill_9_during_moves_never_runs_a_task_twice(tmp_path: Path, full) -> None:
+    """Kill the run at random moments around the moves, many times, then resume it to the
+    end: every task ran exactly once."""
+    primary, target = full
+    rng = random.Random(20)
+    names = [f"t{i}" for i in range(3)]
+    for round_ in range(6):
+        folder = tmp_path / f"r{round_}"
+        folder.mkdir()
+        path = spec(folder, [(n, "one", True) for n in names])
+        config(folder, target, after="1s")
+        for _kill in range(2):
+            proc = start(primary, path, "-t", "flux", "--resume")
+            time.sleep(rng.uniform(0.8, 4.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        out = jsd(primary, path, "-t", "flux", "--resume")
+        assert out.returncode == 0, out.stdout + out.stderr
+        ran = sorted(n for n, _ in executions(folder))
+        assert ran == names, (round_, executions(folder))
