@@ -189,17 +189,25 @@ class BurstDriver:
             if status.state.terminal:
                 return status
             if movable and status.state == JobState.QUEUED and not on_target(record):
-                waited = time.time() - (record.started or time.time())
-                req, _ = self.primary.choose(unit)
-                target, _why = self.policy.first_taker(unit, req, waited)
-                if target is not None:
-                    moved = self.move(unit, ctx, record, rec, target, waited)
-                    if not moved:
-                        movable = False  # it started on the primary: it stays there
+                if self.move_if_due(unit, ctx, record, rec):
                     delay = min(0.2, poll)
                     continue
+                # It started on the primary before it could be taken back: it stays there.
+                movable = (burst_of(record) or {}).get("state") != "stayed"
             time.sleep(delay)
             delay = min(delay * 1.5, poll)
+
+    def move_if_due(self, unit: Unit, ctx: UnitContext, record: JobRecord, rec: Records
+                    ) -> bool:
+        """For a --no-wait tick: move ``record``'s queued primary job if it has waited past a
+        burster's ``after``. True when it moved (``record`` names the new job)."""
+        if on_target(record) or not self.policy.selected(unit) or not record.job_id \
+                or (burst_of(record) or {}).get("state") == "stayed":
+            return False
+        waited = time.time() - (record.started or time.time())
+        req, _ = self.primary.choose(unit)
+        target, _why = self.policy.first_taker(unit, req, waited)
+        return target is not None and self.move(unit, ctx, record, rec, target, waited)
 
     def move(self, unit: Unit, ctx: UnitContext, record: JobRecord, rec: Records,
              target: Burster, waited: float) -> bool:

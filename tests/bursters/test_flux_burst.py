@@ -168,3 +168,42 @@ def test_kill_9_during_moves_never_runs_a_task_twice(tmp_path: Path, full) -> No
         assert out.returncode == 0, out.stdout + out.stderr
         ran = sorted(n for n, _ in executions(folder))
         assert ran == names, (round_, executions(folder))
+
+
+def test_no_wait_ticks_move_a_task_and_submit_its_dependent_after_it(tmp_path: Path,
+                                                                     full) -> None:
+    """--no-wait: one tick submits to the full primary, a later one (past `after`) moves the
+    job; its dependent is not submitted with an afterok on a job that may move, but once the
+    upstream is done, and then moves too."""
+    primary, target = full
+    path = write(tmp_path, f"""
+        version: 1
+        name: b
+        resources:
+          one: {{type: core, count: 1}}
+        attributes: {{burstable: true}}
+        tasks:
+        - name: first
+          resources: one
+          command: "echo first $FLUX_URI >> {tmp_path}/ran.txt"
+        - name: second
+          resources: one
+          depends_on: [first]
+          command: "echo second $FLUX_URI >> {tmp_path}/ran.txt"
+        """)
+    config(tmp_path, target, after="2s")
+    first = jsd(primary, path, "-t", "flux", "--no-wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert history(tmp_path, "first") == ["submitting", "queued"]
+    assert not (tmp_path / ".jobspec-do/spec/tasks/second/status.csv").exists()
+    for _tick in range(60):
+        out = jsd(primary, path, "-t", "flux", "--no-wait")
+        assert out.returncode == 0, out.stdout + out.stderr
+        if "complete: all" in out.stdout + out.stderr:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"not complete after 60 ticks: {out.stdout}{out.stderr}")
+    assert sorted(executions(tmp_path)) == [("first", home(target)), ("second", home(target))]
+    assert "moved" in history(tmp_path, "first") and "moved" in history(tmp_path, "second")
+    assert job(tmp_path, "second")["transformer"] == "burst:second"
