@@ -129,13 +129,16 @@ class SlurmTransformer(Transformer):
         self._sacct_works: bool | None = None
         self._jobcomp: Path | None = None
         self._asked_jobcomp = False
+        # The environment of every Slurm command (None: this process's). A burster aims the
+        # transformer at another cluster by giving it that cluster's SLURM_CONF here.
+        self.env: dict[str, str] | None = None
 
     @property
     def cluster(self) -> ClusterInfo | None:
         """The cluster as sinfo describes it (asked once), or None when sinfo does not answer."""
         if not self._asked_sinfo:
             self._asked_sinfo = True
-            out = _client(["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
+            out = _client(self.env, ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
             self._cluster = ClusterInfo.parse(out.stdout) if out and out.returncode == 0 else None
         return self._cluster
 
@@ -305,7 +308,8 @@ class SlurmTransformer(Transformer):
         what = f"{_kind(unit)} '{unit.name}'"
         try:
             proc = subprocess.run(self.sbatch_argv(script, ctx), capture_output=True, text=True,
-                                  timeout=SUBMIT_TIMEOUT, stdin=subprocess.DEVNULL)
+                                  timeout=SUBMIT_TIMEOUT, stdin=subprocess.DEVNULL,
+                                  env=self.env)
         except FileNotFoundError as exc:
             raise SubmitError(f"{what}: sbatch not found; is Slurm installed and on PATH?"
                               ) from exc
@@ -342,7 +346,7 @@ class SlurmTransformer(Transformer):
     def cancel(self, job_ids: Sequence[str]) -> None:
         """scancel the jobs; its exit code says nothing (unknown ids give 0), so it is ignored."""
         if job_ids:
-            _client(["scancel", *job_ids])
+            _client(self.env, ["scancel", *job_ids])
 
     def find(self, unit: Unit, ctx: UnitContext) -> str | None:
         """The job submitted with this attempt's token, or None if it never was.
@@ -357,7 +361,7 @@ class SlurmTransformer(Transformer):
                 return job_id
         except OSError:
             pass
-        out = _client(["squeue", "--me", "-t", "all", "-h", "-o", "%F|%k"])
+        out = _client(self.env, ["squeue", "--me", "-t", "all", "-h", "-o", "%F|%k"])
         if out is None or out.returncode != 0:
             why = ((out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
                    if out else "no answer")
@@ -374,7 +378,7 @@ class SlurmTransformer(Transformer):
     def _squeue_rows(self) -> tuple[list[_Row], str | None]:
         # One call for every id: `squeue -j` hides finished jobs and fails on unknown ids. Its
         # exit_code field (a raw wait status) saves a `scontrol show job` per finished job.
-        out = _client(["squeue", "--me", "-t", "all", "-h", "-r", "-O", _SQUEUE_FIELDS])
+        out = _client(self.env, ["squeue", "--me", "-t", "all", "-h", "-r", "-O", _SQUEUE_FIELDS])
         if out is None or out.returncode != 0:
             return [], (out.stderr.strip() if out else "squeue did not answer")
         rows = []
@@ -389,7 +393,7 @@ class SlurmTransformer(Transformer):
     def _sacct_rows(self, job_ids: Sequence[str]) -> list[_Row]:
         if self._sacct_works is False:  # no slurmdbd: it will not start answering later
             return []
-        out = _client(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
+        out = _client(self.env, ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
                        "-j", ",".join(job_ids)])
         self._sacct_works = bool(out and out.returncode == 0)
         rows = []
@@ -402,7 +406,7 @@ class SlurmTransformer(Transformer):
     def _jobcomp_rows(self) -> list[_Row]:
         if not self._asked_jobcomp:
             self._asked_jobcomp = True
-            out = _client(["scontrol", "show", "config"])
+            out = _client(self.env, ["scontrol", "show", "config"])
             m = re.search(r"^JobCompLoc\s*=\s*(/\S+)", out.stdout if out else "", re.M)
             self._jobcomp = Path(m[1]) if m else None
         try:
@@ -524,11 +528,12 @@ def _code(exit_code: str, signal: str) -> int:
     return int(signal) + 128 if int(signal) and not int(exit_code) else int(exit_code)
 
 
-def _client(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
-    """Run a Slurm query command; None when it is missing or hangs."""
+def _client(env: dict[str, str] | None, argv: list[str]
+            ) -> subprocess.CompletedProcess[str] | None:
+    """Run a Slurm query command (``env``: another cluster's); None when missing or hung."""
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return None
 

@@ -1,3 +1,3 @@
 """The burst tests' Flux instances (see fluxes.py)."""
 
-from tests.bursters.fluxes import fluxes, full  # noqa: F401
+from tests.bursters.fluxes import flux_target, fluxes, full  # noqa: F401

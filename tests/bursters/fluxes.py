@@ -129,3 +129,13 @@ def full(fluxes: tuple[FluxInstance, FluxInstance]) -> Iterator[tuple[FluxInstan
     finally:
         primary.cancel_all()
         target.cancel_all()
+
+
+@pytest.fixture(scope="module")
+def flux_target() -> Iterator[FluxInstance]:
+    """One 2-node instance, a target for a primary that is not Flux."""
+    target = start_instance(2)
+    try:
+        yield target
+    finally:
+        stop(target.proc)
