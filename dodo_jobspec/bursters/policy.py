@@ -117,11 +117,12 @@ def build(entries: Sequence[Any] | None, *, config_path: Path | None = None,
             elif name in plugins.names(plugins.BURSTERS):
                 chosen.append(_make(name, {"name": name}, state_dir))
             else:
-                near = suggest(name, [*by_label, *plugins.names(plugins.BURSTERS)])
+                known = list(dict.fromkeys([*by_label, *plugins.names(plugins.BURSTERS)]))
+                near = suggest(name, known)
                 problems.append(Problem(
-                    f"--burst {name}: no such burster in the config or among the plugins",
-                    ("--burst",), f"did you mean '{near}'?" if near else "known: " + ", ".join(
-                        [*by_label, *plugins.names(plugins.BURSTERS)]), "--burst"))
+                    f"no burster '{name}' in the config's `burst:` list or among the plugins",
+                    ("--burst",), f"did you mean '{near}'?" if near else "known: "
+                    + ", ".join(known), "command line"))
     sel = _function(selector, "burst_selector", problem) if selector else is_burstable
     ordr = _function(order, "burst_order", problem) if order else in_order
     if problems:

@@ -117,6 +117,8 @@ def burst_policy(req: RunRequest, transformer: Transformer, root: Path) -> Burst
     if not (cfg.burst or req.burst):
         return None
     if not transformer.polled:
+        if not req.burst:  # a config shared with local runs: bursting is for schedulers
+            return None
         raise PluginError(f"bursting moves jobs out of a scheduler's queue; the "
                          f"{transformer.name} transformer has none (use -t flux or -t slurm)")
     from ..bursters.policy import build as build_policy
