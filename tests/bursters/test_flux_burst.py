@@ -207,3 +207,35 @@ def test_no_wait_ticks_move_a_task_and_submit_its_dependent_after_it(tmp_path: P
     assert sorted(executions(tmp_path)) == [("first", home(target)), ("second", home(target))]
     assert "moved" in history(tmp_path, "first") and "moved" in history(tmp_path, "second")
     assert job(tmp_path, "second")["transformer"] == "burst:second"
+
+
+def test_flux_local_starts_on_demand_and_stops_when_no_job_needs_it(tmp_path: Path,
+                                                                      full) -> None:
+    primary, _target = full
+    path = spec(tmp_path, [("mover", "one", True), ("fixed", "one", False)])
+    (tmp_path / "jobspec-do.yaml").write_text(
+        "burst:\n- {plugin: flux-local, name: here, size: 2, after: 1s}\n")
+    plan = jsd(primary, "plan", path, "-t", "flux")
+    assert "may burst to here when it has waited 1s" in plan.stdout, plan.stdout
+    folder = tmp_path / ".jobspec-do" / "spec" / "bursters" / "here"
+    assert not folder.exists()  # planning starts nothing
+    proc = start(primary, path, "-t", "flux")
+    # `fixed` waits for the full primary; `mover` moves to an instance started for it.
+    deadline = time.monotonic() + 60
+    while executions(tmp_path) == []:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    uri = (folder / "uri").read_text().strip()
+    assert executions(tmp_path) == [("mover", uri.rsplit("/", 1)[0])]
+    assert job(tmp_path, "mover")["transformer"] == "burst:here"
+    primary.flux("cancel", primary.blocker)  # now `fixed` runs on the primary, and the run ends
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert sorted(executions(tmp_path))[0] == ("fixed", home(primary))
+    # The run is over and no job of it is left there: the instance was shut down.
+    assert not (folder / "uri").exists()
+    socket = uri.removeprefix("local://")
+    deadline = time.monotonic() + 30
+    while Path(socket).exists():
+        assert time.monotonic() < deadline, "the flux-local instance still runs"
+        time.sleep(0.2)
