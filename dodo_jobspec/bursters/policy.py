@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError, Problem, SpecError, suggest
-from ..spec.model import ResourceRequest, Unit
+from ..spec.model import ResourceRequest, Spec, Unit
 from ..spec.resolve import parse_duration
+from ..transformers.base import Transformer
 from .base import Burster, BurstSettings
 
 Selector = Callable[[Unit], bool]
@@ -79,6 +80,21 @@ class BurstPolicy:
         """The run is over: let each burster go (``needed``: a job still lives there)."""
         for b in self.bursters:
             b.close(needed(b))
+
+
+    def takes_over(self, problems: list[Problem], spec: Spec, primary: Transformer
+                   ) -> list[Problem]:
+        """``problems`` the primary's check found, less those about a selected unit that a
+        burster can take instead (it goes straight there when the run reaches it)."""
+        by_path = {n.spec_path: n for n in spec.nodes.values()}
+        kept = []
+        for p in problems:
+            node = by_path.get(str(p.path[0])) if len(p.path) == 1 else None
+            if node is not None and self.selected(node) \
+                    and self.first_taker(node, primary.choose(node)[0])[0] is not None:
+                continue
+            kept.append(p)
+        return kept
 
 
 # -- building one from the config file and the command line ---------------------------------------

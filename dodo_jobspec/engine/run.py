@@ -96,7 +96,10 @@ def prepare(req: RunRequest) -> Prepared:
     except OSError:
         noop_key = None  # a missing spec: load says so, with the file name
     spec = load(req.spec, default_resources=cls.default_resources)
+    burst = burst_policy(req, transformer, root)
     problems = transformer.check(spec)
+    if problems and burst is not None:  # what a burster can take goes there instead
+        problems = burst.takes_over(problems, spec, transformer)
     if problems:
         problems = with_lines(problems, spec)
         raise UnsatisfiableError("\n".join(p.render() for p in problems)
@@ -107,7 +110,7 @@ def prepare(req: RunRequest) -> Prepared:
     state = StateDir(root, spec)
     state.check_owner()
     return Prepared(spec, transformer, build(spec, transformer.submits_groups), state,
-                    noop_key, burst_policy(req, transformer, root))
+                    noop_key, burst)
 
 
 def burst_policy(req: RunRequest, transformer: Transformer, root: Path) -> BurstPolicy | None:

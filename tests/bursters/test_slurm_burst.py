@@ -110,3 +110,36 @@ def test_no_wait_ticks_on_slurm_move_and_follow(tmp_path: Path, slurm,
     status = json.loads(jsd(env, "status", path, "--json").stdout)
     assert {u["name"]: u["burst"]["target"] for u in status["units"]} == {"first": "fx",
                                                                            "second": "fx"}
+
+
+def test_a_request_slurm_can_never_satisfy_goes_straight_to_flux(tmp_path: Path, slurm,
+                                                                 flux_target: FluxInstance
+                                                                 ) -> None:
+    path = write(tmp_path, f"""
+        version: 1
+        name: b
+        resources:
+          two-nodes: {{type: node, count: 2}}
+        tasks:
+        - name: wide
+          resources: two-nodes
+          attributes: {{burstable: true}}
+          command: "echo wide ${{FLUX_URI:-slurm}} >> {tmp_path}/ran.txt"
+        - name: narrow-but-wide
+          resources: two-nodes
+          command: "echo never >> {tmp_path}/ran.txt"
+        """)
+    config(tmp_path, flux_target, after="1h")
+    env = env_for(slurm)
+    refused = jsd(env, path, "-t", "slurm")
+    # Not burstable: still refused before anything runs, naming the task.
+    assert refused.returncode != 0 and "narrow-but-wide" in refused.stderr
+    assert "'wide'" not in refused.stderr
+    path.write_text(path.read_text().split("- name: narrow-but-wide")[0])
+    before = slurm.submitted_job_ids()
+    out = jsd(env, path, "-t", "slurm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    home = flux_target.uri.rsplit("/", 1)[0]
+    assert ran(tmp_path) == [("wide", home), ("wide", home)]
+    assert slurm.submitted_job_ids() == before  # Slurm was never asked
+    assert history(tmp_path, "wide") == ["submitting", "burst", "queued", "completed"]
