@@ -25,6 +25,7 @@ from doit.task import dict_to_task
 from doit.tools import config_changed
 
 from ..bursters.move import BurstDriver, Records, on_target
+from ..bursters.policy import BurstPolicy
 from ..errors import EXIT_FAILED, EXIT_OK, PluginError
 from ..plan import PlannedUnit
 from ..records.state import JobRecord, write_record
@@ -69,8 +70,9 @@ def advance(prep: Any, req: Any, console: Any) -> int:
     runner = UnitRunner(prep.spec, state, transformer,
                         RunOptions(resume=True, force=frozenset(req.force), no_wait=True),
                         console.emit, step_files=steps.files)
-    if prep.burst is not None:  # --- burst hook (bursters/move.py)
-        runner.burst = BurstDriver(prep.burst, transformer, console.emit, state.root)
+    # --- burst hook (bursters/move.py); with no bursters now, moved jobs are still followed
+    runner.burst = BurstDriver(prep.burst or BurstPolicy([]), transformer, console.emit,
+                               state.root)
     verdicts = {v.name: v for v in analyse(prep)}
     dicts = {d["name"]: d for d in task_dicts(prep.plan, runner, steps, state, False)}
     records = {pu.key: state.unit(pu.node).read_job() for pu in prep.plan}

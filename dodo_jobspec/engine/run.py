@@ -198,6 +198,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     # Imported here: `plan` and `--dry-run` load this module too, and need none of these.
     from doit.doit_cmd import DoitMain
 
+    from ..bursters import policy as bursting
     from ..bursters.move import BurstDriver
     from ..tasks.gate import SlotGate
     from ..tasks.steps import StepRunner
@@ -222,9 +223,10 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
                                    retry_failed=req.resume or not req.cron),
                         console.emit, inflight, poller.wait, gate, os.cpu_count() or 1,
                         steps.files)
-    if prep.burst is not None:  # --- burst hook (bursters/move.py)
-        runner.burst = BurstDriver(prep.burst, transformer, console.emit, state.root,
-                                   inflight.interrupted)
+    if transformer.polled:  # --- burst hook (bursters/move.py)
+        # Even with no bursters configured now: a job an earlier run moved is followed.
+        runner.burst = BurstDriver(prep.burst or bursting.BurstPolicy([]), transformer,
+                                   console.emit, state.root, inflight.interrupted)
     dicts = task_dicts(prep.plan, runner, steps, state,
                        local_replicas=not transformer.submits_groups)
     unit_state = {pu.key: state.unit(pu.node) for pu in prep.plan}

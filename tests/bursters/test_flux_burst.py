@@ -239,3 +239,37 @@ def test_flux_local_starts_on_demand_and_stops_when_no_job_needs_it(tmp_path: Pa
     while Path(socket).exists():
         assert time.monotonic() < deadline, "the flux-local instance still runs"
         time.sleep(0.2)
+
+
+def test_resume_follows_a_moved_job_without_the_config(tmp_path: Path, full) -> None:
+    """The record, not the config, says where a moved job is: killed after the move, the run
+    is resumed with the `burst:` config gone, and waits for the job on the target."""
+    primary, target = full
+    path = write(tmp_path, f"""
+        version: 1
+        name: b
+        tasks:
+        - name: slow
+          command: "sleep 4; echo slow $FLUX_URI >> {tmp_path}/ran.txt"
+          attributes: {{burstable: true}}
+        """)
+    config(tmp_path, target)
+    proc = start(primary, path, "-t", "flux")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / ".jobspec-do/spec/tasks/slow/status.csv").exists() \
+            or history(tmp_path, "slow")[-1:] != ["queued"] \
+            or "moved" not in history(tmp_path, "slow"):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (tmp_path / "jobspec-do.yaml").unlink()
+    refused = jsd(primary, path, "-t", "flux")
+    assert refused.returncode != 0 and "--resume" in refused.stdout + refused.stderr
+    status = json.loads(jsd(primary, "status", path, "--json").stdout)["units"][0]
+    assert status["state"] == "queued" or status["state"] == "running"
+    assert status["burst"]["target"] == "second"
+    out = jsd(primary, path, "-t", "flux", "--resume")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert executions(tmp_path) == [("slow", home(target))]
+    assert history(tmp_path, "slow")[-2:] == ["attached", "completed"]
