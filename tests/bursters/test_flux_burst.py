@@ -18,7 +18,7 @@ from tests.helpers import write
 TASK = """
 - name: {name}
   resources: {res}
-  command: "echo {name} $FLUX_URI >> {ran}"
+  command: "echo {name} $FLUX_URI >> {ran}; echo out-of-{name}"
   attributes: {{burstable: {burstable}}}
 """
 
@@ -89,6 +89,8 @@ def test_a_burstable_task_moves_to_the_target_after_waiting(tmp_path: Path, full
     assert "exception" in primary.events(moved["from"])
     assert history(tmp_path, "mover") == ["submitting", "queued", "moving", "moved", "queued",
                                           "completed"]
+    logs = jsd(primary, "logs", path, "mover")
+    assert logs.returncode == 0 and "out-of-mover" in logs.stdout, logs.stdout + logs.stderr
     status = jsd(primary, "status", path, "--json")
     unit = json.loads(status.stdout)["units"][0]
     assert unit["state"] == "completed" and unit["job_id"] == record["job_id"]
@@ -149,25 +151,48 @@ def test_plan_says_where_a_task_may_burst(tmp_path: Path, fluxes) -> None:
 
 
 def test_kill_9_during_moves_never_runs_a_task_twice(tmp_path: Path, full) -> None:
-    """Kill the run at random moments around the moves, many times, then resume it to the
-    end: every task ran exactly once."""
+    """Kill the run many times: at random moments, and right when a move is recorded as
+    `moving` (the primary's job being taken back) or `moved` (before the target's job id is
+    recorded); then resume it to the end: every task ran exactly once."""
     primary, target = full
     rng = random.Random(20)
     names = [f"t{i}" for i in range(3)]
-    for round_ in range(6):
+    triggers = ["moving", "moved", "random"] * 2
+    settled = {"moving": 0, "moved": 0}
+    for round_, trigger in enumerate(triggers):
         folder = tmp_path / f"r{round_}"
         folder.mkdir()
         path = spec(folder, [(n, "one", True) for n in names])
         config(folder, target, after="1s")
         for _kill in range(2):
             proc = start(primary, path, "-t", "flux", "--resume")
-            time.sleep(rng.uniform(0.8, 4.0))
+            if trigger == "random":
+                time.sleep(rng.uniform(0.8, 4.0))
+            else:
+                _until_last_line(folder, names, trigger, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            if trigger != "random":
+                settled[trigger] += sum(history(folder, n)[-1:] == [trigger] for n in names
+                                        if (folder / ".jobspec-do/spec/tasks" / n).exists())
         out = jsd(primary, path, "-t", "flux", "--resume")
         assert out.returncode == 0, out.stdout + out.stderr
         ran = sorted(n for n, _ in executions(folder))
-        assert ran == names, (round_, executions(folder))
+        assert ran == names, (round_, trigger, executions(folder))
+    # The kills did land inside moves, and the next run finished those moves.
+    assert settled["moving"] > 0 and settled["moved"] > 0, settled
+
+
+def _until_last_line(folder: Path, names: list[str], state: str,
+                     proc: subprocess.Popen[str]) -> None:
+    """Wait until some task's status.csv ends with ``state`` (or give up after 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        for n in names:
+            if (folder / ".jobspec-do/spec/tasks" / n / "status.csv").exists() \
+                    and history(folder, n)[-1:] == [state]:
+                return
+        time.sleep(0.005)
 
 
 def test_no_wait_ticks_move_a_task_and_submit_its_dependent_after_it(tmp_path: Path,
