@@ -298,3 +298,42 @@ def test_resume_follows_a_moved_job_without_the_config(tmp_path: Path, full) -> 
     assert out.returncode == 0, out.stdout + out.stderr
     assert executions(tmp_path) == [("slow", home(target))]
     assert history(tmp_path, "slow")[-2:] == ["attached", "completed"]
+
+
+def test_a_group_and_a_replicated_task_move_whole(tmp_path: Path, full) -> None:
+    """A group is one `flux batch` job and a task's replicas several jobs: each moves as one,
+    every replica and child runs once."""
+    primary, target = full
+    path = write(tmp_path, f"""
+        version: 1
+        name: b
+        resources:
+          one: {{type: core, count: 1}}
+        groups:
+        - name: pipe
+          attributes: {{burstable: true}}
+          resources: one
+          tasks:
+          - {{name: a, command: "echo a $FLUX_URI >> {tmp_path}/ran.txt"}}
+          - {{name: b, depends_on: [a], command: "echo b $FLUX_URI >> {tmp_path}/ran.txt"}}
+        tasks:
+        - {{group: pipe}}
+        - name: rep
+          resources: one
+          replicas: 3
+          attributes: {{burstable: true}}
+          command: "echo rep$JOBSPEC_REPLICA $FLUX_URI >> {tmp_path}/ran.txt"
+        """)
+    config(tmp_path, target)
+    out = jsd(primary, path, "-t", "flux")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sorted(n for n, _ in executions(tmp_path)) == ["a", "b", "rep0", "rep1", "rep2"]
+    rep = job(tmp_path, "rep")
+    assert rep["transformer"] == "burst:second" and len(rep["job_id"].split(",")) == 3
+    assert {uri for n, uri in executions(tmp_path) if n.startswith("rep")} == {home(target)}
+    for jid in rep["extra"]["burst"]["from"].split(","):
+        assert "alloc" not in primary.events(jid)
+    pipe = json.loads((tmp_path / ".jobspec-do/spec/groups/pipe/job.json").read_text())
+    assert pipe["transformer"] == "burst:second"
+    assert "alloc" not in primary.events(pipe["extra"]["burst"]["from"])
+    assert target.jobs_named("pipe") == [pipe["job_id"]]
