@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Any, ClassVar
 from ..errors import PluginError
 from ..spec.model import ResourceRequest
 from ..transformers.base import Transformer
+
+CAPACITY_TTL = 10.0  # seconds a place's answer about its size is used
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Burster(ABC):
         self.settings = settings
         self.state_dir = state_dir
         self._transformer: Transformer | None = None
+        self._capacity: tuple[float, Capacity | None] | None = None
 
     @property
     def label(self) -> str:
@@ -110,12 +114,30 @@ class Burster(ABC):
     def refuses(self, req: ResourceRequest | None) -> str | None:
         """Why this place cannot take ``req`` (None: it can). Nothing is submitted to ask."""
         try:
-            cap = self.capacity()
+            cap = self._known_capacity()
         except PluginError as exc:
             return f"{self.label} cannot be asked: {exc}"
         if cap is None:
             return f"{self.label} does not answer"
         return cap.refuses(req)
+
+    def cannot_take(self, req: ResourceRequest | None) -> str | None:
+        """Why ``req`` can never run here as far as this place can tell now (None: it can, or
+        it cannot tell). Asked of the primary: a primary that does not answer sends nothing
+        elsewhere on that account alone."""
+        try:
+            cap = self._known_capacity()
+        except PluginError:
+            return None
+        return cap.refuses(req) if cap is not None else None
+
+    def _known_capacity(self) -> Capacity | None:
+        """``capacity()``, asked at most every CAPACITY_TTL seconds: every selected task asks
+        before it is submitted, and a place's size rarely changes within a run."""
+        now = time.monotonic()
+        if self._capacity is None or now - self._capacity[0] > CAPACITY_TTL:
+            self._capacity = (now, self.capacity())
+        return self._capacity[1]
 
     def withdraw(self, job_id: str) -> bool:
         """Stop queued ``job_id`` here for good. True: it ended without having started;

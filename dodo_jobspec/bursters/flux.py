@@ -93,18 +93,26 @@ class FluxBurster(Burster):
         if started:  # the task began here: none of it moves
             self._release(held)
             return False
-        if held:
-            rc, _out, err = self.run(["flux", "cancel", *held])
-            if rc != 0:
-                raise PluginError(f"flux cancel {' '.join(held)}: {err.strip() or f'exit {rc}'}")
+        try:
+            self._cancel_held(held)
+        except PluginError:
+            self._release(held)  # a job left held would never run anywhere
+            raise
+        # A held job is never given resources; this only makes sure of it.
+        return not any("alloc" in self._events(jid) for jid in ids)
+
+    def _cancel_held(self, held: list[str]) -> None:
+        if not held:
+            return
+        rc, _out, err = self.run(["flux", "cancel", *held])
+        if rc != 0:
+            raise PluginError(f"flux cancel {' '.join(held)}: {err.strip() or f'exit {rc}'}")
         for jid in held:
             rc, _out, err = self.run(["flux", "job", "wait-event", f"--timeout={WAIT_END:g}",
                                       jid, "clean"])
             if rc != 0:
                 raise PluginError(f"job {jid} was cancelled but did not end within "
                                   f"{WAIT_END:g}s: {err.strip()}")
-        # A held job is never given resources; this only makes sure of it.
-        return not any("alloc" in self._events(jid) for jid in ids)
 
     def _events(self, jid: str) -> set[str]:
         """The names of the events in ``jid``'s eventlog."""

@@ -24,6 +24,7 @@ from .base import Capacity, env_with
 from .flux import FluxBurster, FluxSettings
 
 START_WAIT = 60.0  # seconds for a new instance to answer
+ALIVE_TTL = 3.0  # seconds an instance that answered is taken to be still up
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class FluxLocalBurster(FluxBurster):
                  state_dir: Path | None = None) -> None:
         super().__init__(settings, state_dir)
         self._start_lock = threading.Lock()
+        self._seen: dict[str, float] = {}  # URI -> when it last answered
 
     def folder(self) -> Path:
         """Where this instance's URI and log are kept."""
@@ -57,7 +59,16 @@ class FluxLocalBurster(FluxBurster):
             uri = (self.folder() / "uri").read_text().strip()
         except OSError:
             return ""
-        return uri if uri and self._answers(uri) else ""
+        if not uri:
+            return ""
+        # Every flux command asks first: one `flux uptime` per URI every few seconds will do.
+        seen = self._seen.get(uri)
+        if seen is not None and time.monotonic() - seen < ALIVE_TTL:
+            return uri
+        if not self._answers(uri):
+            return ""
+        self._seen[uri] = time.monotonic()
+        return uri
 
     def run(self, argv: Sequence[str]) -> tuple[int, str, str]:
         if list(argv[:2]) in (["flux", "submit"], ["flux", "batch"]):
@@ -109,6 +120,7 @@ class FluxLocalBurster(FluxBurster):
                            capture_output=True, stdin=subprocess.DEVNULL, timeout=60,
                            check=False)
             (self.folder() / "uri").unlink(missing_ok=True)
+            self._seen.clear()
 
     def describe(self) -> str:
         return (f"{self.label} (a {self.settings.size}-broker Flux instance started here on "

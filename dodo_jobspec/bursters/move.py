@@ -73,8 +73,15 @@ class BurstDriver:
     _places: dict[str, Burster] = field(default_factory=dict)
     _primary_site: Burster | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _told: set[tuple[str, str]] = field(default_factory=set)
 
     # -- where a record's job lives -----------------------------------------------------------
+    def follows(self, unit: Unit, record: JobRecord) -> bool:
+        """Whether this driver waits for ``record``'s job (else the engine's batched poller):
+        a job on a burster, or a selected task's job that may still move."""
+        return self.owns(record) or (self.policy.selected(unit) and any(
+            b.settings.after is not None for b in self.policy.bursters))
+
     def owns(self, record: JobRecord) -> bool:
         """Whether ``record`` is (or is being) moved: the driver answers for its job."""
         return on_target(record) or (burst_of(record) or {}).get("state") == "moving"
@@ -110,7 +117,7 @@ class BurstDriver:
             return None, ""
         req, _ = self.primary.choose(unit)
         site = self.primary_site()
-        refusal = site.refuses(req) if site is not None else None
+        refusal = site.cannot_take(req) if site is not None else None
         if refusal is None:
             return None, ""
         target, why = self.policy.first_taker(unit, req)
@@ -125,7 +132,8 @@ class BurstDriver:
         submit with."""
         target, why = self.straight_to(unit)
         if target is None:
-            if why:
+            if why:  # the primary will refuse it too: the history says why it was not moved
+                rec.log(record, "stays", why)
                 self.emit("stays", unit.name, why)
             return self.primary
         record.transformer = PREFIX + target.label
@@ -206,8 +214,18 @@ class BurstDriver:
             return False
         waited = time.time() - (record.started or time.time())
         req, _ = self.primary.choose(unit)
-        target, _why = self.policy.first_taker(unit, req, waited)
-        return target is not None and self.move(unit, ctx, record, rec, target, waited)
+        target, why = self.policy.first_taker(unit, req, waited)
+        if target is None:
+            note = "no burster can take it: " + "; ".join(why)
+            if why and (record.token, note) not in self._told:
+                # Due to move, but no burster can take it: say why, once (a --no-wait tick
+                # is a new process: the history's last line tells it it was said).
+                self._told.add((record.token, note))
+                last = rec.st.history()[-1:]
+                if not last or (last[0]["state"], last[0]["info"]) != ("stays", note):
+                    rec.log(record, "stays", note, record.job_id)
+            return False
+        return self.move(unit, ctx, record, rec, target, waited)
 
     def move(self, unit: Unit, ctx: UnitContext, record: JobRecord, rec: Records,
              target: Burster, waited: float) -> bool:

@@ -57,13 +57,24 @@ class SlurmBurster(Burster):
         return Capacity(len(nodes), max(n.cpus for n in nodes), max(n.gpus for n in nodes))
 
     def refuses(self, req: ResourceRequest | None) -> str | None:
-        cluster = self._slurm().cluster
-        if cluster is None:
+        if self._slurm().cluster is None:
             return f"{self.label} does not answer (sinfo)"
-        return None if req is None else cluster.unfit(req.counts, None)
+        return self.cannot_take(req)
+
+    def cannot_take(self, req: ResourceRequest | None) -> str | None:
+        cluster = self._slurm().cluster
+        return None if cluster is None or req is None else cluster.unfit(req.counts, None)
 
     def withdraw(self, job_id: str) -> bool:
         proc = self._run(["scontrol", "hold", job_id])
+        try:
+            return self._withdraw_held(job_id, proc)
+        except PluginError:
+            if proc.returncode == 0:  # a job left held would never run anywhere
+                self._run(["scontrol", "release", job_id])
+            raise
+
+    def _withdraw_held(self, job_id: str, proc: subprocess.CompletedProcess[str]) -> bool:
         state, nodes = self._state(job_id)
         if proc.returncode != 0 and state in ("PENDING", None):
             raise PluginError(f"scontrol hold {job_id}: {proc.stderr.strip()}")

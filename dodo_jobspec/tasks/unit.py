@@ -273,8 +273,7 @@ class UnitRunner:
         assert job_id is not None
         self.inflight.add(job_id, node.name)
         try:
-            if self.burst is not None and (self.burst.owns(record)
-                                           or self.burst.policy.selected(node)):
+            if self.burst is not None and self.burst.follows(node, record):
                 # --- burst hook: polled here, so that a long wait in the queue can move it.
                 return self.burst.wait(node, ctx, record, Records(st, record_file),
                                        self.transformer.options.poll_interval)

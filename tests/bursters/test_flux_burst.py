@@ -337,3 +337,28 @@ def test_a_group_and_a_replicated_task_move_whole(tmp_path: Path, full) -> None:
     assert pipe["transformer"] == "burst:second"
     assert "alloc" not in primary.events(pipe["extra"]["burst"]["from"])
     assert target.jobs_named("pipe") == [pipe["job_id"]]
+
+
+def test_a_task_no_one_can_take_stays_and_plan_and_status_say_why(tmp_path: Path,
+                                                                    fluxes) -> None:
+    primary, target = fluxes
+    path = write(tmp_path, f"""
+        version: 1
+        name: b
+        resources:
+          three-nodes: {{type: node, count: 3}}
+        tasks:
+        - name: huge
+          resources: three-nodes
+          attributes: {{burstable: true}}
+          command: "echo huge >> {tmp_path}/ran.txt"
+        """)
+    config(tmp_path, target)
+    plan = jsd(primary, "plan", path, "-t", "flux")
+    assert "# stays on flux: the flux primary cannot take it (it asks for 3 node(s), this " \
+           "has 1) and no burster can: second: it asks for 3 node(s), this has 2" in plan.stdout
+    out = jsd(primary, path, "-t", "flux")
+    assert out.returncode == 1  # the primary refuses it as well: a plain failure
+    assert executions(tmp_path) == [] and target.jobs_named("huge") == []
+    lines = (tmp_path / ".jobspec-do/spec/tasks/huge/status.csv").read_text()
+    assert "stays" in lines and "second: it asks for 3 node(s), this has 2" in lines
