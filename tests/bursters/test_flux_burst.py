@@ -362,3 +362,22 @@ def test_a_task_no_one_can_take_stays_and_plan_and_status_say_why(tmp_path: Path
     assert executions(tmp_path) == [] and target.jobs_named("huge") == []
     lines = (tmp_path / ".jobspec-do/spec/tasks/huge/status.csv").read_text()
     assert "stays" in lines and "second: it asks for 3 node(s), this has 2" in lines
+
+
+def test_the_local_burster_runs_a_moved_task_here(tmp_path: Path, full) -> None:
+    primary, _target = full
+    path = write(tmp_path, f"""
+        version: 1
+        name: b
+        tasks:
+        - name: mover
+          attributes: {{burstable: true}}
+          command: "echo mover ${{FLUX_JOB_ID:-here}} >> {tmp_path}/ran.txt"
+        """)
+    (tmp_path / "jobspec-do.yaml").write_text("burst:\n- {plugin: local, after: 1s}\n")
+    out = jsd(primary, path, "-t", "flux")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "ran.txt").read_text() == "mover here\n"  # not inside a Flux job
+    record = job(tmp_path, "mover")
+    assert record["transformer"] == "burst:local"
+    assert "alloc" not in primary.events(record["extra"]["burst"]["from"])
