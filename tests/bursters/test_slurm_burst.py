@@ -58,7 +58,8 @@ def history(folder: Path, name: str) -> list[str]:
 
 def block(slurm) -> str:  # type: ignore[no-untyped-def]
     """Fill the cluster's node with a job that sleeps until cancelled."""
-    out = slurm.run("sbatch", "--parsable", "--exclusive", "-N1", "--wrap", "sleep 3600")
+    out = slurm.run("sbatch", "--parsable", "--exclusive", "-N1", "--output=/dev/null",
+                    "--wrap", "sleep 3600")
     job_id = out.stdout.strip().split(";")[0]
     slurm.wait_job(job_id, states={"RUNNING"})
     return job_id
