@@ -11,6 +11,9 @@ Looked up in order: ``--config FILE``, ``jobspec-do.yaml`` beside the spec,
     ssh: {port: 22, user: me, key_file: ~/.ssh/id_ed25519, known_hosts: ~/.ssh/known_hosts,
           remote_root: "", trust_unknown_hosts: false}
     callback: https://example.org/hook   # state-change webhooks (secret: see the README)
+    burst: [{plugin: flux, uri: "local:///...", after: 30s}]   # see dodo_jobspec/bursters/
+    burst_selector: pkg.mod:func  # which tasks may burst (default: attribute burstable: true)
+    burst_order: pkg.mod:func     # the order bursters are tried in (default: as listed)
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any
 
 from .errors import SpecError, suggest
 
-KEYS = ("transformer", "state_dir", "jobs", "stager", "nodes", "ssh", "callback")
+KEYS = ("transformer", "state_dir", "jobs", "stager", "nodes", "ssh", "callback", "burst",
+        "burst_selector", "burst_order")
 SSH_KEYS = ("port", "user", "key_file", "known_hosts", "remote_root", "trust_unknown_hosts",
             "parallel", "retries")
 
@@ -39,6 +43,10 @@ class Config:
     nodes: tuple[str, ...] = ()
     ssh: dict[str, Any] = field(default_factory=dict)
     callback: str | None = None
+    # Checked by bursters.policy.build, which knows each burster's settings.
+    burst: Any = None  # the raw `burst:` list
+    burst_selector: str | None = None
+    burst_order: str | None = None
 
 
 def find(spec: Path, explicit: Path | None = None) -> Path | None:
@@ -79,7 +87,8 @@ def load(spec: Path, explicit: Path | None = None) -> Config:
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         problems.append(doc.problem(f"jobs must be a positive whole number, not {jobs!r}",
                                     ["jobs"], "e.g. `jobs: 8`; leave it out for the default"))
-    for key in ("transformer", "stager", "state_dir", "callback"):
+    for key in ("transformer", "stager", "state_dir", "callback", "burst_selector",
+                "burst_order"):
         if data.get(key) is not None and not isinstance(data[key], str):
             problems.append(doc.problem(f"{key} must be a string, not {data[key]!r}", [key]))
     nodes = data.get("nodes") or ()
@@ -99,7 +108,9 @@ def load(spec: Path, explicit: Path | None = None) -> Config:
     return Config(path=path, transformer=data.get("transformer"),
                   state_dir=(base / os.path.expanduser(state)) if state else None,
                   jobs=data.get("jobs"), stager=data.get("stager"),
-                  nodes=tuple(str(n) for n in nodes), ssh=ssh, callback=data.get("callback"))
+                  nodes=tuple(str(n) for n in nodes), ssh=ssh, callback=data.get("callback"),
+                  burst=data.get("burst"),
+                  burst_selector=data.get("burst_selector"), burst_order=data.get("burst_order"))
 
 
 def transformer_name(given: str | None, configured: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Find transformers and stagers through entry points; built-ins register the same way.
+"""Find transformers, stagers and bursters through entry points; built-ins register the same way.
 
 A plugin that fails to import is recorded, and its error is raised only when that plugin is
 asked for, so one broken out-of-tree package never stops the others from working.
@@ -18,8 +18,11 @@ from .errors import PluginError, suggest
 
 TRANSFORMERS = "dodo_jobspec.transformers"
 STAGERS = "dodo_jobspec.stagers"
+BURSTERS = "dodo_jobspec.bursters"
+GROUPS = (TRANSFORMERS, STAGERS, BURSTERS)
+_KIND = {TRANSFORMERS: "transformer", STAGERS: "stager", BURSTERS: "burster"}
 
-_registered: dict[str, dict[str, type]] = {TRANSFORMERS: {}, STAGERS: {}}
+_registered: dict[str, dict[str, type]] = {g: {} for g in GROUPS}
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ def _entries(group: str) -> dict[str, str]:
 
 @cache
 def _all_entries() -> dict[str, dict[str, str]]:
-    """Both groups' entry points, remembered under a key of the installed distributions.
+    """Every group's entry points, remembered under a key of the installed distributions.
 
     importlib.metadata costs ~15 ms per command here (its import, then reading every
     distribution's metadata), a tenth of a no-op run. The key covers every directory on
@@ -52,14 +55,14 @@ def _all_entries() -> dict[str, dict[str, str]]:
         try:
             with open(cache_file, "rb") as fh:
                 saved = json.loads(fh.read())
-            if saved.get("key") == key:
+            if saved.get("key") == key and set(GROUPS) <= set(saved["entries"]):
                 return {g: dict(v) for g, v in saved["entries"].items()}
         except (OSError, ValueError, AttributeError, KeyError, TypeError):
             pass
     from importlib.metadata import entry_points
 
     found = entry_points()
-    out = {g: {ep.name: ep.value for ep in found.select(group=g)} for g in (TRANSFORMERS, STAGERS)}
+    out = {g: {ep.name: ep.value for ep in found.select(group=g)} for g in GROUPS}
     if cache_file is not None:
         try:
             os.makedirs(os.path.dirname(cache_file), exist_ok=True)
@@ -119,7 +122,7 @@ def load(group: str, name: str) -> Any:
     if name in _registered[group]:
         return _registered[group][name]
     entries = _entries(group)
-    kind = "transformer" if group == TRANSFORMERS else "stager"
+    kind = _KIND[group]
     if name not in entries:
         near = suggest(name, entries)
         hint = f"did you mean '{near}'?" if near else f"known: {', '.join(sorted(entries))}"

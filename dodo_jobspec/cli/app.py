@@ -214,7 +214,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     """`jobspec-do plugins`"""
     from .. import plugins
 
-    for group in (plugins.TRANSFORMERS, plugins.STAGERS):
+    for group in plugins.GROUPS:
         print(f"{group.rsplit('.', 1)[1]}:")
         for item in plugins.info(group):
             state = f"ERROR: {item.error}" if item.error else "ok"

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..bursters.move import BurstDriver, on_target
+from ..bursters.policy import BurstPolicy
 from ..errors import EXIT_FAILED, EXIT_OK, JobspecError
 from ..records.state import lock_holder, read_record
 from ..records.status import open_state
@@ -29,23 +31,32 @@ def cancel_all(req: Any) -> int:
     transformer = cls(TransformerOptions(state_dir=state.root))
     if not transformer.polled:
         return _stop_run(state.root)
+    driver = BurstDriver(BurstPolicy([]), transformer, lambda *a: None, state.root)
     live = []
     for node in state.spec.nodes.values():
         st = state.unit(node)
         for record_file in [st.job_file, *st.dir.glob("job.*.json")] if st.dir.exists() else []:
             job = read_record(record_file, lenient=record_file != st.job_file)
             if job.job_id and job.state in ("queued", "running", "submitting") \
-                    and job.transformer == transformer.name:
+                    and (job.transformer == transformer.name or on_target(job)):
                 live.append((st, job))
     if not live:
         print("nothing queued or running")
         return EXIT_OK
-    transformer.cancel([j.job_id for _, j in live if j.job_id])
+    # A job a burst moved is cancelled where it went (bursters/move.py keeps where).
+    by_place: dict[str, list[str]] = {}
+    for _, job in live:
+        by_place.setdefault(job.transformer, []).append(job.job_id or "")
+    for _, job in live:
+        ids = by_place.pop(job.transformer, None)
+        if ids:
+            driver.transformer_for(job).cancel(ids)
     for st, job in live:
         st.append_status(job.attempt, "canceled", f"job {job.job_id}: jobspec-do cancel")
         job.state = "canceled"
         st.write_job(job) if job.attempt else None
-        print(f"canceled {st.unit.name}: job {job.job_id}")
+        where = f" on {job.transformer.removeprefix('burst:')}" if on_target(job) else ""
+        print(f"canceled {st.unit.name}: job {job.job_id}{where}")
     return EXIT_OK
 
 

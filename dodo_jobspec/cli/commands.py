@@ -69,6 +69,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.add_argument("--stager", help="how staged paths reach the nodes: shared (default), ssh, "
                                     "flux-archive, sbcast (inside the Slurm job)")
     p.add_argument("--nodes", help="comma-separated nodes for the ssh stager")
+    _burst_arg(p)
     _state_args(p)
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only failures and a closing line (nothing when nothing ran)")
@@ -83,6 +84,7 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
     p.add_argument("--resources-choice", type=_CHOICE, metavar="I",
                    help="for `a|b` resources, use alternative I (0-based) where it exists")
     p.add_argument("--json", action="store_true", help="machine-readable plan")
+    _burst_arg(p)
     _state_args(p)
     p.set_defaults(func=cmd_plan)
 
@@ -136,6 +138,12 @@ def _add_report_command(sub: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def _burst_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--burst", metavar="NAME[,NAME]",
+                   help="burstable tasks may move to these bursters, tried in this order "
+                        "(entries of the config's `burst:` list, or plugin names)")
+
+
 def _state_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where records live (default: .jobspec-do/<spec name>/ beside SPEC)")
@@ -167,6 +175,8 @@ def _request(args: argparse.Namespace) -> Any:
         cron=getattr(args, "cron", False), no_wait_asked=getattr(args, "no_wait", False),
         resources_choice=getattr(args, "resources_choice", None),
         command=_command_line(args) if args.func is cmd_run else "",
+        burst=tuple(n.strip() for n in (getattr(args, "burst", None) or "").split(",")
+                    if n.strip()),
         stage=StageConfig(getattr(args, "stager", None) or cfg.stager or "shared",
                           nodes or cfg.nodes, dict(cfg.ssh)))
 

@@ -24,6 +24,8 @@ from doit.dependency import Dependency, JSONCodec
 from doit.task import dict_to_task
 from doit.tools import config_changed
 
+from ..bursters.move import BurstDriver, Records, on_target
+from ..bursters.policy import BurstPolicy
 from ..errors import EXIT_FAILED, EXIT_OK, PluginError
 from ..plan import PlannedUnit
 from ..records.state import JobRecord, write_record
@@ -37,6 +39,7 @@ from .why import analyse
 
 LIVE = ("submitting", "queued", "running")
 PENDING = "pending"  # a unit whose submission waits in the current batch
+WAITING = "waiting"  # where[] of a unit held back until its upstream is done (bursting)
 
 
 @dataclass
@@ -68,11 +71,13 @@ def advance(prep: Any, req: Any, console: Any) -> int:
     runner = UnitRunner(prep.spec, state, transformer,
                         RunOptions(resume=True, force=frozenset(req.force), no_wait=True),
                         console.emit, step_files=steps.files)
+    # --- burst hook (bursters/move.py); with no bursters now, moved jobs are still followed
+    runner.burst = BurstDriver(prep.burst or BurstPolicy([]), transformer, console.emit,
+                               state.root)
     verdicts = {v.name: v for v in analyse(prep)}
     dicts = {d["name"]: d for d in task_dicts(prep.plan, runner, steps, state, False)}
     records = {pu.key: state.unit(pu.node).read_job() for pu in prep.plan}
-    live = [r.job_id for r in records.values() if r.state in LIVE and r.job_id]
-    statuses = transformer.status(live) if live else {}
+    statuses = _statuses(runner, [r for r in records.values() if r.state in LIVE and r.job_id])
     dep = Dependency(IncrementalSqliteDB, str(state.db), checker_cls=MD5Checker,
                      codec_cls=JSONCodec)
     progress = Progress()
@@ -90,6 +95,10 @@ def advance(prep: Any, req: Any, console: Any) -> int:
         _flush(pending, runner, where, progress)
     finally:
         dep.close()
+        if runner.burst is not None:
+            runner.burst.close(lambda where: any(
+                r.transformer == where and r.state in LIVE
+                for r in (state.unit(pu.node).read_job() for pu in prep.plan)))
     _report(progress, console, len(prep.plan))
     return EXIT_FAILED if progress.failed else EXIT_OK
 
@@ -117,7 +126,8 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
                          "dependency failed", record.job_id)
         progress.blocked.append(name)
         return "blocked"
-    if record.state in LIVE and record.transformer == runner.transformer.name:
+    if record.state in LIVE and (record.transformer == runner.transformer.name or (
+            runner.burst is not None and runner.burst.owns(record))):
         found = _live(pu, record, statuses, runner, st, progress)
         if found is not None:
             if found == "done":
@@ -133,6 +143,14 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
         progress.blocked.append(name)
         return "blocked"
     waiting_on = [u for u in upstream if u != "done"]
+    if waiting_on and runner.burst is not None and (
+            WAITING in waiting_on or runner.burst.policy.selected(pu.node)
+            or any(runner.burst.policy.selected(d) for d in pu.deps)):
+        # A scheduler's afterok cannot name a job on another cluster, and a job that moves
+        # is cancelled where it was: a task on either side of a burst waits for its upstream
+        # to be done, then is submitted (by a later tick).
+        progress.in_flight.append(name)
+        return WAITING
     for i, _ in enumerate(getattr(pu.node, "steps", ())):
         if waiting_on:
             break  # steps run on the submit host, once what they depend on is done
@@ -149,11 +167,24 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
           runner: UnitRunner, st: Any, progress: Progress) -> str | None:
     """The fate of a recorded job: done, failed, its id if still in flight, None to resubmit."""
     name = pu.node.name
+    transformer = runner.transformer
+    if runner.burst is not None and runner.burst.owns(record):
+        # --- burst hook: finish a move a killed tick left, then ask where the job went.
+        ctx = runner._context(pu, st, record.attempt, record.token, None)
+        try:
+            transformer, found_id = runner.burst.reattach(pu.node, ctx, record,
+                                                          Records(st, st.job_file))
+        except PluginError as exc:
+            progress.failed.append(name)
+            runner.emit("failed", name, str(exc))
+            return "failed"
+        if found_id is None:
+            return None  # it never reached the burster: submitted afresh
     job_id = record.job_id
     if job_id is None:
         ctx = runner._context(pu, st, record.attempt, record.token, None)
         try:
-            job_id = runner.transformer.find(pu.node, ctx)
+            job_id = transformer.find(pu.node, ctx)
         except PluginError as exc:  # unknown whether it went in: not submitted again
             progress.failed.append(name)
             runner.emit("failed", name, str(exc))
@@ -163,17 +194,24 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
         record.job_id = job_id
         write_record(st.job_file, record)
         st.append_status(record.attempt, "queued", f"job {job_id} (found by token)", job_id)
-    status = statuses.get(job_id) or runner.transformer.status([job_id]).get(
+    status = statuses.get(job_id) or transformer.status([job_id]).get(
         job_id, JobStatus(JobState.LOST))
     if record.digest and record.digest != pu.node.digest:
         if not status.state.terminal:
-            runner.transformer.cancel([job_id])
+            transformer.cancel([job_id])
         st.append_status(record.attempt, "canceled", f"job {job_id}: the task changed; "
                          "resubmitting", job_id)
         runner.emit("replaced", name, f"job {job_id} cancelled: the task changed")
         progress.replaced.append(name)
         return None
     if not status.state.terminal:
+        if runner.burst is not None and status.state == JobState.QUEUED:
+            # --- burst hook: waited past a burster's `after`: move it now.
+            moved = runner.burst.move_if_due(pu.node, runner._context(
+                pu, st, record.attempt, record.token, None), record, Records(st, st.job_file))
+            if moved:
+                progress.replaced.append(name)
+                job_id = record.job_id or job_id
         progress.in_flight.append(name)
         return job_id
     outcome: Outcome = runner._record(pu, st, st.job_file, record, status, None)
@@ -197,6 +235,7 @@ class _Intent:
     ctx: Any
     after: list[str]
     why: str
+    transformer: Any  # where it goes: the primary, or the burster that takes it
 
 
 def _intend(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why: str = ""
@@ -215,38 +254,71 @@ def _intend(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why:
     st.ensure()
     write_record(st.job_file, record)
     st.append_status(attempt, "submitting", runner.transformer.name)
+    transformer = runner.transformer
+    if runner.burst is not None:  # --- burst hook: what the primary cannot take goes elsewhere
+        transformer = runner.burst.direct(pu.node, record, Records(st, st.job_file))
     ctx = runner._context(pu, st, attempt, record.token, None, after)
-    return _Intent(pu, st, record, ctx, after, why)
+    return _Intent(pu, st, record, ctx, after, why, transformer)
 
 
 def _flush(pending: list[_Intent], runner: UnitRunner, where: dict[str, str],
            progress: Progress) -> None:
-    """Submit every pending unit in one batch and record each job id (or failure)."""
+    """Submit every pending unit, one batch per transformer (the primary, each burster), and
+    record each job id (or failure)."""
     if not pending:
         return
-    results = runner.transformer.submit_many([(i.pu.node, i.ctx) for i in pending])
-    for intent, result in zip(pending, results, strict=True):
-        name, record, st = intent.pu.node.name, intent.record, intent.st
-        if isinstance(result, PluginError):
-            record.state = "failed"
-            record.info = f"could not submit: {result}"
-            write_record(st.job_file, record)
-            st.append_status(record.attempt, "failed", record.info)
-            runner.emit("failed", name, record.info)
-            progress.failed.append(name)
-            where[intent.pu.key] = "failed"
-            continue
-        record.job_id = result
-        record.state = "queued"
-        write_record(st.job_file, record)
-        st.append_status(record.attempt, "queued", f"job {result}", result)
-        runner.emit("submitted", name, f"job {result}"
-                    + (f" (after {', '.join(intent.after)})" if intent.after else "")
-                    + (f"; why: {intent.why}" if intent.why else ""))
-        progress.submitted.append(name)
-        progress.in_flight.append(name)
-        where[intent.pu.key] = result
+    batches: dict[int, list[_Intent]] = {}
+    for intent in pending:
+        batches.setdefault(id(intent.transformer), []).append(intent)
+    for batch in batches.values():
+        results = batch[0].transformer.submit_many([(i.pu.node, i.ctx) for i in batch])
+        for intent, result in zip(batch, results, strict=True):
+            _submitted(intent, result, runner, where, progress)
     pending.clear()
+
+
+def _submitted(intent: _Intent, result: str | PluginError, runner: UnitRunner,
+               where: dict[str, str], progress: Progress) -> None:
+    """Record one submission's job id, or its failure."""
+    name, record, st = intent.pu.node.name, intent.record, intent.st
+    if isinstance(result, PluginError):
+        record.state = "failed"
+        record.info = f"could not submit: {result}"
+        write_record(st.job_file, record)
+        st.append_status(record.attempt, "failed", record.info)
+        runner.emit("failed", name, record.info)
+        progress.failed.append(name)
+        where[intent.pu.key] = "failed"
+        return
+    record.job_id = result
+    record.state = "queued"
+    write_record(st.job_file, record)
+    st.append_status(record.attempt, "queued", f"job {result}", result)
+    runner.emit("submitted", name, f"job {result}"
+                + (f" (after {', '.join(intent.after)})" if intent.after else "")
+                + (f"; why: {intent.why}" if intent.why else ""))
+    progress.submitted.append(name)
+    progress.in_flight.append(name)
+    where[intent.pu.key] = result
+
+
+def _statuses(runner: UnitRunner, records: list[JobRecord]) -> dict[str, JobStatus]:
+    """One status query per place for every recorded live job (the primary, each burster)."""
+    by_place: dict[str, list[JobRecord]] = {}
+    for r in records:
+        by_place.setdefault(r.transformer, []).append(r)
+    out: dict[str, JobStatus] = {}
+    for place, group in by_place.items():
+        if place != runner.transformer.name and not (
+                runner.burst is not None and on_target(group[0])):
+            continue
+        transformer = runner._transformer_of(group[0])
+        try:
+            out |= transformer.status([r.job_id for r in group if r.job_id])
+        except PluginError:
+            if place == runner.transformer.name:
+                raise
+    return out
 
 
 def _save_success(dicts: dict[str, dict[str, Any]], dep: Dependency, pu: PlannedUnit) -> None:

@@ -38,6 +38,7 @@ from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
 
 if TYPE_CHECKING:
+    from ..bursters.policy import BurstPolicy
     from ..tasks.unit import Inflight
     from .console import Console, Entry
     from .poller import Poller
@@ -71,6 +72,7 @@ class RunRequest:
     # Called on SIGTERM/SIGHUP: True if the caller takes it as "finish, then stop" (a service
     # such as `watch`), so the run goes on; otherwise the run is interrupted.
     on_stop: Callable[[], bool] | None = None
+    burst: tuple[str, ...] = ()  # --burst NAME[,NAME]: only these bursters, in this order
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Prepared:
     # The no-op key of the spec and config files as they were loaded: a run records its
     # manifest under this, so an edit made while it runs is never taken as up to date.
     noop_key: tuple[object, ...] | None = None
+    burst: BurstPolicy | None = None  # where selected tasks may go when the primary is full
 
 
 def prepare(req: RunRequest) -> Prepared:
@@ -99,7 +102,10 @@ def prepare(req: RunRequest) -> Prepared:
     except OSError:
         noop_key = None  # a missing spec: load says so, with the file name
     spec = load(req.spec, default_resources=cls.default_resources)
+    burst = burst_policy(req, transformer, root)
     problems = transformer.check(spec)
+    if problems and burst is not None:  # what a burster can take goes there instead
+        problems = burst.takes_over(problems, spec, transformer)
     if problems:
         problems = with_lines(problems, spec)
         raise UnsatisfiableError("\n".join(p.render() for p in problems)
@@ -110,7 +116,24 @@ def prepare(req: RunRequest) -> Prepared:
     state = StateDir(root, spec)
     state.check_owner()
     return Prepared(spec, transformer, build(spec, transformer.submits_groups), state,
-                    noop_key)
+                    noop_key, burst)
+
+
+def burst_policy(req: RunRequest, transformer: Transformer, root: Path) -> BurstPolicy | None:
+    """The run's bursters (config `burst:` and --burst), or None when it has none. Only a
+    scheduler's queued jobs can be moved: on the local transformer there is no queue."""
+    cfg = config.load(req.spec, req.config)
+    if not (cfg.burst or req.burst):
+        return None
+    if not transformer.polled:
+        if not req.burst:  # a config shared with local runs: bursting is for schedulers
+            return None
+        raise PluginError(f"bursting moves jobs out of a scheduler's queue; the "
+                         f"{transformer.name} transformer has none (use -t flux or -t slurm)")
+    from ..bursters.policy import build as build_policy
+
+    return build_policy(cfg.burst, config_path=cfg.path, names=req.burst,
+                        selector=cfg.burst_selector, order=cfg.burst_order, state_dir=root)
 
 
 def spec_problem(spec: Spec, message: str) -> Any:
@@ -188,6 +211,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     # Imported here: `plan` and `--dry-run` load this module too, and need none of these.
     from doit.doit_cmd import DoitMain
 
+    from ..bursters import policy as bursting
+    from ..bursters.move import BurstDriver
     from ..tasks.gate import SlotGate
     from ..tasks.steps import StepRunner
     from ..tasks.unit import STATE_FULL, Inflight, RunOptions, UnitRunner
@@ -214,6 +239,10 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
                                    retry_failed=req.resume or not req.cron),
                         console.emit, inflight, poller.wait, gate, os.cpu_count() or 1,
                         steps.files)
+    if transformer.polled:  # --- burst hook (bursters/move.py)
+        # Even with no bursters configured now: a job an earlier run moved is followed.
+        runner.burst = BurstDriver(prep.burst or bursting.BurstPolicy([]), transformer,
+                                   console.emit, state.root, inflight.interrupted)
     dicts = task_dicts(prep.plan, runner, steps, state,
                        local_replicas=not transformer.submits_groups)
     unit_state = {pu.key: state.unit(pu.node) for pu in prep.plan}
@@ -251,6 +280,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
         IncrementalSqliteDB.on_full = None
         _restore(previous)
         poller.stop()
+        if runner.burst is not None:
+            runner.burst.close(lambda where: _live_on(prep, where))
         gc.unfreeze()  # the loader froze this run's objects; `watch` runs again in-process
     ok = rc == 0 and not console.failures
     if ok and not interrupted and prep.noop_key is not None:
@@ -337,6 +368,16 @@ def _interrupt(transformer: Transformer, inflight: Inflight, poller: Poller) -> 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (inflight.active or transformer.running()):
         time.sleep(0.01)
+
+
+def _live_on(prep: Prepared, transformer: str) -> bool:
+    """Whether a task's record says its job is still queued or running on ``transformer``."""
+    for pu in prep.plan:
+        record = prep.state.unit(pu.node).read_job()
+        if record.transformer == transformer and record.state in ("submitting", "queued",
+                                                                  "running"):
+            return True
+    return False
 
 
 def _forget(state: StateDir, prep: Prepared, dicts: list[dict[str, Any]],

@@ -415,6 +415,11 @@ def _described(prep: Any, noop_key: tuple[object, ...] | None) -> list[tuple[Any
     runner = UnitRunner(prep.spec, prep.state, prep.transformer, RunOptions(), lambda *a: None)
     unit, choose, describe = prep.state.unit, prep.transformer.choose, prep.transformer.describe
     folders: dict[str, Path] = {}
+    driver = None
+    if getattr(prep, "burst", None) is not None:
+        from ..bursters.move import BurstDriver
+
+        driver = BurstDriver(prep.burst, prep.transformer, lambda *a: None, prep.state.root)
     out = []
     for pu in prep.plan:
         node = pu.node
@@ -425,7 +430,10 @@ def _described(prep: Any, noop_key: tuple[object, ...] | None) -> list[tuple[Any
         else:
             ctx = plan_context(prep.spec, pu, st, attempt, folders)
         req, why = choose(node)
-        out.append((pu, verdicts[node.key], req, why, describe(node, ctx)))
+        detail = describe(node, ctx)
+        if driver is not None:  # --- burst hook: where it may go instead, and what it would run
+            detail = "\n".join([*driver.plan(node, ctx), detail])
+        out.append((pu, verdicts[node.key], req, why, detail))
     return out
 
 

@@ -107,6 +107,9 @@ def unit_status(st: UnitState, run_active: bool | None = None,
         "stdout": f"{st.dir_str}/stdout.{attempt}" if attempt else None,
         "stderr": f"{st.dir_str}/stderr.{attempt}" if attempt else None,
     }
+    burst = job.extra.get("burst") if job.extra else None
+    if isinstance(burst, dict) and attempt == job.attempt:  # where a burst sent it (bursters/)
+        row["burst"] = {k: burst.get(k) for k in ("target", "from", "state")}
     n = st.unit.replicas if isinstance(st.unit, Task) else 1
     if n > 1 and attempt:
         # Replicas log to stdout.N.R: there is no stdout.N. A scheduler's job array keeps no
@@ -270,7 +273,7 @@ def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False,
             exit_code = "" if r["exit_code"] is None else str(r["exit_code"])
             secs = "" if r["duration"] is None else f"{r['duration']:.1f}"
             print(f"{name:<{width}}  {r['state']:<11} {r['attempts']:>5} {exit_code:>4} "
-                  f"{secs:>8}  {r['job_id'] or ''}")
+                  f"{secs:>8}  {r['job_id'] or ''}{_where(r)}")
             if r["info"] and (r["state"] in _ENDED_BADLY or (
                     r["state"] != "completed" and "replicas" in r)):
                 # The row alone cannot say why (a missing output exits 0), which replica it is
@@ -278,6 +281,15 @@ def print_status(spec_path: Path, state_dir: Path | None, as_json: bool = False,
                 logs = f" (logs: {r['stderr']})" if r["stderr"] else ""
                 print(f"  {r['info']}{logs}")
     return EXIT_OK if all_done else EXIT_FAILED
+
+
+def _where(row: dict[str, Any]) -> str:
+    """Where a burst sent the unit's job, for the table."""
+    burst = row.get("burst")
+    if not burst or burst.get("state") not in ("moved", "direct"):
+        return ""
+    moved = f", moved from job {burst['from']}" if burst.get("from") else ""
+    return f" (on {burst['target']}{moved})"
 
 
 def print_logs(spec_path: Path, state_dir: Path | None, task: str, attempt: int | None,

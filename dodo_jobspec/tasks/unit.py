@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import trees
+from ..bursters.move import PREFIX, BurstDriver, Records
 from ..errors import PluginError
 from ..plan import PlannedUnit
 from ..records.state import (
@@ -149,6 +150,13 @@ class UnitRunner:
         self.gate = gate
         self.machine_cores = machine_cores
         self.step_files = step_files or (lambda pu: [])
+        # Bursting (bursters/): set by the engine when the run may move tasks elsewhere.
+        self.burst: BurstDriver | None = None
+
+    def _transformer_of(self, record: JobRecord) -> Transformer:
+        """The transformer that knows ``record``'s job: the primary, or a burster's."""
+        return self.burst.transformer_for(record) if self.burst is not None \
+            else self.transformer
 
     # -- the entry point -----------------------------------------------------------------------
     def run(self, pu: PlannedUnit, replica: int | None = None) -> Outcome:
@@ -192,9 +200,21 @@ class UnitRunner:
         """The job id to re-attach to, None to start afresh, or an Outcome refusing to run."""
         if record.state not in ("submitting", "queued", "running") or not record.token:
             return None
-        if record.transformer != self.transformer.name:
+        transformer = self.transformer
+        if self.burst is not None and self.burst.owns(record):
+            # --- burst hook: the job moved (or was moving): follow it to its burster.
+            try:
+                transformer, job_id = self.burst.reattach(pu.node, self._context(
+                    pu, st, record.attempt, record.token, None), record,
+                    Records(st, st.job_str))
+            except PluginError as exc:  # unknown where it is: not submitted again
+                return Outcome(False, str(exc))
+            if job_id is None:
+                return None
+        elif record.transformer != self.transformer.name:
             return None
-        job_id = record.job_id
+        else:
+            job_id = record.job_id
         if job_id is None:  # died between recording the intent and recording the id
             try:
                 job_id = self.transformer.find(pu.node, self._context(
@@ -203,15 +223,15 @@ class UnitRunner:
                 return Outcome(False, str(exc))
             if job_id is None:
                 return None
-        status = self.transformer.status([job_id]).get(job_id, JobStatus(JobState.LOST))
+        status = transformer.status([job_id]).get(job_id, JobStatus(JobState.LOST))
         if status.state in (JobState.LOST, JobState.FAILED, JobState.CANCELED,
-                            JobState.TIMEOUT) or not self.transformer.can_reattach:
+                            JobState.TIMEOUT) or not transformer.can_reattach:
             if not status.state.terminal:
-                self.transformer.cancel([job_id])  # e.g. an orphaned local process
+                transformer.cancel([job_id])  # e.g. an orphaned local process
             return None
         if record.signature != sig:
             self.emit("replaced", label(pu.node), f"the task changed: cancelling job {job_id}")
-            self.transformer.cancel([job_id])
+            transformer.cancel([job_id])
             st.append_status(record.attempt, "canceled", f"job {job_id}: definition changed")
             return None
         if not self.options.resume and not self.options.no_wait:
@@ -253,6 +273,9 @@ class UnitRunner:
             if self.transformer.polled:  # a local process has no queue to be lost in
                 write_record(record_file, record)
                 st.append_status(attempt, "submitting", self.transformer.name)
+                if self.burst is not None and replica is None:
+                    # --- burst hook: a request the primary cannot take goes to a burster.
+                    self.burst.direct(node, record, Records(st, record_file))
         ctx = self._context(pu, st, record.attempt, record.token, replica,
                             signature=record.signature)
         slot: AbstractContextManager[None] = contextlib.nullcontext()
@@ -322,37 +345,45 @@ class UnitRunner:
         """Submit (unless re-attaching to ``attach``) and wait for the job to end; None under
         --no-wait, which submits and returns."""
         if attach is None:
-            if ctx.prologue and not self.transformer.runs_prologue:
+            transformer = self._transformer_of(record)
+            if ctx.prologue and not transformer.runs_prologue:
                 raise SubmitError(f"its stage step stages inside the job ({ctx.prologue[0].name}"
-                                  f"), which the {self.transformer.name} transformer cannot "
+                                  f"), which the {transformer.name} transformer cannot "
                                   "run: use -t slurm, or a stager that sends before the job "
                                   "(--stager ssh with --nodes)")
-            record.job_id = self.transformer.submit(node, ctx)
+            record.job_id = transformer.submit(node, ctx)
             record.state = "queued" if self.transformer.polled else "running"
             if self.transformer.polled:  # a local process cannot be re-attached anyway
                 write_record(record_file, record)
-                st.append_status(record.attempt, "queued", f"job {record.job_id}",
+                where = f" on {record.transformer.removeprefix(PREFIX)}" \
+                    if record.transformer != self.transformer.name else ""
+                st.append_status(record.attempt, "queued", f"job {record.job_id}{where}",
                                  record.job_id)
-                self.emit("submitted", label(node), f"job {record.job_id}")
+                self.emit("submitted", label(node), f"job {record.job_id}{where}")
             else:
                 self._writing(lambda: st.append_status(record.attempt, "running",
                                                        f"pid {record.job_id}"))
         if self.options.no_wait:
             return None
-        assert record.job_id is not None
-        self.inflight.add(record.job_id, node.name)
+        job_id = record.job_id
+        assert job_id is not None
+        self.inflight.add(job_id, node.name)
         try:
             if self.inflight.interrupted.is_set():
                 # Submitted while the interrupt was cancelling what it saw in flight: this
                 # one it may have missed.
-                self.transformer.cancel([record.job_id])
-            return self.waiter(record.job_id)
+                self._transformer_of(record).cancel([job_id])
+            if self.burst is not None and self.burst.follows(node, record):
+                # --- burst hook: polled here, so that a long wait in the queue can move it.
+                return self.burst.wait(node, ctx, record, Records(st, record_file),
+                                       self.transformer.options.poll_interval)
+            return self.waiter(job_id)
         except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
             self.inflight.interrupted.set()
-            self.transformer.cancel([record.job_id])
+            self._transformer_of(record).cancel([record.job_id or job_id])
             raise
         finally:
-            self.inflight.discard(record.job_id)
+            self.inflight.discard(job_id)
 
     def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, record: JobRecord,
                 status: JobStatus, replica: int | None, checked: bool = False) -> Outcome:

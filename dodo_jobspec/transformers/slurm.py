@@ -121,9 +121,10 @@ class ClusterInfo:
 CONFIGLESS_CONF = "/run/slurm/conf/slurm.conf"
 
 
-def _no_conf() -> str | None:
-    """Why Slurm's commands will find no configuration here, or None."""
-    told = os.environ.get("SLURM_CONF")
+def _no_conf(env: dict[str, str] | None = None) -> str | None:
+    """Why Slurm's commands will find no configuration here (``env``: another cluster's
+    environment), or None."""
+    told = (os.environ if env is None else env).get("SLURM_CONF")
     places = [told] if told else ["/etc/slurm/slurm.conf", CONFIGLESS_CONF]
     if any(os.path.exists(p) for p in places):
         return None
@@ -148,15 +149,18 @@ class SlurmTransformer(Transformer):
         self._sacct_works: bool | None = None
         self._jobcomp: Path | None = None
         self._asked_jobcomp = False
+        # The environment of every Slurm command (None: this process's). A burster aims the
+        # transformer at another cluster by giving it that cluster's SLURM_CONF here.
+        self.env: dict[str, str] | None = None
 
     @property
     def cluster(self) -> ClusterInfo | None:
         """The cluster as sinfo describes it (asked once), or None when sinfo does not answer."""
         if not self._asked_sinfo:
             self._asked_sinfo = True
-            if _no_conf() is not None:  # sinfo would retry for a minute, then fail
+            if _no_conf(self.env) is not None:  # sinfo would retry for a minute, then fail
                 return None
-            out = _client(["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
+            out = _client(self.env, ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
             self._cluster = ClusterInfo.parse(out.stdout) if out and out.returncode == 0 else None
         return self._cluster
 
@@ -186,7 +190,7 @@ class SlurmTransformer(Transformer):
         if shutil.which("sbatch") is None:
             return "sbatch is not on PATH: install Slurm's client commands, or add their " \
                    "folder to PATH"
-        return _no_conf()
+        return _no_conf(self.env)
 
     def _unfit(self, node: Unit, req: ResourceRequest) -> str | None:
         cluster = self.cluster
@@ -344,7 +348,8 @@ class SlurmTransformer(Transformer):
         what = f"{_kind(unit)} '{unit.name}'"
         try:
             proc = subprocess.run(self.sbatch_argv(script, ctx), capture_output=True, text=True,
-                                  timeout=SUBMIT_TIMEOUT, stdin=subprocess.DEVNULL)
+                                  timeout=SUBMIT_TIMEOUT, stdin=subprocess.DEVNULL,
+                                  env=self.env)
         except FileNotFoundError as exc:
             raise SubmitError(f"{what}: sbatch not found; is Slurm installed and on PATH?"
                               ) from exc
@@ -381,7 +386,7 @@ class SlurmTransformer(Transformer):
     def cancel(self, job_ids: Sequence[str]) -> None:
         """scancel the jobs; its exit code says nothing (unknown ids give 0), so it is ignored."""
         if job_ids:
-            _client(["scancel", *job_ids])
+            _client(self.env, ["scancel", *job_ids])
 
     def find(self, unit: Unit, ctx: UnitContext) -> str | None:
         """The job submitted with this attempt's token, or None if it never was.
@@ -396,7 +401,7 @@ class SlurmTransformer(Transformer):
                 return job_id
         except OSError:
             pass
-        out = _client(["squeue", "--me", "-t", "all", "-h", "-o", "%F|%k"])
+        out = _client(self.env, ["squeue", "--me", "-t", "all", "-h", "-o", "%F|%k"])
         if out is None or out.returncode != 0:
             why = ((out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
                    if out else "no answer")
@@ -413,7 +418,7 @@ class SlurmTransformer(Transformer):
     def _squeue_rows(self) -> tuple[list[_Row], str | None]:
         # One call for every id: `squeue -j` hides finished jobs and fails on unknown ids. Its
         # exit_code field (a raw wait status) saves a `scontrol show job` per finished job.
-        out = _client(["squeue", "--me", "-t", "all", "-h", "-r", "-O", _SQUEUE_FIELDS])
+        out = _client(self.env, ["squeue", "--me", "-t", "all", "-h", "-r", "-O", _SQUEUE_FIELDS])
         if out is None or out.returncode != 0:
             return [], (out.stderr.strip() if out else "squeue did not answer")
         rows = []
@@ -424,13 +429,13 @@ class SlurmTransformer(Transformer):
                 rows.append(_Row(parts[0], parts[1], parts[2], parts[3],
                                  _wait_status(code) if code is not None else None, parts[4]))
         if any(r.state == "NODE_FAIL" for r in rows):
-            rows = _name_failed_nodes(rows)
+            rows = _name_failed_nodes(self.env, rows)
         return rows, None
 
     def _sacct_rows(self, job_ids: Sequence[str]) -> list[_Row]:
         if self._sacct_works is False:  # no slurmdbd: it will not start answering later
             return []
-        out = _client(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
+        out = _client(self.env, ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
                        "-j", ",".join(job_ids)])
         self._sacct_works = bool(out and out.returncode == 0)
         rows = []
@@ -443,7 +448,7 @@ class SlurmTransformer(Transformer):
     def _jobcomp_rows(self) -> list[_Row]:
         if not self._asked_jobcomp:
             self._asked_jobcomp = True
-            out = _client(["scontrol", "show", "config"])
+            out = _client(self.env, ["scontrol", "show", "config"])
             m = re.search(r"^JobCompLoc\s*=\s*(/\S+)", out.stdout if out else "", re.M)
             self._jobcomp = Path(m[1]) if m else None
         try:
@@ -525,25 +530,25 @@ class _Row:
     nodes: str = ""  # the job's node list (squeue), for saying where a node failed
 
 
-def _name_failed_nodes(rows: list[_Row]) -> list[_Row]:
+def _name_failed_nodes(env: dict[str, str] | None, rows: list[_Row]) -> list[_Row]:
     """NODE_FAIL rows with the job's nodes that are down now named: which node failed."""
-    out = _client(["sinfo", "-h", "-N", "-t", "down,drain,fail", "-o", "%N"])
+    out = _client(env, ["sinfo", "-h", "-N", "-t", "down,drain,fail", "-o", "%N"])
     down = set(out.stdout.split()) if out and out.returncode == 0 else set()
     if not down:
         return rows
     named = []
     for r in rows:
         if r.state == "NODE_FAIL":
-            mine = sorted(down & set(_expand_nodes(r.nodes))) if r.nodes else sorted(down)
+            mine = sorted(down & set(_expand_nodes(env, r.nodes))) if r.nodes else sorted(down)
             if mine:
                 r = replace(r, nodes=f"{r.nodes or '?'}, node down: {', '.join(mine)}")
         named.append(r)
     return named
 
 
-def _expand_nodes(nodelist: str) -> list[str]:
+def _expand_nodes(env: dict[str, str] | None, nodelist: str) -> list[str]:
     """``n[1-3]`` -> ``n1 n2 n3``, by Slurm's own parser (``scontrol show hostnames``)."""
-    out = _client(["scontrol", "show", "hostnames", nodelist])
+    out = _client(env, ["scontrol", "show", "hostnames", nodelist])
     return out.stdout.split() if out and out.returncode == 0 else [nodelist]
 
 
@@ -591,11 +596,12 @@ def _code(exit_code: str, signal: str) -> int:
     return int(signal) + 128 if int(signal) and not int(exit_code) else int(exit_code)
 
 
-def _client(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
-    """Run a Slurm query command; None when it is missing or hangs."""
+def _client(env: dict[str, str] | None, argv: list[str]
+            ) -> subprocess.CompletedProcess[str] | None:
+    """Run a Slurm query command (``env``: another cluster's); None when missing or hung."""
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return None
 
