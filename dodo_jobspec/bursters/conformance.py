@@ -98,12 +98,14 @@ def test_withdraw_says_true_only_for_a_job_that_never_ran(burster: Burster,
                                                           tmp_path: Path) -> None:
     task, ctx = _task(burster, tmp_path, f"echo ran >> {tmp_path}/ran.txt")
     job_id = burster.transformer().submit(task, ctx)
-    try:
+    if type(burster).withdraw is Burster.withdraw:
+        # A burster that takes no queued job back must say so, by name, and leave the job
+        # to run to its end, once (a move from it is then never attempted).
+        with pytest.raises(PluginError, match=burster.name):
+            burster.withdraw(job_id)
+        withdrawn = False
+    else:
         withdrawn = burster.withdraw(job_id)
-    except PluginError as exc:
-        if type(burster).withdraw is Burster.withdraw:
-            pytest.skip(f"{burster.name} takes no queued job back: {exc}")
-        raise
     status = _wait(burster, job_id)
     if withdrawn:
         assert status.state != JobState.COMPLETED and not (tmp_path / "ran.txt").exists()

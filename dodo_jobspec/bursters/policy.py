@@ -21,7 +21,7 @@ import importlib
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,13 @@ class BurstPolicy:
         kept = []
         for p in problems:
             node = by_path.get(str(p.path[0])) if len(p.path) == 1 else None
-            if node is not None and self.selected(node) \
-                    and self.first_taker(node, primary.choose(node)[0])[0] is not None:
-                continue
+            if node is not None and self.selected(node):
+                taker, why = self.first_taker(node, primary.choose(node)[0])
+                if taker is not None:
+                    continue
+                if why:  # the user asked for bursting: say why it cannot help either
+                    p = replace(p, message=f"{p.message}; and no burster can take it: "
+                                + "; ".join(why))
             kept.append(p)
         return kept
 

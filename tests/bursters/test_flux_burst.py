@@ -339,8 +339,11 @@ def test_a_group_and_a_replicated_task_move_whole(tmp_path: Path, full) -> None:
     assert target.jobs_named("pipe") == [pipe["job_id"]]
 
 
-def test_a_task_no_one_can_take_stays_and_plan_and_status_say_why(tmp_path: Path,
-                                                                    fluxes) -> None:
+def test_a_task_no_one_can_take_is_refused_before_anything_is_submitted(tmp_path: Path,
+                                                                       fluxes) -> None:
+    """The primary's check knows it cannot take 3 nodes; a burstable task is let through only
+    when a burster can take it. Here none can: a clear error, naming every refusal, and
+    nothing submitted anywhere (not a job left to fail later)."""
     primary, target = fluxes
     path = write(tmp_path, f"""
         version: 1
@@ -354,14 +357,15 @@ def test_a_task_no_one_can_take_stays_and_plan_and_status_say_why(tmp_path: Path
           command: "echo huge >> {tmp_path}/ran.txt"
         """)
     config(tmp_path, target)
-    plan = jsd(primary, "plan", path, "-t", "flux")
-    assert "# stays on flux: the flux primary cannot take it (it asks for 3 node(s), this " \
-           "has 1) and no burster can: second: it asks for 3 node(s), this has 2" in plan.stdout
-    out = jsd(primary, path, "-t", "flux")
-    assert out.returncode == 1  # the primary refuses it as well: a plain failure
+    for args in (("plan", path, "-t", "flux"), (path, "-t", "flux")):
+        out = jsd(primary, *args)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "3 nodes asked, the instance has 1" in out.stderr, out.stderr
+        assert "no burster can take it: second: it asks for 3 node(s), this has 2" \
+            in out.stderr, out.stderr
+        assert "nothing was submitted" in out.stderr and "Traceback" not in out.stderr
     assert executions(tmp_path) == [] and target.jobs_named("huge") == []
-    lines = (tmp_path / ".jobspec-do/spec/tasks/huge/status.csv").read_text()
-    assert "stays" in lines and "second: it asks for 3 node(s), this has 2" in lines
+    assert not (tmp_path / ".jobspec-do/spec/tasks/huge/job.json").exists()
 
 
 def test_the_local_burster_runs_a_moved_task_here(tmp_path: Path, full) -> None:
