@@ -260,6 +260,13 @@ class DoitReporter:
             self.console.block(entry.name, entry.counted)
             return
         msg = fail.message if getattr(fail, "message", None) else str(fail)
+        trace = "".join(getattr(fail, "traceback", None) or ())
+        if trace.strip() and msg.strip() == "PythonAction Error":
+            # jobspec-do's own action raised (a bug, or an OS error it did not expect): the
+            # exception's own line says what, where doit would say only "PythonAction Error".
+            msg = "internal error: " + trace.strip().splitlines()[-1]
+            if self.console.verbose:
+                self.console.stream.write(trace)
         self.console.failure(entry.name, msg.strip().splitlines()[0] if msg.strip() else kind,
                              entry.state, entry.replica)
 
