@@ -374,6 +374,21 @@ def test_cron_help_says_what_it_does_on_each_kind_of_transformer() -> None:
     assert cron.endswith("on a scheduler it is --no-wait, locally the spec runs through"), cron
 
 
+def _busy_for(pid: int, cpu_seconds: float) -> None:
+    """Wait until ``pid`` has used ``cpu_seconds`` of CPU: on a loaded machine a wall-clock
+    sleep can end while it is still importing, before any handler could be installed."""
+    tick = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return
+        if (int(fields[11]) + int(fields[12])) / tick >= cpu_seconds:
+            return
+        time.sleep(0.01)
+
+
 def test_sigterm_while_a_spec_loads_exits_130_without_a_traceback(tmp_path: Path) -> None:
     """Before a run sets up its own handling a SIGTERM killed jobspec-do outright (143), and
     SIGHUP (a dropped ssh session) with 129; Ctrl-C gave a traceback from whatever was
@@ -387,7 +402,7 @@ def test_sigterm_while_a_spec_loads_exits_130_without_a_traceback(tmp_path: Path
         proc = subprocess.Popen([sys.executable, "-c", "from dodo_jobspec.cli.app import console; "
                                  "console()", "plan", str(spec)], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        _busy_for(proc.pid, 0.5)  # past start-up, into the parse (seconds long)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         assert (proc.returncode, err) == (130, "jobspec-do: interrupted\n"), (signum, err)

@@ -46,7 +46,13 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path, seed: int) -> None:
     spec.write_text(_spec(n))
     proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "2"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(random.Random(seed).uniform(0.8, 2.5))
+    # A random moment after the first completion is recorded (a fixed delay lands before it
+    # on a loaded machine), while the 60 x 0.1 s chain is still far from its end.
+    state = tmp_path / ".jobspec-do" / "spec"
+    deadline = time.monotonic() + 60
+    while not _completed_records(state) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(random.Random(seed).uniform(0.0, 1.2))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(0.2)  # let the kernel deliver the parent-death signal to the children
