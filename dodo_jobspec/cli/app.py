@@ -1,11 +1,14 @@
-"""The `jobspec-do` command line: parse arguments, dispatch, map errors to exit codes."""
+"""The `jobspec-do` command line: parse arguments, dispatch, map errors to exit codes.
+
+A re-run with nothing to do goes through here and `commands._noop` alone, so everything a
+command needs beyond parsing is imported inside that command (tests/cli/test_noop_imports.py
+lists what the no-op path must not import).
+"""
 
 from __future__ import annotations
 
 import argparse
 import atexit
-import dataclasses
-import json
 import os
 import re
 import signal
@@ -105,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import add_engine_commands
 
     add_engine_commands(sub, _transformer_arg)
-    from .watch import add_watch_command
+    from .watch_args import add_watch_command
 
     add_watch_command(sub)
     return top
@@ -140,6 +143,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if not args.json:
                 print(exc, file=sys.stderr)
     if args.json:
+        import json
+
         print(json.dumps({s: {"ok": not ps, "problems": ps} for s, ps in results.items()},
                          indent=2, default=str))
     return rc
@@ -160,6 +165,8 @@ def with_file_hints(exc: SpecError) -> SpecError:
 
 
 def _file_hint(p: Problem) -> Problem:
+    import dataclasses
+
     if p.message != "file not found" or p.hint or not p.file:
         return p
     folder, base = os.path.split(p.file)
@@ -188,6 +195,8 @@ def _print_json_error(args: argparse.Namespace, exit_code: int, message: str,
     out: dict[str, object] = {"format": JSON_FORMAT, "ok": False}
     if getattr(args, "spec", None) is not None:  # named or found: which, as `status` says it
         out["spec"] = str(args.spec)
+    import json
+
     print(json.dumps({**out, "error": error}, indent=2, default=str))
 
 
@@ -204,6 +213,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """`jobspec-do schema`"""
+    import json
+
     from ..spec.validate import load_schema
 
     print(json.dumps(load_schema(args.strict), indent=2))
