@@ -34,6 +34,8 @@ NOT_ON_NOOP_PATH = (
     "dodo_jobspec.spec.source", "dodo_jobspec.spec.resolve", "dodo_jobspec.engine",
     "dodo_jobspec.plan", "dodo_jobspec.tasks", "dodo_jobspec.transformers",
     "hashlib", "json", "difflib", "csv",
+    # Finding plugins reads every installed distribution's metadata: a no-op names none.
+    "importlib.metadata", "pkg_resources", "dodo_jobspec.plugins",
 )
 
 
