@@ -647,8 +647,7 @@ def fs_roots(args: argparse.Namespace, stamp: str) -> list[tuple[str, Path]]:
                  .split(" (")[0], args.workdir / f"run-{stamp}-{os.getpid()}")]
     roots = []
     for label, base in args.fs:
-        base.mkdir(parents=True, exist_ok=True)
-        found = filesystem(base)
+        found = filesystem(base)  # by mount point: the folder need not exist yet
         if not found.startswith(label):
             raise SystemExit(f"run.py: --fs {label}={base}: that folder is on {found}, not "
                              f"{label}; name a folder on {label} (see `findmnt`)")
