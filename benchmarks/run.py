@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -150,6 +151,9 @@ class Sample:
     rss_kib: int | None
     status: str  # ok | fail | timeout
     rc: int | None
+    # user + system CPU of the command and every descendant it waited for: unlike the wall
+    # clock, barely moved by other work on a loaded machine.
+    cpu_s: float | None = None
 
 
 def measure(argv: list[str], cwd: Path, logs: Path, timeout: float, sync: bool) -> Sample:
@@ -164,6 +168,7 @@ def measure(argv: list[str], cwd: Path, logs: Path, timeout: float, sync: bool) 
     if sync:
         os.sync()  # flush the previous run's dirty pages now, not during this run
     with open(logs.with_suffix(".out"), "wb") as out, open(logs.with_suffix(".err"), "wb") as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 start_new_session=True)
@@ -181,6 +186,7 @@ def measure(argv: list[str], cwd: Path, logs: Path, timeout: float, sync: bool) 
         try:
             rc = proc.wait()
             seconds = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
         finally:
             timer.cancel()
     if expired.is_set():
@@ -188,7 +194,8 @@ def measure(argv: list[str], cwd: Path, logs: Path, timeout: float, sync: bool) 
     rss = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         rss = int(rss_file.read_text().split()[-1])  # last line; GNU time may prepend a note
-    return Sample(seconds, rss, "ok" if rc == 0 else "fail", rc)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Sample(seconds, rss, "ok" if rc == 0 else "fail", rc, cpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +252,11 @@ class ToolResult:
             if any(s.status == bad for s in got):
                 return bad
         return statistics.median(s.seconds for s in got)
+
+    def median_cpu(self, phase: str) -> float | None:
+        """Median CPU seconds of ``phase``'s successful samples; None if none."""
+        got = [s.cpu_s for s in self.samples.get(phase, []) if s.status == "ok" and s.cpu_s]
+        return statistics.median(got) if got else None
 
     def peak_mib(self, phases: tuple[str, ...] = PHASES) -> float | None:
         """Largest peak RSS over the samples of ``phases``, in MiB."""
@@ -335,6 +347,11 @@ def run_workload(kind: str, n: int, tools: list[str], args: argparse.Namespace,
                     if (p := tool.noop_stdout_check(out)) is not None:
                         problems.append(p)
                 record_check(name, "no-op re-ran nothing", problems)
+            for _ in range(args.noop_repeat - 1):  # a few ms each: more samples, less noise
+                timed("noop", work)
+            if args.noop_repeat > 1 and first and (s := res.samples.get("noop")):
+                record_check(name, f"{len(s)} no-ops re-ran nothing",
+                             check_untouched(before, work, "repeated no-op"))
             for phase in ("dry_done", "plan_done"):
                 s = timed(phase, work)
                 if first and s and s.status == "ok":
@@ -348,6 +365,7 @@ def run_workload(kind: str, n: int, tools: list[str], args: argparse.Namespace,
         "tools": {name: {
             "commands": r.commands, "skipped": r.skipped,
             "median_s": {p: r.median(p) for p in phases if r.samples.get(p)},
+            "median_cpu_s": {p: r.median_cpu(p) for p in phases if r.samples.get(p)},
             "peak_rss_mib": r.peak_mib(),
             "peak_rss_mib_by_phase": {p: r.peak_mib((p,)) for p in phases if r.samples.get(p)},
             "samples": {p: [vars(s) for s in ss] for p, ss in r.samples.items()},
@@ -498,16 +516,18 @@ def summary(workloads_run: list[dict], date: str) -> str:
     run against the xargs floor and plain doit, and its no-op against make's, from this run."""
     lines = [f"### Summary ({date}): medians; ratios within the same file system and workload",
              "", "| file system | workload | tool | full run | x xargs -P2 | x plain doit "
-             "| no-op re-run | x make no-op | plan, clean | peak RSS, full run |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| no-op re-run | x make no-op | no-op CPU | x make's | plan, clean "
+             "| peak RSS, full run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def ratio(a: float | None, b: float | None) -> str:
         return "—" if a is None or not b else f"x {a / b:.2f}"
 
     for wl in workloads_run:
         tools = wl["tools"]
 
-        def med(tool: str, phase: str, tools: dict = tools) -> float | None:
-            v = tools.get(tool, {}).get("median_s", {}).get(phase)
+        def med(tool: str, phase: str, tools: dict = tools, key: str = "median_s"
+                ) -> float | None:
+            v = tools.get(tool, {}).get(key, {}).get(phase)
             return v if isinstance(v, float) else None
 
         for name, t in tools.items():
@@ -522,6 +542,9 @@ def summary(workloads_run: list[dict], date: str) -> str:
                 ratio(med(name, "full"), med("xargs", "full")), peer,
                 fmt_s(t["median_s"].get("noop")),
                 "—" if name == "make" else ratio(med(name, "noop"), med("make", "noop")),
+                fmt_s(med(name, "noop", key="median_cpu_s")),
+                "—" if name == "make" else ratio(med(name, "noop", key="median_cpu_s"),
+                                                 med("make", "noop", key="median_cpu_s")),
                 fmt_s(t["median_s"].get("plan")),
                 "—" if rss is None else f"{rss:.0f} MiB"]) + " |")
     return "\n".join(lines)
@@ -568,6 +591,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--phases", default="full,noop,dry,plan",
                     help="what to time (default full,noop,dry,plan; dry and plan also time "
                          "their up-to-date variants)")
+    ap.add_argument("--noop-repeat", type=int, default=1, metavar="K",
+                    help="time the no-op re-run K times per round (default 1): it takes "
+                         "milliseconds, so one sample per round is mostly scheduling noise")
     ap.add_argument("-j", "--jobs", type=int, default=2,
                     help="parallelism for every tool (default 2)")
     ap.add_argument("--timeout", type=float, default=300.0,
