@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,13 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import workloads  # sibling module: this file is run as a script
+import install  # sibling modules: this file is run as a script
+import workloads
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 GNU_TIME = Path("/usr/bin/time")
 PHASES = ("full", "noop", "dry", "dry_done", "plan", "plan_done")
 DEFAULT_TOOLS = ("jobspec-do", "make", "doit", "xargs", "snakemake")
+# Where --fs NAME puts its work folders unless NAME=DIR says otherwise.
+FS_DEFAULT = {"tmpfs": Path("/dev/shm/jobspec-bench"), "ext4": HERE / "work"}
 
 # Fallback when /usr/bin/time is missing: a fresh Python child runs the command and reports the
 # largest RSS among its waited-for descendants (RUSAGE_CHILDREN), in KiB on Linux.
@@ -110,7 +115,7 @@ def _doit_noop_stdout(out: str) -> str | None:
 def make_tool(name: str, main_file: str, jobs: int, jobspec_cmd: list[str]) -> Tool:
     """The commands of tool ``name`` for a workload whose main file is ``main_file`` (relative
     to the work folder, which is the working directory of every command)."""
-    if name == "jobspec-do":
+    if name == "jobspec-do" or name.startswith("jobspec-do@"):
         run = [*jobspec_cmd, "run", "-q", "-j", str(jobs), main_file]
         return Tool(name, full=run, noop=run,
                     dry=[*jobspec_cmd, "run", "-q", "--dry-run", "-j", str(jobs), main_file],
@@ -146,6 +151,9 @@ class Sample:
     rss_kib: int | None
     status: str  # ok | fail | timeout
     rc: int | None
+    # user + system CPU of the command and every descendant it waited for: unlike the wall
+    # clock, barely moved by other work on a loaded machine.
+    cpu_s: float | None = None
 
 
 def measure(argv: list[str], cwd: Path, logs: Path, timeout: float, sync: bool) -> Sample:
@@ -160,6 +168,7 @@ def measure(argv: list[str], cwd: Path, logs: Path, timeout: float, sync: bool) 
     if sync:
         os.sync()  # flush the previous run's dirty pages now, not during this run
     with open(logs.with_suffix(".out"), "wb") as out, open(logs.with_suffix(".err"), "wb") as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 start_new_session=True)
@@ -177,6 +186,7 @@ def measure(argv: list[str], cwd: Path, logs: Path, timeout: float, sync: bool) 
         try:
             rc = proc.wait()
             seconds = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
         finally:
             timer.cancel()
     if expired.is_set():
@@ -184,7 +194,8 @@ def measure(argv: list[str], cwd: Path, logs: Path, timeout: float, sync: bool) 
     rss = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         rss = int(rss_file.read_text().split()[-1])  # last line; GNU time may prepend a note
-    return Sample(seconds, rss, "ok" if rc == 0 else "fail", rc)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Sample(seconds, rss, "ok" if rc == 0 else "fail", rc, cpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +253,11 @@ class ToolResult:
                 return bad
         return statistics.median(s.seconds for s in got)
 
+    def median_cpu(self, phase: str) -> float | None:
+        """Median CPU seconds of ``phase``'s successful samples; None if none."""
+        got = [s.cpu_s for s in self.samples.get(phase, []) if s.status == "ok" and s.cpu_s]
+        return statistics.median(got) if got else None
+
     def peak_mib(self, phases: tuple[str, ...] = PHASES) -> float | None:
         """Largest peak RSS over the samples of ``phases``, in MiB."""
         rss = [s.rss_kib for p in phases for s in self.samples.get(p, []) if s.rss_kib]
@@ -254,11 +270,12 @@ def log(msg: str) -> None:
 
 
 def run_workload(kind: str, n: int, tools: list[str], args: argparse.Namespace,
-                 root: Path) -> dict:
-    """All rounds of one workload; returns its JSON-ready result."""
+                 root: Path, fs: str, commands: dict[str, list[str]]) -> dict:
+    """All rounds of one workload in ``root`` (on file system ``fs``); returns its JSON-ready
+    result. ``commands``: how to call each jobspec-do variant (the name "jobspec-do" or
+    "jobspec-do@LABEL")."""
     wl_dir = root / f"{kind}-{n}"
     wl_dir.mkdir(parents=True)
-    jobspec_cmd = shlex.split(args.jobspec_do) if args.jobspec_do else [script("jobspec-do")]
     results: dict[str, ToolResult] = {}
     checks: list[dict] = []
     phases = [p for p in PHASES if p.split("_")[0] in args.phases]
@@ -277,8 +294,8 @@ def run_workload(kind: str, n: int, tools: list[str], args: argparse.Namespace,
             first = rnd == 0
             clean = wl_dir / f"r{rnd + 1}-{name}-clean"
             work = wl_dir / f"r{rnd + 1}-{name}"
-            main = workloads.write(kind, n, work, name, args.jobs).name
-            tool = make_tool(name, main, args.jobs, jobspec_cmd)
+            main = workloads.write(kind, n, work, name.split("@")[0], args.jobs).name
+            tool = make_tool(name, main, args.jobs, commands.get(name, []))
             res = results.setdefault(name, ToolResult(
                 {p: shlex.join(a) for p in phases if (a := tool.argv(p)) is not None}))
 
@@ -291,7 +308,7 @@ def run_workload(kind: str, n: int, tools: list[str], args: argparse.Namespace,
                             args.timeout, not args.no_sync)
                 res.samples.setdefault(phase, []).append(s)
                 rss = f"{s.rss_kib / 1024:.0f} MiB" if s.rss_kib else "? MiB"
-                log(f"[{kind}-{n} r{rnd + 1}] {tool.name:<10} {phase:<9} "
+                log(f"[{fs} {kind}-{n} r{rnd + 1}] {tool.name:<10} {phase:<9} "
                     f"{s.seconds:8.3f} s {rss:>8} {s.status if s.status != 'ok' else ''}")
                 if s.status == "fail":
                     err = folder.parent / f"r{rnd + 1}-{tool.name}-{phase}.err"
@@ -301,7 +318,7 @@ def run_workload(kind: str, n: int, tools: list[str], args: argparse.Namespace,
             # Dry-run and plan from a clean folder, in its own copy: the full run below starts
             # from a folder no other phase has touched.
             if ("dry" in phases and tool.dry) or ("plan" in phases and tool.plan):
-                workloads.write(kind, n, clean, name, args.jobs)
+                workloads.write(kind, n, clean, name.split("@")[0], args.jobs)
                 for phase in ("dry", "plan"):
                     s = timed(phase, clean)
                     if first and s and s.status == "ok":
@@ -330,6 +347,11 @@ def run_workload(kind: str, n: int, tools: list[str], args: argparse.Namespace,
                     if (p := tool.noop_stdout_check(out)) is not None:
                         problems.append(p)
                 record_check(name, "no-op re-ran nothing", problems)
+            for _ in range(args.noop_repeat - 1):  # a few ms each: more samples, less noise
+                timed("noop", work)
+            if args.noop_repeat > 1 and first and (s := res.samples.get("noop")):
+                record_check(name, f"{len(s)} no-ops re-ran nothing",
+                             check_untouched(before, work, "repeated no-op"))
             for phase in ("dry_done", "plan_done"):
                 s = timed(phase, work)
                 if first and s and s.status == "ok":
@@ -338,11 +360,12 @@ def run_workload(kind: str, n: int, tools: list[str], args: argparse.Namespace,
             if args.cleanup == "each":
                 shutil.rmtree(work, ignore_errors=True)
     return {
-        "kind": kind, "n": n, "rounds": args.rounds,
+        "kind": kind, "n": n, "rounds": args.rounds, "fs": fs, "workdir_fs": filesystem(root),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "tools": {name: {
             "commands": r.commands, "skipped": r.skipped,
             "median_s": {p: r.median(p) for p in phases if r.samples.get(p)},
+            "median_cpu_s": {p: r.median_cpu(p) for p in phases if r.samples.get(p)},
             "peak_rss_mib": r.peak_mib(),
             "peak_rss_mib_by_phase": {p: r.peak_mib((p,)) for p in phases if r.samples.get(p)},
             "samples": {p: [vars(s) for s in ss] for p, ss in r.samples.items()},
@@ -459,8 +482,8 @@ def table(wl: dict) -> str:
     tools = wl["tools"]
     r = wl["ratios"]
     la, lb = wl["loadavg_before"], wl["loadavg_after"]
-    lines = [f"### {wl['kind']}, N = {wl['n']:,} — medians of {wl['rounds']} interleaved "
-             f"round(s); load avg {la[0]:.2f} → {lb[0]:.2f}", "",
+    lines = [f"### {wl['fs']}: {wl['kind']}, N = {wl['n']:,} — medians of {wl['rounds']} "
+             f"interleaved round(s); load avg {la[0]:.2f} → {lb[0]:.2f}", "",
              "| tool | full run | x xargs floor | no-op re-run | jobspec-do ÷ tool (no-op) "
              "| dry-run, clean | dry-run, up to date | plan, clean | plan, up to date "
              "| peak RSS |",
@@ -488,6 +511,45 @@ def table(wl: dict) -> str:
     return "\n".join(lines)
 
 
+def summary(workloads_run: list[dict], date: str) -> str:
+    """Every workload on every file system in one table, the issue's shape: each tool's full
+    run against the xargs floor and plain doit, and its no-op against make's, from this run."""
+    lines = [f"### Summary ({date}): medians; ratios within the same file system and workload",
+             "", "| file system | workload | tool | full run | x xargs -P2 | x plain doit "
+             "| no-op re-run | x make no-op | no-op CPU | x make's | plan, clean "
+             "| peak RSS, full run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    def ratio(a: float | None, b: float | None) -> str:
+        return "—" if a is None or not b else f"x {a / b:.2f}"
+
+    for wl in workloads_run:
+        tools = wl["tools"]
+
+        def med(tool: str, phase: str, tools: dict = tools, key: str = "median_s"
+                ) -> float | None:
+            v = tools.get(tool, {}).get(key, {}).get(phase)
+            return v if isinstance(v, float) else None
+
+        for name, t in tools.items():
+            if name == "xargs":
+                peer = "—"
+            else:
+                peer = "—" if name == "doit" else ratio(med(name, "full"), med("doit", "full"))
+            rss = t["peak_rss_mib_by_phase"].get("full")
+            lines.append(" | ".join([
+                f"| {wl['fs']}", f"{wl['kind']} {wl['n']:,}", name,
+                fmt_s(t["median_s"].get("full", "timeout" if t["skipped"] else None)),
+                ratio(med(name, "full"), med("xargs", "full")), peer,
+                fmt_s(t["median_s"].get("noop")),
+                "—" if name == "make" else ratio(med(name, "noop"), med("make", "noop")),
+                fmt_s(med(name, "noop", key="median_cpu_s")),
+                "—" if name == "make" else ratio(med(name, "noop", key="median_cpu_s"),
+                                                 med("make", "noop", key="median_cpu_s")),
+                fmt_s(t["median_s"].get("plan")),
+                "—" if rss is None else f"{rss:.0f} MiB"]) + " |")
+    return "\n".join(lines)
+
+
 def commands_legend(wl: dict) -> str:
     """The exact command of every tool and phase (run in the workload's folder)."""
     lines = ["commands (run in the work folder; stdout/stderr to files):"]
@@ -503,6 +565,20 @@ def commands_legend(wl: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _fs_arg(ap: argparse.ArgumentParser, item: str) -> tuple[str, Path]:
+    name, _, folder = item.partition("=")
+    if name not in FS_DEFAULT:
+        ap.error(f"--fs: unknown file system {name!r}; choose from {', '.join(FS_DEFAULT)}")
+    return name, Path(folder) if folder else FS_DEFAULT[name]
+
+
+def _compare_arg(ap: argparse.ArgumentParser, item: str) -> tuple[str, str]:
+    label, _, folder = item.partition("=")
+    if not label or not folder or not (Path(folder) / "pyproject.toml").exists():
+        ap.error(f"--compare {item!r}: give LABEL=DIR, DIR a jobspec-do checkout")
+    return label, folder
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     ap = argparse.ArgumentParser(description=__doc__,
@@ -515,13 +591,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--phases", default="full,noop,dry,plan",
                     help="what to time (default full,noop,dry,plan; dry and plan also time "
                          "their up-to-date variants)")
+    ap.add_argument("--noop-repeat", type=int, default=1, metavar="K",
+                    help="time the no-op re-run K times per round (default 1): it takes "
+                         "milliseconds, so one sample per round is mostly scheduling noise")
     ap.add_argument("-j", "--jobs", type=int, default=2,
                     help="parallelism for every tool (default 2)")
     ap.add_argument("--timeout", type=float, default=300.0,
                     help="seconds per command before it is killed and recorded as a timeout")
     ap.add_argument("--json", type=Path, help="also write every sample here")
     ap.add_argument("--workdir", type=Path, default=HERE / "work",
-                    help="where the temporary work folders go (default benchmarks/work)")
+                    help="where the temporary work folders go (default benchmarks/work); "
+                         "ignored with --fs")
+    ap.add_argument("--fs", default="",
+                    help="run everything once per file system, in one run: a comma-separated "
+                         "list of tmpfs, ext4 (each with its default folder: "
+                         f"{', '.join(f'{k} {v}' for k, v in FS_DEFAULT.items())}) or "
+                         "NAME=DIR; DIR must be on NAME (checked), e.g. "
+                         "--fs tmpfs,ext4=/mnt/ext4-journal/bench")
+    ap.add_argument("--install", choices=("wheel", "here"), default="wheel",
+                    help="time jobspec-do as a user installs it: a wheel of this tree pip-"
+                         "installed in a fresh venv (default), or `here`: the console script "
+                         "next to this Python (an editable install pays ~25 ms more per start)")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=DIR",
+                    help="also time the jobspec-do of another checkout as jobspec-do@LABEL, "
+                         "side by side (e.g. old=/tmp/perf-old from `git worktree add`)")
     ap.add_argument("--cleanup", choices=("end", "each", "never"), default="end",
                     help="when to delete the work folders: at the end of the whole run "
                          "(default), after each tool's round, or never. `each` makes every "
@@ -537,6 +630,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.kinds = [k for k in args.kinds.split(",") if k]
     args.phases = [p for p in args.phases.split(",") if p]
     args.tools = [t for t in args.tools.split(",") if t]
+    args.fs = [_fs_arg(ap, item) for item in args.fs.split(",") if item]
+    args.compare = [_compare_arg(ap, item) for item in args.compare]
     for k in args.kinds:
         if k not in workloads.KINDS:
             ap.error(f"unknown kind {k!r}")
@@ -551,6 +646,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def jobspec_commands(args: argparse.Namespace, scratch: Path) -> dict[str, list[str]]:
+    """How to call each jobspec-do being timed: "jobspec-do" (this tree, or --jobspec-do),
+    and "jobspec-do@LABEL" for each --compare LABEL=DIR. With --install wheel (the default)
+    each tree is installed as a user would (benchmarks/install.py) under ``scratch``."""
+    trees = [("jobspec-do", REPO)] + [(f"jobspec-do@{label}", Path(d).resolve())
+                                      for label, d in args.compare]
+    out: dict[str, list[str]] = {}
+    for name, tree in trees:
+        if name == "jobspec-do" and args.jobspec_do:
+            out[name] = shlex.split(args.jobspec_do)
+        elif args.install == "here" and name == "jobspec-do":
+            out[name] = [script("jobspec-do")]
+        elif args.install == "here":
+            out[name] = ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "dodo_jobspec.cli"]
+        else:
+            log(f"installing {tree} as a wheel for {name} ...")
+            out[name] = [str(install.install(tree, scratch / name.replace("@", "-")))]
+    return out
+
+
+def fs_roots(args: argparse.Namespace, stamp: str) -> list[tuple[str, Path]]:
+    """(label, run folder) per file system asked for with --fs, else --workdir's alone."""
+    if not args.fs:
+        return [(filesystem(args.workdir.parent if not args.workdir.exists() else args.workdir)
+                 .split(" (")[0], args.workdir / f"run-{stamp}-{os.getpid()}")]
+    roots = []
+    for label, base in args.fs:
+        found = filesystem(base)  # by mount point: the folder need not exist yet
+        if not found.startswith(label):
+            raise SystemExit(f"run.py: --fs {label}={base}: that folder is on {found}, not "
+                             f"{label}; name a folder on {label} (see `findmnt`)")
+        roots.append((found.split(" (")[0], base / f"run-{stamp}-{os.getpid()}"))
+    return roots
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 if a correctness check failed."""
     args = parse_args(argv)
@@ -559,26 +689,40 @@ def main(argv: list[str] | None = None) -> int:
     if "snakemake" in tools and importlib.util.find_spec("snakemake") is None:
         tools.remove("snakemake")
         notes.append("snakemake: skipped (not importable here; nothing was installed)")
-    jobspec_cmd = shlex.split(args.jobspec_do) if args.jobspec_do else [script("jobspec-do")]
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    root = args.workdir / f"run-{stamp}-{os.getpid()}"
-    root.mkdir(parents=True)
-    info = machine_info(tools, jobspec_cmd, root)
-    log(f"work folder: {root}")
-    out: dict = {"machine": info, "settings": {
-        "ns": args.ns, "kinds": args.kinds, "tools": tools, "rounds": args.rounds,
-        "jobs": args.jobs, "timeout_s": args.timeout, "phases": args.phases,
-        "sync_before_each": not args.no_sync}, "notes": notes, "workloads": []}
+    roots = fs_roots(args, stamp)
+    scratch = Path(tempfile.mkdtemp(prefix="jsd-bench-install-"))
     try:
-        for n in args.ns:
-            for kind in args.kinds:
-                out["workloads"].append(run_workload(kind, n, tools, args, root))
-                if args.json:  # keep what we have if a later workload is interrupted
-                    args.json.write_text(json.dumps(out, indent=1))
+        commands = jobspec_commands(args, scratch)
+        if "jobspec-do" in tools:  # the variants run right after the tree's own
+            at = tools.index("jobspec-do") + 1
+            tools[at:at] = [name for name in commands if name != "jobspec-do"]
+        for label, root in roots:
+            root.mkdir(parents=True)
+            log(f"work folder ({label}): {root}")
+        info = machine_info(tools, commands.get("jobspec-do", []), roots[0][1])
+        info["workdirs"] = {label: f"{root} on {filesystem(root)}" for label, root in roots}
+        info["jobspec_do_commands"] = {k: shlex.join(v) for k, v in commands.items()}
+        out: dict = {"machine": info, "settings": {
+            "ns": args.ns, "kinds": args.kinds, "tools": tools, "rounds": args.rounds,
+            "jobs": args.jobs, "timeout_s": args.timeout, "phases": args.phases,
+            "install": args.install, "sync_before_each": not args.no_sync}, "notes": notes,
+            "workloads": []}
+        try:
+            for label, root in roots:
+                for n in args.ns:
+                    for kind in args.kinds:
+                        out["workloads"].append(
+                            run_workload(kind, n, tools, args, root, label, commands))
+                        if args.json:  # keep what we have if a later workload is interrupted
+                            args.json.write_text(json.dumps(out, indent=1))
+        finally:
+            if args.cleanup != "never":
+                for _label, root in roots:
+                    log(f"deleting {root} ...")
+                    shutil.rmtree(root, ignore_errors=True)
     finally:
-        if args.cleanup != "never":
-            log(f"deleting {root} ...")
-            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     v = info["versions"]
     print(f"## jobspec-do benchmark — {info['date']}\n")
     print(f"machine: {info['nproc']} cores usable ({info['cpu_count']} online), {info['cpu']}, "
@@ -588,9 +732,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['rss_method']} (largest single process), max over phases")
     when = {"end": "deleted at the end of the whole run", "never": "kept",
             "each": "deleted after each tool's round"}[args.cleanup]
-    print(f"work folders on {info['workdir_fs']}, {when}")
+    for label, where in info["workdirs"].items():
+        print(f"work folders ({label}): {where}, {when}")
+    for name, cmd in info["jobspec_do_commands"].items():
+        print(f"{name}: {cmd}" + (" (a wheel of that tree, pip-installed in a fresh venv)"
+                                   if args.install == "wheel" and not args.jobspec_do else ""))
     for note in notes:
         print(f"note: {note}")
+    if out["workloads"]:
+        print()
+        print(summary(out["workloads"], info["date"]))
     for wl in out["workloads"]:
         print()
         print(table(wl))

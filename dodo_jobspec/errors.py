@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +28,8 @@ def format_path(path: Sequence[PathPart]) -> str:
 
 def suggest(word: str, candidates: Iterable[str]) -> str | None:
     """Return the candidate closest to ``word`` (a likely typo fix), if any is close."""
+    import difflib  # here, not at the top: a no-op re-run never needs it
+
     names = [c for c in candidates if isinstance(c, str)]
     hits = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     if not hits:

@@ -4,7 +4,6 @@ it belongs to."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import posixpath
 import stat
@@ -61,6 +60,8 @@ def state_folder_name(spec_path: Path) -> str:
     stem = spec_path.stem
     if stem.strip(".") and "/" not in stem and "\0" not in stem:
         return stem
+    import hashlib  # only here: loading OpenSSL costs a no-op re-run ~3 ms
+
     digest = hashlib.sha256(spec_path.name.encode(errors="surrogateescape")).hexdigest()[:8]
     return f"dots-{digest}"
 

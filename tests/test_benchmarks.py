@@ -85,3 +85,43 @@ def test_flux_submit_compares_jobspec_do_with_flux_itself(flux: FluxInstance) ->
                                     "flux.job.submit_async", "flux submit loop"]
     assert rows[2][2] == "1.00"  # submit_async is what the others are divided by
     assert all(float(seconds) > 0 for _, seconds, _ratio in rows)
+
+
+def test_run_times_every_tool_on_each_file_system_in_one_run(tmp_path: Path) -> None:
+    """`run.py --fs`: the same workloads on tmpfs and on the disk, one summary table."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        raise AssertionError("no /dev/shm: the tmpfs half of this benchmark cannot run here")
+    tmpfs_dir = shm / f"jsd-bench-test-{tmp_path.name}"
+    try:
+        out = subprocess.run([sys.executable, str(BENCH / "run.py"), "--n", "3", "--rounds", "1",
+                              "--kinds", "chain", "--tools", "jobspec-do,make,xargs",
+                              "--install", "here", "--fs",
+                              f"tmpfs={tmpfs_dir},ext4={tmp_path / 'disk'}"],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["rm", "-rf", str(tmpfs_dir)], check=True)
+    assert out.returncode == 0, out.stderr
+    summary = out.stdout.split("### Summary", 1)[1].split("\n\n", 2)[1]
+    rows = _table(summary)
+    assert [(r[0].split(" ")[0], r[1], r[2]) for r in rows] == [
+        (fs, "chain 3", tool) for fs in ("tmpfs", "ext4") for tool in ("jobspec-do", "make",
+                                                                       "xargs")]
+    assert all(r[3].endswith(" s") for r in rows)  # every full run was timed
+    assert rows[0][7] != "—" and rows[0][7].startswith("x ")  # jobspec-do's no-op against make's
+    assert out.stdout.count("checks: all ") == 2
+    assert not any(tmp_path.joinpath("disk").iterdir())  # its work folders are removed
+
+
+def test_run_refuses_a_folder_on_another_file_system(tmp_path: Path) -> None:
+    """A folder said to be on ext4 that is on tmpfs: refused by name, nothing timed."""
+    folder = Path("/dev/shm") / f"jsd-bench-test-{tmp_path.name}"
+    try:
+        out = subprocess.run([sys.executable, str(BENCH / "run.py"), "--n", "3", "--rounds",
+                              "1", "--install", "here", "--fs", f"ext4={folder}"],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+    assert out.returncode != 0
+    assert f"--fs ext4={folder}: that folder is on tmpfs" in out.stderr, out.stderr
+    assert "###" not in out.stdout

@@ -1,18 +1,21 @@
-"""The `jobspec-do` command line: parse arguments, dispatch, map errors to exit codes."""
+"""The `jobspec-do` command line: parse arguments, dispatch, map errors to exit codes.
+
+A re-run with nothing to do goes through here and `commands._noop` alone, so everything a
+command needs beyond parsing is imported inside that command (tests/cli/test_noop_imports.py
+lists what the no-op path must not import).
+"""
 
 from __future__ import annotations
 
 import argparse
 import atexit
-import dataclasses
-import json
 import os
 import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .. import JSON_FORMAT, __version__
 from ..errors import (
@@ -71,13 +74,43 @@ def _transformer_arg(p: argparse.ArgumentParser) -> None:
                         "default from the config file, else $JOBSPEC_DO_TRANSFORMER, else local")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, with one sub-command per verb."""
+class _Unused:
+    """Stands for the parser of a command this invocation does not run: takes its arguments
+    and drops them."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        """Dropped."""
+
+    def set_defaults(self, **kwargs: object) -> None:
+        """Dropped."""
+
+
+class _OneCommand:
+    """The sub-commands of one invocation: every command is listed (for `--help` and the
+    "invalid choice" error), but only the one that runs gets its arguments.
+
+    Building every command's arguments cost a no-op re-run several milliseconds of its
+    ~50 (each `add_argument` makes a help formatter); the others are never parsed."""
+
+    def __init__(self, sub: Any, only: str | None) -> None:
+        self.sub, self.only = sub, only
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        """The real parser of the command that runs (or of every command, ``only`` None)."""
+        if self.only is None or name == self.only:
+            return self.sub.add_parser(name, **kwargs)
+        self.sub.add_parser(name, help=kwargs.get("help"))
+        return _Unused()
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with one sub-command per verb; with ``only``, the arguments of
+    that command alone (``""``: of none, for the top-level `--help` and `--version`)."""
     top = argparse.ArgumentParser(
         prog="jobspec-do", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--version", action="version", version=f"jobspec-do {__version__}")
-    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    sub = _OneCommand(top.add_subparsers(dest="command", metavar="COMMAND"), only)
 
     p = sub.add_parser("validate", help="check specs and report every problem",
                        description="Check each SPEC; print `SPEC: ok` or every problem found.")
@@ -105,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import add_engine_commands
 
     add_engine_commands(sub, _transformer_arg)
-    from .watch import add_watch_command
+    from .watch_args import add_watch_command
 
     add_watch_command(sub)
     return top
@@ -140,6 +173,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if not args.json:
                 print(exc, file=sys.stderr)
     if args.json:
+        import json
+
         print(json.dumps({s: {"ok": not ps, "problems": ps} for s, ps in results.items()},
                          indent=2, default=str))
     return rc
@@ -160,6 +195,8 @@ def with_file_hints(exc: SpecError) -> SpecError:
 
 
 def _file_hint(p: Problem) -> Problem:
+    import dataclasses
+
     if p.message != "file not found" or p.hint or not p.file:
         return p
     folder, base = os.path.split(p.file)
@@ -188,6 +225,8 @@ def _print_json_error(args: argparse.Namespace, exit_code: int, message: str,
     out: dict[str, object] = {"format": JSON_FORMAT, "ok": False}
     if getattr(args, "spec", None) is not None:  # named or found: which, as `status` says it
         out["spec"] = str(args.spec)
+    import json
+
     print(json.dumps({**out, "error": error}, indent=2, default=str))
 
 
@@ -204,6 +243,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """`jobspec-do schema`"""
+    import json
+
     from ..spec.validate import load_schema
 
     print(json.dumps(load_schema(args.strict), indent=2))
@@ -222,7 +263,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _with_default_command(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+def _with_default_command(argv: list[str],
+                          parser: Callable[[], argparse.ArgumentParser]) -> list[str]:
     """`jobspec-do [opts] [SPEC]` means `jobspec-do run [opts] [SPEC]` (plain `jobspec-do`
     too, as plain `make` does); a first word that is no file and is close to a command's name
     is a usage error naming the command."""
@@ -236,7 +278,7 @@ def _with_default_command(argv: list[str], parser: argparse.ArgumentParser) -> l
     if _COMMAND_LIKE.fullmatch(first) and not os.path.exists(first):
         near = suggest(first, COMMANDS)
         if near is not None:
-            parser.error(f"unknown command '{first}'; did you mean '{near}'?")
+            parser().error(f"unknown command '{first}'; did you mean '{near}'?")
     return ["run", *argv]
 
 
@@ -250,9 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
     typed = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(_with_default_command(typed, parser))
+    words = _with_default_command(typed, build_parser)
+    parser = build_parser(words[0] if words[0] in COMMANDS else "")
+    args = parser.parse_args(words)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         choose(args, typed)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_OK
-from ..spec.source import paused_gc
 from .discover import add_spec_args
 
 
@@ -247,7 +246,7 @@ def _check_no_wait(args: argparse.Namespace) -> None:
 def _noop(args: argparse.Namespace) -> int | None:
     """The fast path: everything up to date, known from one stat per file (see noop.py)."""
     from .. import config, noop
-    from ..records.state import default_state_dir
+    from ..records.folder import default_state_dir
 
     if not args.spec.is_file():
         return None
@@ -270,6 +269,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     automatic garbage collections would walk it again and again for nothing."""
     from ..engine.run import prepare
     from ..engine.why import print_dry_run
+    from ..spec.source import paused_gc
 
     with paused_gc():
         req = _request(args)
@@ -282,6 +282,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """`jobspec-do plan SPEC`"""
     from ..engine.run import prepare
     from ..engine.why import print_plan
+    from ..spec.source import paused_gc
 
     with paused_gc():
         req = _request(args)
@@ -309,7 +310,7 @@ def _deliver_outbox(args: argparse.Namespace) -> None:
     """Send the webhook events earlier invocations left undelivered (the README's promise:
     the next invocation of any kind sends them first), within a quiet cron tick's budget.
     One listing of the outbox when there is nothing to send; never an error."""
-    from ..records.state import default_state_dir
+    from ..records.folder import default_state_dir
 
     root = _state_dir(args) or default_state_dir(args.spec)
     outbox = root / "outbox"
@@ -381,7 +382,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     """`jobspec-do clean SPEC`"""
     from ..records.clean import forget
-    from ..records.state import default_state_dir
+    from ..records.folder import default_state_dir
 
     root = _state_dir(args) or default_state_dir(args.spec)
     if not forget(root, args.spec):

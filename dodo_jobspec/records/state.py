@@ -42,14 +42,9 @@ from ..errors import LockedError, StateError
 from ..paths import NOFOLLOW, check_real_dir, make_state_dir
 from ..paths import state_folder_name as state_folder_name  # re-exported for cli/watch
 from ..spec.model import Spec, Unit
+from .folder import default_state_dir as default_state_dir  # its old home
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
-
-
-def default_state_dir(spec_path: Path) -> Path:
-    """``.jobspec-do/<stem>/`` beside the spec: specs in one folder keep separate state (a
-    stem of dots, as in ``...yaml``, gets a safe name: see ``paths.state_folder_name``)."""
-    return spec_path.resolve().parent / ".jobspec-do" / state_folder_name(spec_path)
 
 
 def atomic_write(path: Path | str, data: str | bytes) -> None:
