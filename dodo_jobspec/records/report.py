@@ -7,9 +7,14 @@ log), so it can be made while a run is going. This module gathers the data; the 
 
 How an attempt's times are known: ``submitting``/``queued`` lines say when a scheduler job
 was submitted, a ``running`` line when a local process started, a terminal line when it
-ended; job.json adds the exact times of its attempt, and a Slurm job's ``job.N.started`` file
-(written by its script as it starts) dates the end of its queue wait. Flux jobs record no start,
-so their queue wait and run are drawn as one bar.
+ended; job.json adds the exact times of its attempt, including when its scheduler says it
+began to run (``run_start``, learnt when polled: Slurm's StartTime, Flux's t_run), which ends
+its queue wait. An older attempt of a Slurm job is dated by its ``job.N.started`` file (written
+by its script as it starts); an older Flux attempt's wait and run are one bar.
+
+Where an attempt ran: its job record's ``nodes`` for the latest attempt; for older ones the
+status line that names them (``pid P:S on HOST`` as a local process starts, ``job ID on NODES``
+as a scheduler job ends). A job a burster took shows the burster as its transformer.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from .. import JSON_FORMAT
 from ..errors import StateError
 from ..spec.model import ResourceRequest, Spec, Task, Unit
 from .state import JobRecord, UnitState, read_record, read_runs
-from .status import lock_holder_alive, unit_status
+from .status import lock_holder_alive, unit_status, where_in
 
 _TERMINAL = ("completed", "failed", "timeout", "canceled", "lost", "interrupted", "blocked",
              "unknown", "not run")
@@ -51,6 +56,8 @@ class Attempt:
     exit_code: int | None = None
     job_id: str | None = None
     info: str = ""
+    nodes: str = ""  # where it ran: a host, a Slurm node list, Flux nodes (ranks)
+    transformer: str = ""  # who ran it: "slurm", "burst:NAME" for a job a burster took
 
 
 @dataclass
@@ -67,13 +74,14 @@ class UnitReport:
     info: str
     stdout: str | None
     stderr: str | None
-    where: str  # the transformer that ran its last attempt (and its node when recorded)
+    where: str  # the transformer that ran its last attempt
     resources: str  # the resolved request(s), alternatives joined by " | "
     parent: str | None  # the enclosing group's name
     depends_on: list[str]
     history: list[Attempt] = field(default_factory=list)
     replicas: list[dict[str, Any]] | None = None
     stderr_tail: list[str] = field(default_factory=list)  # failed units only
+    nodes: str = ""  # where its last attempt ran (see Attempt.nodes)
 
 
 @dataclass
@@ -132,7 +140,7 @@ def build(spec: Spec, root: Path) -> Report:
             where=transformer or "", resources=_label(node.resources, labels),
             parent=node.parent.name if node.parent else None,
             depends_on=[d.name for d in node.depends_on], history=history,
-            replicas=row.get("replicas"))
+            replicas=row.get("replicas"), nodes=row["nodes"] or "")
         if unit.state not in ("completed", "never run", "running", "queued", "submitting") \
                 and tails < TAILS:
             unit.stderr_tail = _tail(unit.stderr)
@@ -213,18 +221,26 @@ def _attempts(st: UnitState, node: Unit, lines: list[dict[str, str]], job: JobRe
         if state == "submitting":
             at.submitted = at.submitted or t
             transformer = info or transformer
+            at.transformer = info
         elif state in ("queued", "attached"):
             at.submitted = at.submitted or t
         elif state == "running":
             at.started = at.started or t
+            at.nodes = at.nodes or where_in(info)
         elif state in _TERMINAL:
             at.state, at.ended, at.info = state, t, info
+            at.nodes = where_in(info) or at.nodes
             m = _EXIT.search(info)
             at.exit_code = int(m.group(1)) if m else (0 if state == "completed" else None)
     transformer = job.transformer or transformer
     at = attempts.get(job.attempt)
     if at is not None and job.attempt:
         _merge_record(at, job, st)
+    for older in attempts.values():
+        if older is not at and older.started is None and older.submitted is not None:
+            # An older scheduler attempt: its Slurm script's start file, if it wrote one.
+            with contextlib.suppress(OSError):
+                older.started = os.stat(f"{st.dir_str}/job.{older.number}.started").st_mtime
     n = node.replicas if isinstance(node, Task) else 1
     replicas = [read_record(f"{st.dir_str}/job.{r}.json", lenient=True)
                 for r in range(n if n > 1 else 0)]
@@ -246,12 +262,19 @@ def _merge_record(at: Attempt, rec: JobRecord, st: UnitState) -> None:
     polled = rec.transformer not in ("", "local")
     if polled:
         at.submitted = at.submitted or rec.started
+        # A Slurm job's script writes this as it starts: the end of its queue wait, to the
+        # millisecond (Slurm's StartTime has whole seconds). Else the scheduler's word.
         started = Path(f"{st.dir_str}/job.{rec.attempt}.started")
-        # A Slurm job's script writes this as it starts: the end of its queue wait.
-        with contextlib.suppress(OSError):
+        try:
             at.started = started.stat().st_mtime
+        except OSError:
+            at.started = rec.run_start or at.started
+        if at.started is not None and at.submitted is not None:
+            at.started = max(at.started, at.submitted)  # a start in whole seconds
     else:
         at.started = rec.started or at.started
+    at.nodes = rec.nodes or at.nodes
+    at.transformer = rec.transformer or at.transformer
     if rec.state in _TERMINAL:
         at.state = rec.state
         at.ended = rec.finished or at.ended

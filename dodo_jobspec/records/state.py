@@ -117,8 +117,23 @@ class JobRecord:
     started: float | None = None
     finished: float | None = None
     info: str = ""
+    # Where the attempt runs or ran (a host name, a Slurm node list, Flux nodes and ranks) and
+    # when its job began to run, as the workload manager told when polled ("" / None: not yet,
+    # or not told). A scheduler job's ``started`` is its submission: the two make the queue wait.
+    nodes: str = ""
+    run_start: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     definition: dict[str, Any] = field(default_factory=dict)  # the resolved task it ran
+
+    def place(self, nodes: str, run_start: float | None, running: bool) -> bool:
+        """Take what a poll told of where and since when the job runs; True if the record
+        changed (and should be written)."""
+        before = (self.nodes, self.run_start, self.state)
+        self.nodes = nodes or self.nodes
+        self.run_start = run_start or self.run_start
+        if running and self.state == "queued":
+            self.state = "running"
+        return (self.nodes, self.run_start, self.state) != before
 
 
 _RECORD_FIELDS = tuple(JobRecord.__dataclass_fields__)

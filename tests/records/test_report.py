@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -149,6 +150,24 @@ def test_json_holds_every_attempt_and_matches_status(ran: Path) -> None:
     # Both runs are in the runs log, the second with --report.
     assert [r["command"] for r in s["runs"]] == [f"jobspec-do -k {ran}",
                                                  f"jobspec-do --report {ran}"]
+
+
+def test_every_local_attempt_says_the_host_it_ran_on(ran: Path) -> None:
+    """Each attempt, the first of shard-b's too (its job.json is the second's now), names
+    this machine: in `status --json`, the report's JSON, its hover text and its table."""
+    host = socket.gethostname()
+    status = _status(ran)
+    assert {k: u["nodes"] for k, u in status.items()} == {
+        "shard-a": host, "shard-b": host, "shard-c": host, "merge": None}
+    data = json.loads(jobspec_do("report", ran, "--json", cwd=ran.parent).stdout)
+    units = {u["name"]: u for u in data["units"]}
+    assert [a["nodes"] for a in units["shard-b"]["history"]] == [host, host]
+    assert units["shard-b"]["history"][-1]["transformer"] == "local"
+    assert units["shard-b"]["nodes"] == host and units["merge"]["nodes"] == ""
+    page = Page((ran.parent / ".jobspec-do" / "fan" / "report.html").read_text())
+    titles = [t for t in page.text if t.startswith("shard-b · task · attempt")]
+    assert len(titles) == 2 and all(f"on {host} (local)" in t for t in titles), titles
+    assert page.text.count(f"{host} (local)") == 3  # the table cells of the tasks that ran
 
 
 def test_report_command_writes_to_the_state_dir_or_to_o(ran: Path, tmp_path: Path) -> None:
