@@ -22,7 +22,7 @@ from dodo_jobspec.records.report_graph import OWN_LIMIT, GraphNode, draw
 from dodo_jobspec.records.state import RUNS_LOG, read_runs, record_run
 from dodo_jobspec.records.status import open_state
 from tests.helpers import jobspec_do, write
-from tests.services import SlurmCluster, need_service
+from tests.services import FluxInstance, SlurmCluster, need_service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FAILING_B = "mkdir -p $OUT && echo 'shard b: disk full' >&2 && exit 3"
@@ -318,6 +318,18 @@ def test_a_slurm_jobs_queue_wait_is_drawn_apart_from_its_run(tmp_path: Path,
     assert float(waits[-1]["width"]) > 1.0  # drawn, grey, before the bar
     titles = [t for t in page.text if t.startswith("after · task · attempt 1")]
     assert len(titles) == 1 and "waited" in titles[0] and f"job {after.job_id}" in titles[0]
+    # Where: the cluster's one node, as squeue named it when polled, in the records, in
+    # `status --json`, in the terminal status line and on the page.
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    assert (first.nodes, after.nodes) == (node, node)
+    assert f"on {node} (slurm)" in titles[0]
+    status = _status(spec)
+    assert status["after"]["nodes"] == node
+    job = json.loads((state.root / "tasks" / "after" / "job.json").read_text())
+    # Slurm's StartTime, in whole seconds: within a second of the script's own start.
+    assert job["nodes"] == node and abs(job["run_start"] - after.started) < 1.0
+    lines = (state.root / "tasks" / "after" / "status.csv").read_text().splitlines()
+    assert lines[-1].endswith(f",completed,job {after.job_id} on {node}; slurm COMPLETED")
 
 
 def test_the_runs_log_keeps_one_line_per_different_run(tmp_path: Path) -> None:
@@ -376,6 +388,84 @@ def test_a_flux_run_reports_each_job(tmp_path: Path) -> None:
     page = Page(report_html.render(report, "layered"))
     assert Counter(a["data-unit"] for a in page.having("g", "attempt")) == {
         "shard-a": 1, "shard-b": 1, "shard-c": 1}
+
+
+def _flux_job(flux: FluxInstance, job_id: str) -> dict[str, Any]:
+    """One job as `flux jobs --json ID` tells it (one id: the job itself, not a list)."""
+    data = json.loads(flux.run("jobs", "--json", job_id).stdout)
+    assert isinstance(data, dict) and data.get("nodelist"), data
+    return data
+
+
+def test_a_flux_jobs_nodes_are_learnt_while_it_runs(tmp_path: Path, flux: FluxInstance) -> None:
+    """A blocking run: the batched poller learns where and since when the job runs, and
+    job.json (so `status --json`) says so before the job ends."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: fx-sleeper, command: "sleep 4"}
+        """)
+    record = tmp_path / ".jobspec-do" / "spec" / "tasks" / "fx-sleeper" / "job.json"
+    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", "-t", "flux", "-q",
+                            str(spec)], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            job = json.loads(record.read_text()) if record.exists() else {}
+            if job.get("state") == "running":
+                break
+            assert run.poll() is None, "the run ended before job.json said it was running"
+            assert time.monotonic() < deadline, f"never recorded as running: {job}"
+            time.sleep(0.1)
+        status = _status(spec)["fx-sleeper"]
+        assert (status["state"], status["nodes"]) == ("running", job["nodes"])
+        assert run.wait(timeout=60) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    info = _flux_job(flux, job["job_id"])
+    assert job["nodes"] == f"{info['nodelist']} (rank {info['ranks']})"
+    assert job["run_start"] == pytest.approx(info["t_run"], abs=1e-3)
+    done = json.loads(record.read_text())
+    assert (done["state"], done["nodes"]) == ("completed", job["nodes"])
+
+
+def test_a_flux_jobs_queue_wait_is_drawn_apart_from_its_run(tmp_path: Path,
+                                                            flux: FluxInstance) -> None:
+    """With --no-wait, `fx-after` waits in Flux's queue on `fx-first` (afterok): its t_run,
+    learnt by a later tick, ends the grey wait on the timeline; each attempt names its node
+    and rank."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: fx-first, command: "sleep 3"}
+        - {name: fx-after, depends_on: [fx-first], command: "true"}
+        """)
+    deadline = time.monotonic() + 120
+    while True:
+        r = jobspec_do(spec, "-t", "flux", "--no-wait", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        if json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["complete"]:
+            break
+        assert time.monotonic() < deadline, "the spec did not complete on Flux"
+        time.sleep(0.3)
+    state = open_state(spec, None)
+    report = build(state.spec, state.root)
+    units = {u.name: u for u in report.units}
+    [first], [after] = units["fx-first"].history, units["fx-after"].history
+    for a in (first, after):
+        assert a.submitted is not None and a.started is not None and a.ended is not None
+        assert a.submitted <= a.started <= a.ended
+        assert re.fullmatch(r"\S+ \(rank \d+\)", a.nodes), a.nodes
+    assert after.started - after.submitted > 2.0  # it waited while fx-first slept
+    info = _flux_job(flux, str(after.job_id))
+    assert after.started == pytest.approx(info["t_run"], abs=1e-3)
+    assert after.nodes == f"{info['nodelist']} (rank {info['ranks']})"
+    page = Page(report_html.render(report, "layered"))
+    waits = page.having("rect", "wait")
+    assert len(waits) >= 1 and float(waits[-1]["width"]) > 1.0
+    titles = [t for t in page.text if t.startswith("fx-after · task · attempt 1")]
+    assert len(titles) == 1 and "waited" in titles[0] and f"on {after.nodes} (flux)" in titles[0]
 
 
 def test_a_group_run_as_its_members_spans_them_on_the_timeline(tmp_path: Path) -> None:
