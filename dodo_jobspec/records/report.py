@@ -32,7 +32,7 @@ from typing import Any
 from .. import JSON_FORMAT
 from ..errors import StateError
 from ..spec.model import ResourceRequest, Spec, Task, Unit
-from .state import JobRecord, UnitState, read_record, read_runs
+from .state import JobRecord, UnitState, read_bytes, read_record, read_runs
 from .status import lock_holder_alive, unit_status, where_in
 
 _TERMINAL = ("completed", "failed", "timeout", "canceled", "lost", "interrupted", "blocked",
@@ -192,8 +192,7 @@ def read_history(path: str) -> list[dict[str, str]]:
     """A status.csv as ``UnitState.history`` reads it, at a fraction of the cost: a line is
     split by hand unless its info is quoted (a report reads every unit's history)."""
     try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode(errors="replace")
+        text = read_bytes(path).decode(errors="replace")
     except FileNotFoundError:
         return []
     rows = []

@@ -79,8 +79,6 @@ def unit_status(st: UnitState, run_active: bool | None = None,
     if unreadable:
         state, info = "unknown", (f"{unreadable.split(' (')[0]}: the next run (or --resume) "
                                   "runs it again and writes it afresh")
-    if state == "completed" and os.path.exists(st.done_str):
-        state = "completed"
     newer = int(last["attempt"]) if last and last["attempt"].isdigit() else 0
     if newer > job.attempt:
         # An attempt whose job.json is not written yet (a local run writes it at the end):
