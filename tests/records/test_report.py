@@ -170,6 +170,33 @@ def test_every_local_attempt_says_the_host_it_ran_on(ran: Path) -> None:
     assert page.text.count(f"{host} (local)") == 3  # the table cells of the tasks that ran
 
 
+def test_records_read_by_forked_processes_make_the_same_report(
+        ran: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large spec's records are read by a process per core, a share each: the report is
+    the one a single reader makes (units in the spec's order, failed tails, transformers)."""
+    from dodo_jobspec.records import report as report_module
+
+    monkeypatch.setattr(report_module, "PER_WORKER", 1)  # 4 units: fork for 2 and more
+    pools = []
+
+    class Pool(report_module.ProcessPoolExecutor):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pools.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "ProcessPoolExecutor", Pool)
+    state = open_state(ran, None)
+    made = {}
+    for workers in (1, 2, 3):
+        data = build(state.spec, state.root, workers).to_json()
+        del data["summary"]["generated"]
+        made[workers] = data
+    assert pools == [1, 2]  # forked readers besides this process, for 2 and 3 workers
+    assert made[1] == made[2] == made[3]
+    assert [u["name"] for u in made[3]["units"]] == ["shard-a", "shard-b", "shard-c", "merge"]
+    assert made[3]["units"][1]["stderr_tail"] == ["shard b: disk full"]
+
+
 def test_report_command_writes_to_the_state_dir_or_to_o(ran: Path, tmp_path: Path) -> None:
     out = jobspec_do("report", ran, "-o", tmp_path / "r.html", cwd=ran.parent)
     assert out.returncode == 0, out.stderr
