@@ -380,8 +380,8 @@ class UnitRunner:
                 # --- burst hook: polled here, so that a long wait in the queue can move it.
                 return self.burst.wait(node, ctx, record, Records(st, record_file),
                                        self.transformer.options.poll_interval)
-            if not self.transformer.polled:
-                return self.waiter(job_id)
+            if not self.transformer.polled or self.waiter == self.transformer.wait:
+                return self.waiter(job_id)  # a plugin's own wait may take no `news`
             return self.waiter(job_id, lambda news: placed(record, news, record_file))
         except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
             self.inflight.interrupted.set()
