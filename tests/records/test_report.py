@@ -197,6 +197,14 @@ def test_records_read_by_forked_processes_make_the_same_report(
     assert made[3]["units"][1]["stderr_tail"] == ["shard b: disk full"]
 
 
+def test_where_names_the_nodes_and_who_ran_them() -> None:
+    """A job a burster took names the burster (its record's transformer is burst:NAME)."""
+    assert report_html._where("burst:flux-b", "vm (rank 0)") == "vm (rank 0) (burst to flux-b)"
+    assert report_html._where("slurm", "c[1-2]") == "c[1-2] (slurm)"
+    assert report_html._where("slurm", "") == "slurm"  # still queued: nowhere yet
+    assert report_html._where("", "vm") == "vm"
+
+
 def test_report_command_writes_to_the_state_dir_or_to_o(ran: Path, tmp_path: Path) -> None:
     out = jobspec_do("report", ran, "-o", tmp_path / "r.html", cwd=ran.parent)
     assert out.returncode == 0, out.stderr
