@@ -733,7 +733,8 @@ def _placement(job: Mapping[str, Any]) -> tuple[str, float | None]:
     before it had resources (a job cancelled while pending never has)."""
     t_run = job.get("t_run")
     started = float(t_run) if isinstance(t_run, int | float) and t_run > 0 else None
-    nodes, ranks = str(job.get("nodelist") or ""), str(job.get("ranks") or "")
+    # Ranks come as an idset: "3", or "[0-1]" for several.
+    nodes, ranks = str(job.get("nodelist") or ""), str(job.get("ranks") or "").strip("[]")
     if not nodes:
         return "", started
     plural = "s" if any(c in ranks for c in ",-") else ""

@@ -499,7 +499,7 @@ def test_status_says_where_and_since_when_a_job_runs() -> None:
     st = job_status({"id": 1, "state": "RUN", "nodelist": "vm", "ranks": "2", "t_run": 5.5})
     assert (st.state, st.where, st.started) == (JobState.RUNNING, "vm (rank 2)", 5.5)
     st = job_status({"id": 1, "state": "INACTIVE", "result": "COMPLETED", "returncode": 0,
-                     "nodelist": "n[1-2]", "ranks": "0-1", "t_run": 7.0})
+                     "nodelist": "n[1-2]", "ranks": "[0-1]", "t_run": 7.0})
     assert (st.state, st.where, st.started) == (JobState.COMPLETED, "n[1-2] (ranks 0-1)", 7.0)
     st = job_status({"id": 1, "state": "INACTIVE", "result": "CANCELED", "t_run": 0.0})
     assert (st.state, st.where, st.started) == (JobState.CANCELED, "", None)
