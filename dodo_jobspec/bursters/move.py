@@ -196,6 +196,8 @@ class BurstDriver:
             status = transformer.status([job_id]).get(job_id, JobStatus(JobState.LOST))
             if status.state.terminal:
                 return status
+            if record.place(status.where, status.started, status.state == JobState.RUNNING):
+                rec.save(record)  # where it runs, while it runs (`status`, `report`)
             if movable and status.state == JobState.QUEUED and not on_target(record):
                 if self.move_if_due(unit, ctx, record, rec):
                     delay = min(0.2, poll)

@@ -125,7 +125,7 @@ def _add_report_command(sub: Any) -> None:
                     "of SPEC did: a summary, a timeline of every attempt, the dependency graph "
                     "and every task with its logs. It reads the records only, so it can be made "
                     "while a run is going.")
-    p.add_argument("spec", type=Path, metavar="SPEC")
+    add_spec_args(p)
     p.add_argument("-o", "--output", type=Path, metavar="FILE",
                    help="where to write it (default: <state dir>/report.html)")
     p.add_argument("--json", action="store_true",
@@ -352,7 +352,7 @@ def _upstream(spec: Any) -> dict[str, list[str]]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`jobspec-do report SPEC`"""
+    """`jobspec-do report [SPEC]`"""
     from ..records.status import open_state
 
     state = open_state(args.spec, _state_dir(args))

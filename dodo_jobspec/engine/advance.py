@@ -205,6 +205,8 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
         progress.replaced.append(name)
         return None
     if not status.state.terminal:
+        if record.place(status.where, status.started, status.state == JobState.RUNNING):
+            write_record(st.job_file, record)  # where it runs, while it runs
         if runner.burst is not None and status.state == JobState.QUEUED:
             # --- burst hook: waited past a burster's `after`: move it now.
             moved = runner.burst.move_if_due(pu.node, runner._context(

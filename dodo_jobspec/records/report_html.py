@@ -16,6 +16,7 @@ import bisect
 import html
 import itertools
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -64,7 +65,12 @@ def render(report: Report, graph_engine: str = "auto") -> str:
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    text = str(text)
+    # Most names and states hold nothing to escape: one scan instead of html.escape's five.
+    return html.escape(text, quote=True) if _SPECIAL.search(text) else text
+
+
+_SPECIAL = re.compile(r"[&<>\"']")
 
 
 def _clock(t: float | None) -> str:
@@ -345,15 +351,25 @@ def _bar(row: _Row, a: Attempt, now: float, x: Callable[[float], float], y: int,
         lines.append(f"started {_clock(start)}")
     lines.append(f"ended {_clock(a.ended)}" + (f" after {_secs(end - begin)}"
                                                if a.ended is not None else ""))
+    where = _where(a.transformer or row.unit.where, a.nodes)
     facts = [f"exit {a.exit_code}" if a.exit_code is not None else "",
-             f"job {a.job_id}" if a.job_id else "", f"on {row.unit.where}" if row.unit.where
-             else ""]
+             f"job {a.job_id}" if a.job_id else "", f"on {where}" if where else ""]
     if any(facts):
         lines.append(" · ".join(f for f in facts if f))
     if a.info:
         lines.append(a.info)
     return (f'<g class="attempt" data-unit="{_e(row.unit.name)}" data-attempt="{a.number}">'
             f"<title>{_e(chr(10).join(lines))}</title>{''.join(parts)}</g>")
+
+
+def _where(transformer: str, nodes: str) -> str:
+    """Where an attempt ran, as a reader says it: ``c[1-2] (slurm)``, ``vm (rank 0) (burst
+    to flux-b)``; the transformer alone while its nodes are unknown."""
+    who = (f"burst to {transformer.removeprefix('burst:')}"
+           if transformer.startswith("burst:") else transformer)
+    if not nodes:
+        return who
+    return f"{nodes} ({who})" if who else nodes
 
 
 # -- graph --------------------------------------------------------------------------------
@@ -393,7 +409,8 @@ def _table(report: Report) -> str:
                     f"<td>{_e(u.state)}</td>"
                     f"<td>{u.attempts}</td><td>{'' if u.exit_code is None else u.exit_code}"
                     f"</td><td>{_secs(u.duration)}</td><td>{_e(u.job_id or '')}</td>"
-                    f"<td>{_e(u.where)}</td><td>{_e(u.resources)}</td><td>{_e(u.info)}</td>"
+                    f"<td>{_e(_where(u.where, u.nodes))}</td><td>{_e(u.resources)}</td>"
+                    f"<td>{_e(u.info)}</td>"
                     "</tr>")
         lines += 2
         if u.state in _BAD:

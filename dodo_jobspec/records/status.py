@@ -79,16 +79,18 @@ def unit_status(st: UnitState, run_active: bool | None = None,
     if unreadable:
         state, info = "unknown", (f"{unreadable.split(' (')[0]}: the next run (or --resume) "
                                   "runs it again and writes it afresh")
-    if state == "completed" and os.path.exists(st.done_str):
-        state = "completed"
     newer = int(last["attempt"]) if last and last["attempt"].isdigit() else 0
     if newer > job.attempt:
         # An attempt whose job.json is not written yet (a local run writes it at the end):
         # nothing of the older attempt's record describes it.
         attempt, job_id, exit_code, duration = newer, _local_job_id(info), None, None
+        nodes = where_in(info)
     else:
         attempt = job.attempt or st.last_attempt()
         job_id, exit_code, duration = job.job_id, job.exit_code, None
+        nodes = job.nodes
+        if state == "queued" and job.state == "running" and str(job.attempt) == last["attempt"]:
+            state = "running"  # a poll saw it start: said in job.json, not in status.csv
         if job.started and job.finished and job.finished >= job.started:
             duration = round(job.finished - job.started, 3)
     if last and state in _IN_FLIGHT and _owned_by_run(job, last):
@@ -103,6 +105,7 @@ def unit_status(st: UnitState, run_active: bool | None = None,
         "exit_code": exit_code, "duration": duration,
         "updated": float(last["timestamp"]) if last else None,
         "info": info,
+        "nodes": nodes or None,  # where it runs or ran: host, Slurm node list, Flux nodes/ranks
         # Strings made directly: a Path per log costs more than reading the records (report).
         "stdout": f"{st.dir_str}/stdout.{attempt}" if attempt else None,
         "stderr": f"{st.dir_str}/stderr.{attempt}" if attempt else None,
@@ -129,7 +132,7 @@ def _replica_rows(st: UnitState, n: int) -> list[dict[str, Any]] | None:
         return None
     return [{"replica": r, "state": rec.state if rec.attempt else "never run",
              "attempt": rec.attempt or None, "job_id": rec.job_id,
-             "exit_code": rec.exit_code,
+             "exit_code": rec.exit_code, "nodes": rec.nodes or None,
              "info": rec.info or (f"exit {rec.exit_code}" if rec.exit_code else ""),
              "stdout": str(st.stdout(rec.attempt, r)) if rec.attempt else None,
              "stderr": str(st.stderr(rec.attempt, r)) if rec.attempt else None}
@@ -188,11 +191,20 @@ def _owned_by_run(job: JobRecord, last: dict[str, str]) -> bool:
     return job.transformer == "local"
 
 
+def where_in(info: str) -> str:
+    """The nodes a status line names: ``pid P:S on HOST`` (a local process starting) or
+    ``job ID on NODES; ...`` (a scheduler job's end); "" when it names none."""
+    head = info.split(";", 1)[0]
+    if head.startswith(("pid ", "job ")) and " on " in head:
+        return head.split(" on ", 1)[1].strip()
+    return ""
+
+
 def _local_job_id(info: str) -> str | None:
     """The job id in a local "running" line's info (``pid PID:STARTTIME``), if it is one."""
     if not info.startswith("pid "):
         return None
-    return info[4:].split(";")[0].strip() or None
+    return next(iter(info[4:].split(";")[0].split()), None)  # "pid P:S on HOST" since #22
 
 
 def _local_process_alive(info: str) -> bool:

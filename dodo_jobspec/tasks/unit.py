@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 import stat
 import threading
 import time
@@ -50,6 +51,7 @@ STILL_FAILING = "failed last time"  # how a failed task that was not run again i
 NOT_STARTED = "not started: the run was interrupted"
 STATE_FULL = "state folder full"
 STILL_RUNNING = "still running"  # a job a killed run left queued or running, not --resume'd
+_HOST = socket.gethostname()  # where a transformer that is not polled runs its processes
 
 
 def label(node: Unit) -> str:
@@ -136,7 +138,7 @@ class UnitRunner:
 
     def __init__(self, spec: Spec, state: StateDir, transformer: Transformer,
                  options: RunOptions, emit: EventSink, inflight: Inflight | None = None,
-                 waiter: Callable[[str], JobStatus] | None = None,
+                 waiter: Callable[..., JobStatus] | None = None,
                  gate: SlotGate | None = None, machine_cores: int = 1,
                  step_files: Callable[[PlannedUnit], list[Path]] | None = None) -> None:
         self.spec = spec
@@ -360,9 +362,10 @@ class UnitRunner:
                 st.append_status(record.attempt, "queued", f"job {record.job_id}{where}",
                                  record.job_id)
                 self.emit("submitted", label(node), f"job {record.job_id}{where}")
-            else:
+            else:  # a child of this process: it runs here
+                record.nodes = _HOST
                 self._writing(lambda: st.append_status(record.attempt, "running",
-                                                       f"pid {record.job_id}"))
+                                                       f"pid {record.job_id} on {_HOST}"))
         if self.options.no_wait:
             return None
         job_id = record.job_id
@@ -377,7 +380,9 @@ class UnitRunner:
                 # --- burst hook: polled here, so that a long wait in the queue can move it.
                 return self.burst.wait(node, ctx, record, Records(st, record_file),
                                        self.transformer.options.poll_interval)
-            return self.waiter(job_id)
+            if not self.transformer.polled or self.waiter == self.transformer.wait:
+                return self.waiter(job_id)  # a plugin's own wait may take no `news`
+            return self.waiter(job_id, lambda news: placed(record, news, record_file))
         except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
             self.inflight.interrupted.set()
             self._transformer_of(record).cancel([record.job_id or job_id])
@@ -394,9 +399,13 @@ class UnitRunner:
         record.exit_code = status.exit_code
         record.finished = time.time()
         record.info = status.info
+        record.nodes = status.where or record.nodes
+        record.run_start = status.started or record.run_start
         info = status.info or (f"exit {status.exit_code}" if status.exit_code else "")
         if record.job_id and self.transformer.polled:
-            info = f"job {record.job_id}; {info}".rstrip("; ")
+            # Where it ran, in the line that outlives this record (records.report reads it).
+            where = f" on {record.nodes}" if record.nodes else ""
+            info = f"job {record.job_id}{where}; {info}".rstrip("; ")
 
         def write() -> None:  # each part can be written again: atomic, or an appended line
             write_record(record_file, record)
@@ -558,6 +567,15 @@ class UnitRunner:
             if stat.S_ISDIR(s.st_mode):  # its own mtime misses edits deeper down
                 h.update(trees.digest(str(path)).encode())
         return h.hexdigest()
+
+
+def placed(record: JobRecord, news: JobStatus, record_file: Path | str) -> None:
+    """A polled job is placed (its nodes, when it began to run): say so in its record, so
+    that `status` and `report` show where it runs while it runs. Best effort: the end writes
+    them again, so a write that fails here (a full disk) loses nothing."""
+    if record.place(news.where, news.started, news.state == JobState.RUNNING):
+        with contextlib.suppress(OSError):
+            write_record(record_file, record)
 
 
 def _prologue(pu: PlannedUnit, st: UnitState) -> tuple[Path, ...]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -49,6 +49,12 @@ class JobStatus:
     state: JobState
     exit_code: int | None = None
     info: str = ""
+    # Where the job runs or ran, as its workload manager names it (a host name, a Slurm node
+    # list, Flux's nodes and ranks); "" until it is placed, or where the manager does not say.
+    where: str = ""
+    # When it began to run (the end of its queue wait), as the workload manager tells; None
+    # while it waits, or where the manager does not say.
+    started: float | None = None
 
 
 @dataclass(frozen=True)
@@ -196,13 +202,18 @@ class Transformer(ABC):
         """The job id submitted with ``ctx.token`` by an attempt that died before recording it."""
         return None
 
-    def wait(self, job_id: str) -> JobStatus:
-        """Poll ``status`` until ``job_id`` is terminal."""
+    def wait(self, job_id: str, news: Callable[[JobStatus], None] | None = None) -> JobStatus:
+        """Poll ``status`` until ``job_id`` is terminal; ``news`` hears of each status on the
+        way whose placement (``where``, ``started``) is new."""
         delay = min(0.2, self.options.poll_interval)
+        told: tuple[str, float | None] = ("", None)
         while True:
             st = self.status([job_id]).get(job_id, JobStatus(JobState.LOST))
             if st.state.terminal:
                 return st
+            if news is not None and (st.where, st.started) != told and (st.where or st.started):
+                told = (st.where, st.started)
+                news(st)
             time.sleep(delay)
             delay = min(delay * 1.5, self.options.poll_interval)
 

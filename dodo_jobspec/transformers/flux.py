@@ -718,10 +718,31 @@ def job_status(job: Mapping[str, Any]) -> JobStatus:
     if not state:  # only the combined status column: a state name or a result name
         status = str(job.get("status", "")).upper()
         state, result = (status, "") if status in _PENDING | _ACTIVE else ("INACTIVE", status)
+    where, started = _placement(job)
     if state in _PENDING:
         return JobStatus(JobState.QUEUED, None, state.lower())
     if state in _ACTIVE:
-        return JobStatus(JobState.RUNNING)
+        return JobStatus(JobState.RUNNING, where=where, started=started)
+    status = _ended(job, result)
+    return replace(status, where=where, started=started)
+
+
+def _placement(job: Mapping[str, Any]) -> tuple[str, float | None]:
+    """Where a job runs or ran (its nodes, and its ranks: in a test instance every broker has
+    the same host name) and when it began to run, from ``flux jobs --json``; ("", None)
+    before it had resources (a job cancelled while pending never has)."""
+    t_run = job.get("t_run")
+    started = float(t_run) if isinstance(t_run, int | float) and t_run > 0 else None
+    # Ranks come as an idset: "3", or "[0-1]" for several.
+    nodes, ranks = str(job.get("nodelist") or ""), str(job.get("ranks") or "").strip("[]")
+    if not nodes:
+        return "", started
+    plural = "s" if any(c in ranks for c in ",-") else ""
+    return (f"{nodes} (rank{plural} {ranks})" if ranks else nodes), started
+
+
+def _ended(job: Mapping[str, Any], result: str) -> JobStatus:
+    """How an inactive job ended."""
     exc = job.get("exception") if isinstance(job.get("exception"), Mapping) else {}
     exc_type = exc.get("type") or job.get("exception_type") or ""
     note = str(exc.get("note") or job.get("exception_note") or "")
@@ -750,18 +771,21 @@ def _combine(parts: list[JobStatus]) -> JobStatus:
         return parts[0]
     n = len(parts)
     done = [p for p in parts if p.state.terminal]
+    where = "; ".join(dict.fromkeys(p.where for p in parts if p.where))
+    starts = [p.started for p in parts if p.started is not None]
+    started = min(starts) if starts else None
     if len(done) < n:
         state = (JobState.RUNNING if any(p.state is JobState.RUNNING for p in parts)
                  else JobState.QUEUED)
-        return JobStatus(state, None, f"{len(done)} of {n} replicas done")
+        return JobStatus(state, None, f"{len(done)} of {n} replicas done", where, started)
     bad = [p for p in parts if p.state is not JobState.COMPLETED]
     if not bad:
-        return JobStatus(JobState.COMPLETED, 0)
+        return JobStatus(JobState.COMPLETED, 0, "", where, started)
     worst = min(bad, key=lambda p: _SEVERITY.index(p.state))
     codes = [p.exit_code for p in bad if p.exit_code is not None]
     info = f"{len(bad)} of {n} replicas did not complete"
     return JobStatus(worst.state, max(codes) if codes else None,
-                     f"{info}: {worst.info}" if worst.info else info)
+                     f"{info}: {worst.info}" if worst.info else info, where, started)
 
 
 def _jobs_from_json(text: str) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from . import spawn
 from .base import JobState, JobStatus, SubmitError, Transformer, UnitContext
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as Slurm's KillWait does
+HOST = socket.gethostname()  # where every task of this transformer runs: the status says so
 RUN_MARKER = "JOBSPEC_DO_RUN"  # names the run that started a task, in the task's environment
 
 # Each task runs as the child of a tiny shell, its waiter, which writes the command's exit
@@ -195,7 +197,7 @@ class LocalTransformer(Transformer):
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid, proc, mark)
             return JobStatus(JobState.TIMEOUT, None, f"timed out: stopped after its duration "
-                             f"of {duration:g}s")
+                             f"of {duration:g}s", HOST)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting in the main thread
             _kill_group(proc.pid, proc, mark)
             raise
@@ -243,13 +245,14 @@ class LocalTransformer(Transformer):
             with self._lock:
                 proc = self._procs.get(job_id)
             if proc is not None and proc.poll() is None:
-                out[job_id] = JobStatus(JobState.RUNNING)
+                out[job_id] = JobStatus(JobState.RUNNING, where=HOST)
             elif proc is not None:
                 out[job_id] = _ended(proc.returncode)
             else:
                 alive = process_alive(job_id)
                 out[job_id] = JobStatus(JobState.RUNNING if alive else JobState.LOST, None,
-                                        "left by an earlier run" if alive else "")
+                                        "left by an earlier run" if alive else "",
+                                        HOST if alive else "")
         return out
 
     def cancel(self, job_ids: Sequence[str]) -> None:
@@ -521,10 +524,10 @@ def _ended(code: int | None) -> JobStatus:
     """The status of a process that ended with ``code`` (negative: killed by that signal,
     which the shell convention reports as 128 + N)."""
     if code == 0:
-        return JobStatus(JobState.COMPLETED, 0)
+        return JobStatus(JobState.COMPLETED, 0, where=HOST)
     if code is not None and code < 0:
-        return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}")
-    return JobStatus(JobState.FAILED, code)
+        return JobStatus(JobState.FAILED, 128 - code, f"killed by signal {-code}", HOST)
+    return JobStatus(JobState.FAILED, code, where=HOST)
 
 
 def _replica_env(ctx: UnitContext) -> dict[str, str]:

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ SBATCH_OPTIONS = frozenset({
 _TRANSIENT = ("unable to contact slurm controller", "socket timed out", "zero bytes were",
               "temporarily unable", "munge", "protocol authentication", "connection refused",
               "resource temporarily unavailable")
-_SQUEUE_FIELDS = "ArrayJobID:|,JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:"
+_SQUEUE_FIELDS = ("ArrayJobID:|,JobArrayID:|,State:|,Reason:|,NodeList:|,StartTime:|,"
+                  "exit_code:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,17 +419,19 @@ class SlurmTransformer(Transformer):
 
     def _squeue_rows(self) -> tuple[list[_Row], str | None]:
         # One call for every id: `squeue -j` hides finished jobs and fails on unknown ids. Its
-        # exit_code field (a raw wait status) saves a `scontrol show job` per finished job.
+        # exit_code field (a raw wait status) saves a `scontrol show job` per finished job, and
+        # its NodeList and StartTime say where and since when each job runs (for the records).
         out = _client(self.env, ["squeue", "--me", "-t", "all", "-h", "-r", "-O", _SQUEUE_FIELDS])
         if out is None or out.returncode != 0:
             return [], (out.stderr.strip() if out else "squeue did not answer")
         rows = []
         for line in out.stdout.splitlines():
             parts = [p.strip() for p in line.split("|")]
-            if len(parts) == 6:
-                code = int(parts[5]) if parts[5].isdigit() else None
+            if len(parts) == 7:
+                code = int(parts[6]) if parts[6].isdigit() else None
                 rows.append(_Row(parts[0], parts[1], parts[2], parts[3],
-                                 _wait_status(code) if code is not None else None, parts[4]))
+                                 _wait_status(code) if code is not None else None,
+                                 _nodes(parts[4]), _time(parts[5])))
         if any(r.state == "NODE_FAIL" for r in rows):
             rows = _name_failed_nodes(self.env, rows)
         return rows, None
@@ -435,14 +439,15 @@ class SlurmTransformer(Transformer):
     def _sacct_rows(self, job_ids: Sequence[str]) -> list[_Row]:
         if self._sacct_works is False:  # no slurmdbd: it will not start answering later
             return []
-        out = _client(self.env, ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
-                       "-j", ",".join(job_ids)])
+        out = _client(self.env, ["sacct", "-n", "-P", "-X", "-o",
+                                 "JobID,State,ExitCode,NodeList,Start", "-j", ",".join(job_ids)])
         self._sacct_works = bool(out and out.returncode == 0)
         rows = []
         for line in out.stdout.splitlines() if self._sacct_works and out else ():
-            m = re.match(r"(\d+)(_\d+)?\|(\w+)[^|]*\|(\d+):(\d+)", line.strip())
+            m = re.match(r"(\d+)(_\d+)?\|(\w+)[^|]*\|(\d+):(\d+)\|([^|]*)\|(\S*)", line.strip())
             if m:
-                rows.append(_Row(m[1], m[1] + (m[2] or ""), m[3], "", _code(m[4], m[5])))
+                rows.append(_Row(m[1], m[1] + (m[2] or ""), m[3], "", _code(m[4], m[5]),
+                                 _nodes(m[6]), _time(m[7])))
         return rows
 
     def _jobcomp_rows(self) -> list[_Row]:
@@ -461,10 +466,14 @@ class SlurmTransformer(Transformer):
             array, task = re.search(r"\bArrayJobId=(\d+)", line), re.search(
                 r"\bArrayTaskId=(\d+)", line)
             code = re.search(r"\bExitCode=(\d+):(\d+)", line)
+            nodes, start = re.search(r"\bNodeList=(\S+)", line), re.search(
+                r"\bStartTime=(\S+)", line)
             if job and state:
                 base = array[1] if array else job[1]
                 rows.append(_Row(base, f"{base}_{task[1]}" if task else job[1], state[1], "",
-                                 _code(code[1], code[2]) if code else None))
+                                 _code(code[1], code[2]) if code else None,
+                                 _nodes(nodes[1] if nodes else ""),
+                                 _time(start[1] if start else "")))
         return rows
 
 
@@ -527,7 +536,11 @@ class _Row:
     state: str
     reason: str
     exit_code: int | None
-    nodes: str = ""  # the job's node list (squeue), for saying where a node failed
+    nodes: str = ""  # the job's node list, for the records and for saying where a node failed
+    start: float | None = None  # when it began to run (None while it waits)
+
+
+_DOWN = ", node down: "  # joins a failed job's node list and the nodes of it that are down
 
 
 def _name_failed_nodes(env: dict[str, str] | None, rows: list[_Row]) -> list[_Row]:
@@ -541,7 +554,7 @@ def _name_failed_nodes(env: dict[str, str] | None, rows: list[_Row]) -> list[_Ro
         if r.state == "NODE_FAIL":
             mine = sorted(down & set(_expand_nodes(env, r.nodes))) if r.nodes else sorted(down)
             if mine:
-                r = replace(r, nodes=f"{r.nodes or '?'}, node down: {', '.join(mine)}")
+                r = replace(r, nodes=f"{r.nodes or '?'}{_DOWN}{', '.join(mine)}")
         named.append(r)
     return named
 
@@ -562,16 +575,23 @@ def _combine(rows: list[_Row]) -> JobStatus | None:
     if not rows:
         return None
     states = [_STATES.get(r.state, JobState.RUNNING) for r in rows]
+    # Where and since when: an array's elements together (a queued one's expected start
+    # is no start).
+    ran = [r for r, s in zip(rows, states, strict=True) if s is not JobState.QUEUED]
+    where = ",".join(dict.fromkeys(n for r in ran if (n := r.nodes.split(_DOWN)[0])
+                                   not in ("", "?")))
+    starts = [r.start for r in ran if r.start is not None]
+    started = min(starts) if starts else None
     if not all(s.terminal for s in states):
         state = JobState.RUNNING if JobState.RUNNING in states else JobState.QUEUED
-        return JobStatus(state, None, _info(rows))
+        return JobStatus(state, None, _info(rows), where, started)
     for wanted in (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELED):
         bad = [r for r, s in zip(rows, states, strict=True) if s is wanted]
         if bad:
             # A job whose node died has no exit code of its own (squeue says 0).
             code = None if bad[0].state == "NODE_FAIL" else bad[0].exit_code
-            return JobStatus(wanted, code, _info(rows))
-    return JobStatus(JobState.COMPLETED, 0, _info(rows))
+            return JobStatus(wanted, code, _info(rows), where, started)
+    return JobStatus(JobState.COMPLETED, 0, _info(rows), where, started)
 
 
 def _info(rows: list[_Row]) -> str:
@@ -585,6 +605,21 @@ def _info(rows: list[_Row]) -> str:
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
     return f"array of {len(rows)}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def _time(text: str) -> float | None:
+    """A Slurm time (``2026-12-03T13:25:35``, in this machine's zone, as every Slurm client
+    prints it) in seconds since the epoch; None for ``N/A``, ``Unknown``, ``None``."""
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        return None
+
+
+def _nodes(text: str) -> str:
+    """A node list, "" where Slurm says none was given (``None assigned``, ``(null)``)."""
+    text = text.strip()
+    return "" if not text or text.startswith(("None", "(null)")) else text
 
 
 def _wait_status(raw: int) -> int:

@@ -130,7 +130,10 @@ def test_a_task_too_big_for_the_primary_goes_straight_to_the_target(tmp_path: Pa
     assert executions(tmp_path) == [("large", home(target))] * 2  # two slots, one line each
     assert primary.jobs_named("large") == []  # never submitted to the primary
     assert history(tmp_path, "large") == ["submitting", "burst", "queued", "completed"]
-    assert "2 node(s), this has 1" in job(tmp_path, "large")["extra"]["burst"]["why"]
+    record = job(tmp_path, "large")
+    assert "2 node(s), this has 1" in record["extra"]["burst"]["why"]
+    # Where it ran: the target's two ranks, as its flux jobs said when polled (#22).
+    assert record["transformer"] == "burst:second" and "(ranks 0-1)" in record["nodes"], record
 
 
 def test_plan_says_where_a_task_may_burst(tmp_path: Path, fluxes) -> None:

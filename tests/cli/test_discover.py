@@ -285,6 +285,7 @@ NOTE = "jobspec-do: using pipe.yaml (no SPEC named; the spec run last here, per 
     (["logs", "build"], "build-log"),
     (["validate"], "pipe.yaml: ok"),
     (["cancel"], "nothing queued or running"),
+    (["report"], "report: "),
 ])
 def test_each_command_names_the_found_spec_on_its_first_line(
         ran: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expect: str) -> None:
@@ -339,6 +340,22 @@ def test_file_option_names_the_spec_like_the_positional(
     assert "build-log" in capsys.readouterr().out
     assert main(["validate", "-f", "pipe.yaml", "--file", "jobspec.yaml"]) == 0
     assert capsys.readouterr().out == "pipe.yaml: ok\njobspec.yaml: ok\n"
+
+
+def test_report_finds_its_spec_or_takes_it_by_file_option(
+        ran: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = ran / ".jobspec-do" / "pipe" / "report.html"
+    assert main(["report"]) == 0 and page.is_file()
+    page.unlink()
+    capsys.readouterr()
+    write(ran, SPEC, "jobspec.yaml")  # would be found: -f wins, and no line is printed
+    assert main(["report", "-f", "pipe.yaml", "-o", "r.html"]) == 0
+    assert capsys.readouterr().out == "report: r.html\n"
+    assert "build" in (ran / "r.html").read_text()
+    assert main(["report", "--file", "pipe.yaml", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"]["spec_file"] == str(ran / "pipe.yaml")
+    assert data["summary"]["counts"] == {"completed": 2}
 
 
 def test_run_with_file_option(ran: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from dodo_jobspec.records.report_graph import OWN_LIMIT, GraphNode, draw
 from dodo_jobspec.records.state import RUNS_LOG, read_runs, record_run
 from dodo_jobspec.records.status import open_state
 from tests.helpers import jobspec_do, write
-from tests.services import SlurmCluster, need_service
+from tests.services import FluxInstance, SlurmCluster, need_service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FAILING_B = "mkdir -p $OUT && echo 'shard b: disk full' >&2 && exit 3"
@@ -149,6 +150,59 @@ def test_json_holds_every_attempt_and_matches_status(ran: Path) -> None:
     # Both runs are in the runs log, the second with --report.
     assert [r["command"] for r in s["runs"]] == [f"jobspec-do -k {ran}",
                                                  f"jobspec-do --report {ran}"]
+
+
+def test_every_local_attempt_says_the_host_it_ran_on(ran: Path) -> None:
+    """Each attempt, the first of shard-b's too (its job.json is the second's now), names
+    this machine: in `status --json`, the report's JSON, its hover text and its table."""
+    host = socket.gethostname()
+    status = _status(ran)
+    assert {k: u["nodes"] for k, u in status.items()} == {
+        "shard-a": host, "shard-b": host, "shard-c": host, "merge": None}
+    data = json.loads(jobspec_do("report", ran, "--json", cwd=ran.parent).stdout)
+    units = {u["name"]: u for u in data["units"]}
+    assert [a["nodes"] for a in units["shard-b"]["history"]] == [host, host]
+    assert units["shard-b"]["history"][-1]["transformer"] == "local"
+    assert units["shard-b"]["nodes"] == host and units["merge"]["nodes"] == ""
+    page = Page((ran.parent / ".jobspec-do" / "fan" / "report.html").read_text())
+    titles = [t for t in page.text if t.startswith("shard-b · task · attempt")]
+    assert len(titles) == 2 and all(f"on {host} (local)" in t for t in titles), titles
+    assert page.text.count(f"{host} (local)") == 3  # the table cells of the tasks that ran
+
+
+def test_records_read_by_forked_processes_make_the_same_report(
+        ran: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large spec's records are read by a process per core, a share each: the report is
+    the one a single reader makes (units in the spec's order, failed tails, transformers)."""
+    from dodo_jobspec.records import report as report_module
+
+    monkeypatch.setattr(report_module, "PER_WORKER", 1)  # 4 units: fork for 2 and more
+    pools = []
+
+    class Pool(report_module.ProcessPoolExecutor):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pools.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "ProcessPoolExecutor", Pool)
+    state = open_state(ran, None)
+    made = {}
+    for workers in (1, 2, 3):
+        data = build(state.spec, state.root, workers).to_json()
+        del data["summary"]["generated"]
+        made[workers] = data
+    assert pools == [1, 2]  # forked readers besides this process, for 2 and 3 workers
+    assert made[1] == made[2] == made[3]
+    assert [u["name"] for u in made[3]["units"]] == ["shard-a", "shard-b", "shard-c", "merge"]
+    assert made[3]["units"][1]["stderr_tail"] == ["shard b: disk full"]
+
+
+def test_where_names_the_nodes_and_who_ran_them() -> None:
+    """A job a burster took names the burster (its record's transformer is burst:NAME)."""
+    assert report_html._where("burst:flux-b", "vm (rank 0)") == "vm (rank 0) (burst to flux-b)"
+    assert report_html._where("slurm", "c[1-2]") == "c[1-2] (slurm)"
+    assert report_html._where("slurm", "") == "slurm"  # still queued: nowhere yet
+    assert report_html._where("", "vm") == "vm"
 
 
 def test_report_command_writes_to_the_state_dir_or_to_o(ran: Path, tmp_path: Path) -> None:
@@ -299,6 +353,18 @@ def test_a_slurm_jobs_queue_wait_is_drawn_apart_from_its_run(tmp_path: Path,
     assert float(waits[-1]["width"]) > 1.0  # drawn, grey, before the bar
     titles = [t for t in page.text if t.startswith("after · task · attempt 1")]
     assert len(titles) == 1 and "waited" in titles[0] and f"job {after.job_id}" in titles[0]
+    # Where: the cluster's one node, as squeue named it when polled, in the records, in
+    # `status --json`, in the terminal status line and on the page.
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    assert (first.nodes, after.nodes) == (node, node)
+    assert f"on {node} (slurm)" in titles[0]
+    status = _status(spec)
+    assert status["after"]["nodes"] == node
+    job = json.loads((state.root / "tasks" / "after" / "job.json").read_text())
+    # Slurm's StartTime, in whole seconds: within a second of the script's own start.
+    assert job["nodes"] == node and abs(job["run_start"] - after.started) < 1.0
+    lines = (state.root / "tasks" / "after" / "status.csv").read_text().splitlines()
+    assert lines[-1].endswith(f",completed,job {after.job_id} on {node}; slurm COMPLETED")
 
 
 def test_the_runs_log_keeps_one_line_per_different_run(tmp_path: Path) -> None:
@@ -357,6 +423,84 @@ def test_a_flux_run_reports_each_job(tmp_path: Path) -> None:
     page = Page(report_html.render(report, "layered"))
     assert Counter(a["data-unit"] for a in page.having("g", "attempt")) == {
         "shard-a": 1, "shard-b": 1, "shard-c": 1}
+
+
+def _flux_job(flux: FluxInstance, job_id: str) -> dict[str, Any]:
+    """One job as `flux jobs --json ID` tells it (one id: the job itself, not a list)."""
+    data = json.loads(flux.run("jobs", "--json", job_id).stdout)
+    assert isinstance(data, dict) and data.get("nodelist"), data
+    return data
+
+
+def test_a_flux_jobs_nodes_are_learnt_while_it_runs(tmp_path: Path, flux: FluxInstance) -> None:
+    """A blocking run: the batched poller learns where and since when the job runs, and
+    job.json (so `status --json`) says so before the job ends."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: fx-sleeper, command: "sleep 4"}
+        """)
+    record = tmp_path / ".jobspec-do" / "spec" / "tasks" / "fx-sleeper" / "job.json"
+    run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", "-t", "flux", "-q",
+                            str(spec)], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            job = json.loads(record.read_text()) if record.exists() else {}
+            if job.get("state") == "running":
+                break
+            assert run.poll() is None, "the run ended before job.json said it was running"
+            assert time.monotonic() < deadline, f"never recorded as running: {job}"
+            time.sleep(0.1)
+        status = _status(spec)["fx-sleeper"]
+        assert (status["state"], status["nodes"]) == ("running", job["nodes"])
+        assert run.wait(timeout=60) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    info = _flux_job(flux, job["job_id"])
+    assert job["nodes"] == f"{info['nodelist']} (rank {info['ranks']})"
+    assert job["run_start"] == pytest.approx(info["t_run"], abs=1e-3)
+    done = json.loads(record.read_text())
+    assert (done["state"], done["nodes"]) == ("completed", job["nodes"])
+
+
+def test_a_flux_jobs_queue_wait_is_drawn_apart_from_its_run(tmp_path: Path,
+                                                            flux: FluxInstance) -> None:
+    """With --no-wait, `fx-after` waits in Flux's queue on `fx-first` (afterok): its t_run,
+    learnt by a later tick, ends the grey wait on the timeline; each attempt names its node
+    and rank."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: fx-first, command: "sleep 3"}
+        - {name: fx-after, depends_on: [fx-first], command: "true"}
+        """)
+    deadline = time.monotonic() + 120
+    while True:
+        r = jobspec_do(spec, "-t", "flux", "--no-wait", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        if json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["complete"]:
+            break
+        assert time.monotonic() < deadline, "the spec did not complete on Flux"
+        time.sleep(0.3)
+    state = open_state(spec, None)
+    report = build(state.spec, state.root)
+    units = {u.name: u for u in report.units}
+    [first], [after] = units["fx-first"].history, units["fx-after"].history
+    for a in (first, after):
+        assert a.submitted is not None and a.started is not None and a.ended is not None
+        assert a.submitted <= a.started <= a.ended
+        assert re.fullmatch(r"\S+ \(rank \d+\)", a.nodes), a.nodes
+    assert after.started - after.submitted > 2.0  # it waited while fx-first slept
+    info = _flux_job(flux, str(after.job_id))
+    assert after.started == pytest.approx(info["t_run"], abs=1e-3)
+    assert after.nodes == f"{info['nodelist']} (rank {info['ranks']})"
+    page = Page(report_html.render(report, "layered"))
+    waits = page.having("rect", "wait")
+    assert len(waits) >= 1 and float(waits[-1]["width"]) > 1.0
+    titles = [t for t in page.text if t.startswith("fx-after · task · attempt 1")]
+    assert len(titles) == 1 and "waited" in titles[0] and f"on {after.nodes} (flux)" in titles[0]
 
 
 def test_a_group_run_as_its_members_spans_them_on_the_timeline(tmp_path: Path) -> None:

@@ -493,6 +493,19 @@ def test_status_accepts_numeric_states_and_results() -> None:
     assert job_status({"id": 1, "state": 8}).state is JobState.QUEUED
 
 
+def test_status_says_where_and_since_when_a_job_runs() -> None:
+    """nodelist and ranks (a test instance's brokers share one host name), t_run; nothing of
+    the kind while the job waits, or for one cancelled before it had resources."""
+    st = job_status({"id": 1, "state": "RUN", "nodelist": "vm", "ranks": "2", "t_run": 5.5})
+    assert (st.state, st.where, st.started) == (JobState.RUNNING, "vm (rank 2)", 5.5)
+    st = job_status({"id": 1, "state": "INACTIVE", "result": "COMPLETED", "returncode": 0,
+                     "nodelist": "n[1-2]", "ranks": "[0-1]", "t_run": 7.0})
+    assert (st.state, st.where, st.started) == (JobState.COMPLETED, "n[1-2] (ranks 0-1)", 7.0)
+    st = job_status({"id": 1, "state": "INACTIVE", "result": "CANCELED", "t_run": 0.0})
+    assert (st.state, st.where, st.started) == (JobState.CANCELED, "", None)
+    assert job_status({"id": 1, "state": "SCHED", "t_run": 0.0}).where == ""
+
+
 def test_cancel_issues_flux_cancel_for_every_job() -> None:
     rec = Recorder()
     cli(rec).cancel(["fA1,fA2", "fB"])

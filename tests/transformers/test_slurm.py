@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,10 @@ from dodo_jobspec.transformers.slurm import (
     ClusterInfo,
     SlurmTransformer,
     _combine,
+    _nodes,
     _Row,
     _slurm_time,
+    _time,
 )
 from tests.helpers import REFERENCE, load_text
 from tests.services import SlurmCluster
@@ -240,6 +243,22 @@ def test_array_status_is_terminal_only_when_every_element_is() -> None:
     assert (failed.state, failed.exit_code) == (JobState.FAILED, 3)
     assert _combine(rows(("COMPLETED", 0), ("COMPLETED", 0))).state is JobState.COMPLETED
     assert _combine([]) is None
+
+
+def test_where_and_since_when_an_array_ran() -> None:
+    """Every element's nodes, once each (a failed node's note left out), and the earliest
+    start; a pending element's expected start is no start."""
+    rows = [_Row("9", "9_0", "COMPLETED", "", 0, "n1", 100.0),
+            _Row("9", "9_1", "NODE_FAIL", "", 0, "n2, node down: n2", 90.0),
+            _Row("9", "9_2", "COMPLETED", "", 0, "n1", 120.0),
+            _Row("9", "9_3", "PENDING", "", None, "", 50.0)]
+    st = _combine(rows)
+    assert (st.state, st.where, st.started) == (JobState.QUEUED, "n1,n2", 90.0)
+    done = _combine(rows[:3])
+    assert (done.state, done.where, done.started) == (JobState.FAILED, "n1,n2", 90.0)
+    assert _time("2026-12-03T13:25:35") == datetime(2026, 12, 3, 13, 25, 35).timestamp()
+    assert _time("N/A") is None and _time("Unknown") is None
+    assert _nodes("None assigned") == "" and _nodes(" c[1-2] ") == "c[1-2]"
 
 
 def test_a_quote_in_a_directive_is_refused(tmp_path: Path) -> None:
