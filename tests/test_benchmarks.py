@@ -85,3 +85,21 @@ def test_flux_submit_compares_jobspec_do_with_flux_itself(flux: FluxInstance) ->
                                     "flux.job.submit_async", "flux submit loop"]
     assert rows[2][2] == "1.00"  # submit_async is what the others are divided by
     assert all(float(seconds) > 0 for _, seconds, _ratio in rows)
+
+
+def test_replicas_probe_measures_plan_and_dry_run(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "replicas.py"), "--replicas", "20",
+                          "--tasks", "2", "--workdir", str(tmp_path / "replicas"),
+                          "--jobspec-do", f"{sys.executable} -m dodo_jobspec.cli"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = _table(out.stdout)
+    assert [r[:2] for r in rows[:5]] == [
+        ["1 task x 20 replicas", "plan, never ran"],
+        ["1 task x 20 replicas", "run --dry-run, never ran"],
+        ["1 task x 20 replicas", "run (first fails)"],
+        ["1 task x 20 replicas", "plan, after the run"],
+        ["1 task x 20 replicas", "run --dry-run, after the run"]]
+    assert len(rows) == 10 and all(float(r[3]) > 0 for r in rows)
+    assert "run (first fails): " in out.stderr and "(exit 1)" in out.stderr  # `first` failed
+    assert out.stderr.count("(exit 0)") == 8, out.stderr  # every plan and dry run answered
