@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -250,6 +251,38 @@ def _scanned(pattern: Path) -> list[Path]:
     if first == len(parts) - 1:
         return [root]
     return [root, *(Path(p) for p in trees.entries(str(root))[1:] if os.path.isdir(p))]
+
+
+@dataclass(frozen=True)
+class Written:
+    """A file a spec writes: a task's output or what a write step writes."""
+
+    path: str  # absolute and normalised
+    digest: str | None  # sha256 of what a write step writes; None: a task's output
+    where: tuple[str | int, ...]  # its spec path (the output, or the write step)
+
+
+def written(spec: Spec) -> list[Written]:
+    """Every file the tasks of ``spec`` write, where the spec says so, in spec order. Each
+    task's own folder (``attributes.cwd``) decides where its relative paths land."""
+    spec_dir = spec.path.resolve().parent
+    cwds: dict[str | None, str] = {}
+    out: list[Written] = []
+    for node in spec.nodes.values():
+        if not isinstance(node, Task) or not (node.outputs or node.steps):
+            continue
+        cwd = cwds.get(node.attributes.cwd)
+        if cwd is None:
+            cwd = cwds[node.attributes.cwd] = str(_cwd(node, spec_dir))
+        for step in node.steps:
+            if step.name == "write":
+                digest = hashlib.sha256((step.content or "").encode()).hexdigest()
+                out.append(Written(os.path.normpath(os.path.join(cwd, step.path)), digest,
+                                   _parse_path(step.spec_path)))
+        for i, output in enumerate(node.outputs):
+            out.append(Written(os.path.normpath(os.path.join(cwd, output)), None,
+                               (*_parse_path(node.spec_path), "outputs", i)))
+    return out
 
 
 def inferred_edges(spec: Spec) -> dict[str, tuple[Unit, ...]]:

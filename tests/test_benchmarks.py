@@ -125,3 +125,21 @@ def test_run_refuses_a_folder_on_another_file_system(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert f"--fs ext4={folder}: that folder is on tmpfs" in out.stderr, out.stderr
     assert "###" not in out.stdout
+
+
+def test_replicas_probe_measures_plan_and_dry_run(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "replicas.py"), "--replicas", "20",
+                          "--tasks", "2", "--workdir", str(tmp_path / "replicas"),
+                          "--jobspec-do", f"{sys.executable} -m dodo_jobspec.cli"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = _table(out.stdout)
+    assert [r[:2] for r in rows[:5]] == [
+        ["1 task x 20 replicas", "plan, never ran"],
+        ["1 task x 20 replicas", "run --dry-run, never ran"],
+        ["1 task x 20 replicas", "run (first fails)"],
+        ["1 task x 20 replicas", "plan, after the run"],
+        ["1 task x 20 replicas", "run --dry-run, after the run"]]
+    assert len(rows) == 10 and all(float(r[3]) > 0 for r in rows)
+    assert "run (first fails): " in out.stderr and "(exit 1)" in out.stderr  # `first` failed
+    assert out.stderr.count("(exit 0)") == 8, out.stderr  # every plan and dry run answered

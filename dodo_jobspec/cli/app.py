@@ -153,17 +153,24 @@ def _default_resources(transformer: str | None):  # type: ignore[no-untyped-def]
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """`jobspec-do validate SPEC...`"""
+    from ..engine import shared_outputs
     from ..plan import build
+    from ..records.state import default_state_dir
     from ..spec.resolve import load
 
     default = _default_resources(args.transformer)
     results = {}
+    warnings: dict[str, list[dict[str, object]]] = {}
     rc = EXIT_OK
     for spec in args.specs:
         try:
             loaded = load(spec, default_resources=default, strict=args.strict, digests=False)
             build(loaded, submits_groups=False)  # what `run` refuses: inputs, shared outputs
             results[spec] = []
+            # Another spec of the folder writing one of its files: `run` refuses that.
+            shared = shared_outputs.problems(loaded, default_state_dir(loaded.path))
+            warnings[spec] = [_problem_dict(p) for p in shared]
+            shared_outputs.warn(shared)
             if not args.json:
                 print(f"{spec}: ok")
         except SpecError as exc:
@@ -175,8 +182,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps({s: {"ok": not ps, "problems": ps} for s, ps in results.items()},
-                         indent=2, default=str))
+        print(json.dumps({s: {"ok": not ps, "problems": ps,
+                              **({"warnings": warnings[s]} if warnings.get(s) else {})}
+                          for s, ps in results.items()}, indent=2, default=str))
     return rc
 
 

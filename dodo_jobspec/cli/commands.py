@@ -65,6 +65,10 @@ def add_engine_commands(sub: Any, transformer_arg: Callable[[argparse.ArgumentPa
                         "exit 75 at once)")
     p.add_argument("--resources-choice", type=_CHOICE, metavar="I",
                    help="for `a|b` resources, use alternative I (0-based) where it exists")
+    p.add_argument("--allow-shared-outputs", action="store_true",
+                   help="run even if another spec in this folder writes one of the files this "
+                        "one writes (by default that is refused: each would overwrite the "
+                        "other's file)")
     p.add_argument("--stager", help="how staged paths reach the nodes: shared (default), ssh, "
                                     "flux-archive, sbcast (inside the Slurm job)")
     p.add_argument("--nodes", help="comma-separated nodes for the ssh stager")
@@ -176,6 +180,7 @@ def _request(args: argparse.Namespace) -> Any:
         command=_command_line(args) if args.func is cmd_run else "",
         burst=tuple(n.strip() for n in (getattr(args, "burst", None) or "").split(",")
                     if n.strip()),
+        allow_shared_outputs=getattr(args, "allow_shared_outputs", False),
         stage=StageConfig(getattr(args, "stager", None) or cfg.stager or "shared",
                           nodes or cfg.nodes, dict(cfg.ssh)))
 
@@ -213,7 +218,8 @@ _FLAGS = (("transformer", "-t"), ("jobs", "-j"), ("resources_choice", "--resourc
           ("config", "--config"))
 _SWITCHES = (("keep_going", "-k"), ("resume", "--resume"), ("no_wait", "--no-wait"),
              ("cron", "--cron"), ("wait_lock", "--wait-lock"), ("quiet", "-q"),
-             ("verbose", "-v"), ("report", "--report"))
+             ("verbose", "-v"), ("report", "--report"),
+             ("allow_shared_outputs", "--allow-shared-outputs"))
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -267,6 +273,7 @@ def _dry_run(args: argparse.Namespace) -> int:
 
     `plan` and `--dry-run` build a large graph of objects that all live until they print:
     automatic garbage collections would walk it again and again for nothing."""
+    from ..engine import shared_outputs
     from ..engine.run import prepare
     from ..engine.why import print_dry_run
     from ..spec.source import paused_gc
@@ -274,12 +281,14 @@ def _dry_run(args: argparse.Namespace) -> int:
     with paused_gc():
         req = _request(args)
         prep = prepare(req)
+        shared_outputs.warn(shared_outputs.problems(prep.spec, prep.state.root))
         return print_dry_run(prep, noop_key=None if req.force else prep.noop_key,
                              force=req.force)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """`jobspec-do plan SPEC`"""
+    from ..engine import shared_outputs
     from ..engine.run import prepare
     from ..engine.why import print_plan
     from ..spec.source import paused_gc
@@ -287,6 +296,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with paused_gc():
         req = _request(args)
         prep = prepare(req)
+        shared_outputs.warn(shared_outputs.problems(prep.spec, prep.state.root))
         if not args.json:
             return print_plan(prep, noop_key=prep.noop_key)
         import contextlib

@@ -52,6 +52,12 @@ class IncrementalSqliteDB(SqliteDB):  # type: ignore[misc]
         self._written: set[str] = set()
         return conn
 
+    def forget(self, task_id: str) -> None:
+        """Drop the cached row of ``task_id`` (read, never written here): a check of every
+        task that reads each row once (`plan`) keeps none of them."""
+        if task_id not in self._dirty:
+            self._cache.pop(task_id, None)
+
     def _get_task_data(self, task_id: str) -> dict[str, Any]:
         if self._empty and task_id not in self._written:
             return {}

@@ -13,7 +13,7 @@ import hashlib
 import inspect
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from doit.action import BaseAction
@@ -129,7 +129,13 @@ class _Action(BaseAction):  # type: ignore[misc]
 def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                state: StateDir, local_replicas: bool) -> list[dict[str, Any]]:
     """One doit task per unit (plus one per replica and per step), dependencies first."""
-    dicts: list[dict[str, Any]] = []
+    return list(iter_task_dicts(plan, runner, steps, state, local_replicas))
+
+
+def iter_task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
+                    state: StateDir, local_replicas: bool) -> Iterator[dict[str, Any]]:
+    """``task_dicts`` one at a time: `plan` checks each and lets it go, so 100,000 replicas
+    are never 100,000 doit tasks alive at once."""
     for pu in plan:
         st = state.unit(pu.node)
         deps = [state.unit(d).done_str for d in pu.deps] + [str(p) for p in pu.inputs]
@@ -144,7 +150,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                     written = steps.path(pu, i)
                     targets.append(str(written))
                     uptodate.append(_Unchanged(written, (step.content or "").encode()))
-                dicts.append({
+                yield {
                     "name": step_task(node.key, i, step.name),
                     "actions": [_Action(steps.run, pu, i)],
                     "file_dep": [*deps, *steps.sources(pu, i)],
@@ -152,28 +158,31 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
                     "uptodate": uptodate,
                     "io": _NO_CAPTURE,
                     "meta": {"unit": node.name, "kind": step.name, "path": step.path},
-                })
+                }
                 # What a step moves is also what the task reads: list it, so the task re-runs
                 # even when the step's receipt is unchanged (a shared filesystem sends nothing).
                 deps += [str(target), *steps.sources(pu, i)]
         identity = (node.digest, runner.transformer.name)
         if isinstance(node, Task) and node.replicas > 1 and local_replicas:
             replica_done = []
+            # One check for all replicas: they share the definition (and it keeps no state
+            # of a task between calls); 100,000 copies of it were 100,000 objects.
+            same = [_IdentityChanged(*identity)]
             for r in range(node.replicas):
-                target = st.dir / f"done.r{r}.json"
-                replica_done.append(str(target))
-                dicts.append({
+                target = f"{st.dir_str}/done.r{r}.json"
+                replica_done.append(target)
+                yield {
                     "name": replica_task(node.key, r),
                     "actions": [_Action(runner.run_replica, pu, r)],
-                    "file_dep": deps, "targets": [str(target)],
-                    "uptodate": [_IdentityChanged(*identity)], "io": _NO_CAPTURE,
+                    "file_dep": deps, "targets": [target],
+                    "uptodate": same, "io": _NO_CAPTURE,
                     "meta": {"unit": node.name, "replica": r},
-                })
+                }
             deps = replica_done
             action = _Action(runner.finish_replicas, pu)
         else:
             action = _Action(runner.run, pu)
-        dicts.append({
+        yield {
             "name": node.key,
             "actions": [action],
             "file_dep": deps,
@@ -181,8 +190,7 @@ def task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunner,
             "uptodate": [_IdentityChanged(*identity)],
             "io": _NO_CAPTURE,
             "meta": {"unit": node.name, "group": True} if node.is_group else {"unit": node.name},
-        })
-    return dicts
+        }
 
 
 DEPLIST_MIN = 32  # below this many inputs the quadratic check costs nothing

@@ -36,6 +36,7 @@ from ..spec.model import Spec
 from ..spec.resolve import load
 from ..tasks.steps import StageConfig
 from ..transformers.base import Transformer, TransformerOptions
+from . import shared_outputs
 
 if TYPE_CHECKING:
     from ..bursters.policy import BurstPolicy
@@ -73,6 +74,8 @@ class RunRequest:
     # such as `watch`), so the run goes on; otherwise the run is interrupted.
     on_stop: Callable[[], bool] | None = None
     burst: tuple[str, ...] = ()  # --burst NAME[,NAME]: only these bursters, in this order
+    # --allow-shared-outputs: run even when another spec of the folder writes one of its files
+    allow_shared_outputs: bool = False
 
 
 @dataclass
@@ -163,10 +166,17 @@ def run(req: RunRequest) -> int:
         # No queue to leave the work in: the spec runs through, with cron manners (quiet; the
         # lock keeps a slow run and the next tick apart).
         req = replace(req, no_wait=False)
+    shared = shared_outputs.problems(prep.spec, prep.state.root,
+                                     run=not req.dry_run and not req.allow_shared_outputs)
     if req.dry_run:
         from .why import print_dry_run
 
+        shared_outputs.warn(shared)
         return print_dry_run(prep)
+    if shared and not req.allow_shared_outputs:
+        raise shared_outputs.refuse(shared)
+    if not req.quiet:
+        shared_outputs.warn(shared)
     why = prep.transformer.unavailable()
     if why is not None:  # before the lock and any record: no failed attempt to show for it
         raise PluginError(f"cannot run on {prep.transformer.name}: {why}; nothing was "
@@ -186,6 +196,7 @@ def run(req: RunRequest) -> int:
         prep.transformer.hold_lock(lock_fd)
         prep.state.ensure()
         prep.state.claim()
+        shared_outputs.record(prep.spec, prep.state.root)
         record_run(prep.state.root, req.command, req.transformer)
         configured = config.load(req.spec, req.config).callback
         url = callbacks.callback_url(prep.spec, configured)

@@ -21,7 +21,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import noop
 from ..errors import EXIT_OK
@@ -43,7 +43,7 @@ class Verdict:
 
 def analyse(prep: Any, noop_key: tuple[object, ...] | None = None,
             matched: tuple[int, dict[str, int]] | bool | None = False,
-            force: tuple[str, ...] = ()) -> list[Verdict]:
+            force: tuple[str, ...] = (), parts: bool = True) -> list[Verdict]:
     """A verdict for every doit task of ``prep`` (a Prepared), in run order.
 
     Two states are answered without doit: nothing ever ran here (no doit database: every task
@@ -52,21 +52,27 @@ def analyse(prep: Any, noop_key: tuple[object, ...] | None = None,
     date). Anything else goes through doit's own up-to-date check, task by task.
     ``matched``: what ``noop.match`` answered, when the caller already asked it.
     ``force``: the names given to --force; those units run whatever doit says, as in `run`.
+    ``parts``: False for the units' verdicts only, without their replicas' and steps' (what
+    `plan` and `--dry-run` show; a unit's verdict says why its parts run): replicas are then
+    counted, never one object each.
     """
     if matched is False:  # not looked up by the caller
         matched = None if noop_key is None else noop.match(prep.state.root, noop_key)
     if matched and not force:
-        return [Verdict(name, unit, False, ()) for name, unit in task_names(prep)]
+        return [Verdict(name, unit, False, ()) for name, unit in task_names(prep, parts)]
     if not os.path.exists(prep.state.db):
-        return [Verdict(name, unit, True, ("it never ran",)) for name, unit in task_names(prep)]
-    return _analyse_doit(prep, {n.key for name in force for n in prep.spec.find(name)})
+        return [Verdict(name, unit, True, ("it never ran",))
+                for name, unit in task_names(prep, parts)]
+    return _analyse_doit(prep, {n.key for name in force for n in prep.spec.find(name)}, parts)
 
 
-def task_names(prep: Any) -> list[tuple[str, str]]:
+def task_names(prep: Any, parts: bool = True) -> list[tuple[str, str]]:
     """(doit task name, unit name) of every doit task, in the order ``task_dicts`` makes them.
 
     The same names as engine/loader.py's task_dicts (both use plan.py's namers; a test pins
-    the order), without building the dicts."""
+    the order), without building the dicts. ``parts``: see ``analyse``."""
+    if not parts:
+        return [(pu.node.key, pu.node.name) for pu in prep.plan]
     local_replicas = not prep.transformer.submits_groups
     out: list[tuple[str, str]] = []
     for pu in prep.plan:
@@ -80,10 +86,110 @@ def task_names(prep: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _analyse_doit(prep: Any, forced: set[str] | None = None) -> list[Verdict]:
+class _Seen(NamedTuple):
+    """What the reasons need of a doit task already checked: its meta and first target."""
+
+    meta: dict[str, Any]
+    targets: list[str]
+
+
+@dataclass
+class _Replicas:
+    """The replicas of one unit checked so far: a count and a flag each, not a task each."""
+
+    key: str  # the unit's key
+    unit: str  # its name
+    folder: str  # its state folder: replica r's record is <folder>/done.r<r>.json
+    first: int  # the run order of replica 0
+    runs: bytearray  # replica r will run: runs[r]
+
+
+class _Index:
+    """The doit tasks checked so far: by name, by target, in run order, and whether each
+    will run. A replica is not stored: its name and its record's path say which it is."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, _Seen] = {}
+        self.maker: dict[str, str] = {}  # target -> task name
+        self.rank: dict[str, int] = {}
+        self.will: dict[str, bool] = {}
+        self.by_folder: dict[str, _Replicas] = {}
+        self.by_key: dict[str, _Replicas] = {}
+        self.count = 0
+
+    def add(self, task: Any) -> None:
+        replica = task.meta.get("replica")
+        if replica is None:
+            self.seen[task.name] = _Seen(task.meta, task.targets[:1])
+            self.rank[task.name] = self.count
+            for target in task.targets:
+                self.maker[target] = task.name
+        elif replica == 0:
+            key = task.name.split(":", 1)[0]
+            reps = _Replicas(key, task.meta["unit"], task.targets[0].rpartition("/")[0],
+                             self.count, bytearray())
+            self.by_folder[reps.folder] = self.by_key[key] = reps
+        self.count += 1
+
+    def ran(self, task: Any, runs: bool) -> None:
+        """Record whether ``task`` (added last) will run."""
+        if "replica" in task.meta:
+            self.by_key[task.name.split(":", 1)[0]].runs.append(runs)
+        else:
+            self.will[task.name] = runs
+
+    def _replica(self, name: str) -> tuple[_Replicas, int] | None:
+        key, _, part = name.partition(":")
+        reps = self.by_key.get(key)
+        if reps is None or not part.startswith("r") or not part[1:].isdigit():
+            return None
+        r = int(part[1:])
+        return (reps, r) if r < len(reps.runs) else None
+
+    def name_of(self, path: str) -> str | None:
+        """The task whose target ``path`` is, if it was checked."""
+        name = self.maker.get(path)
+        if name is not None:
+            return name
+        folder, _, file = path.rpartition("/")
+        reps = self.by_folder.get(folder)
+        if reps is None or not (file.startswith("done.r") and file.endswith(".json")):
+            return None
+        number = file[6:-5]
+        if not number.isdigit() or int(number) >= len(reps.runs):
+            return None
+        return f"{reps.key}:r{int(number)}"
+
+    def task(self, name: str) -> _Seen | None:
+        seen = self.seen.get(name)
+        if seen is not None:
+            return seen
+        found = self._replica(name)
+        if found is None:
+            return None
+        reps, r = found
+        return _Seen({"unit": reps.unit, "replica": r}, [f"{reps.folder}/done.r{r}.json"])
+
+    def order(self, name: str) -> int:
+        rank = self.rank.get(name)
+        if rank is not None:
+            return rank
+        found = self._replica(name)
+        return -1 if found is None else found[0].first + found[1]
+
+    def runs(self, name: str) -> bool:
+        if name in self.will:
+            return self.will[name]
+        found = self._replica(name)
+        return found is not None and bool(found[0].runs[found[1]])
+
+
+def _analyse_doit(prep: Any, forced: set[str] | None = None, parts: bool = True
+                  ) -> list[Verdict]:
     """doit's own check of every task, with "upstream will run" propagated.
 
-    ``forced``: unit keys whose doit records `run --force` would drop (engine/run.py)."""
+    ``forced``: unit keys whose doit records `run --force` would drop (engine/run.py).
+    ``parts``: also the verdicts of replicas and steps (else only the units')."""
     forced = forced or set()
     from doit.dependency import Dependency, JSONCodec
     from doit.task import dict_to_task
@@ -92,38 +198,43 @@ def _analyse_doit(prep: Any, forced: set[str] | None = None) -> list[Verdict]:
     from ..tasks.unit import RunOptions, UnitRunner
     from .backend import IncrementalSqliteDB
     from .checker import MD5Checker
-    from .loader import task_dicts
+    from .loader import iter_task_dicts
 
     state = prep.state
     runner = UnitRunner(prep.spec, state, prep.transformer, RunOptions(), lambda *a: None)
     steps = StepRunner(state, StageConfig(), lambda *a: None)
-    dicts = task_dicts(prep.plan, runner, steps, state,
-                       local_replicas=not prep.transformer.submits_groups)
-    tasks = [dict_to_task(d) for d in dicts]
-    by_name = {t.name: t for t in tasks}
-    producer = {tgt: t.name for t in tasks for tgt in t.targets}
+    dicts = iter_task_dicts(prep.plan, runner, steps, state,
+                            local_replicas=not prep.transformer.submits_groups)
     if not state.db.exists():
-        return [Verdict(t.name, t.meta["unit"], True, ("it never ran",)) for t in tasks]
+        return [Verdict(d["name"], d["meta"]["unit"], True, ("it never ran",)) for d in dicts
+                if parts or ":" not in d["name"]]
+    # Each doit task is built, checked and let go; the index keeps what the reasons need of
+    # it later, and a unit's replicas only as a count (100,000 replicas as doit tasks took
+    # 600 MB here).
+    index = _Index()
     dep = Dependency(IncrementalSqliteDB, str(state.db), checker_cls=MD5Checker,
                      codec_cls=JSONCodec)
-    runs: dict[str, bool] = {}
-    why = _Explainer(prep, by_name, producer)
+    why = _Explainer(prep, index)
     out = []
     try:
-        for task in tasks:
-            status = dep.get_status(task, by_name, get_log=True)
+        for d in dicts:
+            task = dict_to_task(d)
+            index.add(task)
+            status = dep.get_status(task, index.seen, get_log=True)
             is_forced = task.name.split(":", 1)[0] in forced
-            upstream = [producer[f] for f in task.file_dep
-                        if f in producer and runs.get(producer[f])]
+            upstream = [m for f in task.file_dep
+                        if (m := index.name_of(f)) is not None and index.runs(m)]
             stale = status.status != "up-to-date" or bool(upstream)
-            runs[task.name] = stale or is_forced
+            runs = stale or is_forced
+            index.ran(task, runs)
             # doit writes "checker:" with every success and drops it on a failure.
             reasons = why.reasons(task, status, upstream,
                                   dep._get(task.name, "checker:") is not None) if stale else []
             if is_forced:
                 reasons.insert(0, "forced (--force)")
-            out.append(Verdict(task.name, task.meta["unit"], runs[task.name],
-                               tuple(reasons)))
+            if parts or ":" not in task.name:
+                out.append(Verdict(task.name, task.meta["unit"], runs, tuple(reasons)))
+            dep.backend.forget(task.name)  # read once: nothing here reads it again
     finally:
         dep.close()  # nothing was written: this only closes the connection
     return out
@@ -163,11 +274,9 @@ class _Explainer:
     record, to tell "it never ran" and "it failed last time" from "its definition changed".
     """
 
-    def __init__(self, prep: Any, by_name: dict[str, Any], producer: dict[str, str]) -> None:
+    def __init__(self, prep: Any, index: _Index) -> None:
         self.prep = prep
-        self.by_name = by_name
-        self.producer = producer
-        self.order = {name: i for i, name in enumerate(by_name)}
+        self.index = index
         self.root = f"{prep.state.root}/"
         folder = prep.spec.path.parent
         self.spec_dirs = tuple(dict.fromkeys(
@@ -175,7 +284,7 @@ class _Explainer:
         self.nodes: dict[str, Any] | None = None  # unit key -> unit, made when first needed
         # unit key -> how its replicas' last attempts ended -> those replicas
         self.replicas_ended: dict[str, dict[str, list[int]]] = {}
-        self.parts: dict[str, list[str]] = {}  # unit key -> its replicas' and steps' reasons
+        self.parts: dict[str, dict[str, None]] = {}  # unit key -> its parts' reasons, once each
 
     # -- names -----------------------------------------------------------------------------
     def path(self, path: str) -> str:
@@ -194,8 +303,8 @@ class _Explainer:
             return None
         rest = path[len(self.root):]
         kind = "group" if rest.startswith("groups/") else "task"
-        maker = self.producer.get(path)
-        task = self.by_name.get(maker) if maker is not None else None
+        maker = self.index.name_of(path)
+        task = self.index.task(maker) if maker is not None else None
         if task is None:  # not made by this plan (a unit since removed): its folder names it
             return True, f"{kind} {rest.split('/')[1]}"
         meta = task.meta
@@ -294,8 +403,9 @@ class _Explainer:
                     files[what].append(rec[1] if rec[0] or what == "target" else f"its {rec[1]}")
                 else:
                     records.setdefault(rec, what)
-        for name in sorted(set(upstream), key=self.order.__getitem__):
-            maker = self.by_name[name]
+        for name in sorted(set(upstream), key=self.index.order):
+            maker = self.index.task(name)
+            assert maker is not None  # upstream names tasks already checked
             rec = self.record(maker.targets[0], unit_key) or (True, maker.meta["unit"])
             if records.get(rec) != "missing":
                 records[rec] = "will"
@@ -322,7 +432,8 @@ class _Explainer:
                 if labels:
                     out.append(_phrase(up, state, labels))
         if "replica" in task.meta or "kind" in task.meta:
-            self.parts.setdefault(unit_key, []).extend(out)
+            # A dict, not a list: 100,000 replicas mostly say the same few things.
+            self.parts.setdefault(unit_key, {}).update(dict.fromkeys(out))
         return out or ["its last completion was not recorded"]
 
     def _lift(self, unit_key: str, out: list[str]) -> bool:
@@ -335,8 +446,8 @@ class _Explainer:
 
     def _rank(self, path: str) -> int:
         """Run order of the task that makes ``path`` (-1: no task makes it)."""
-        maker = self.producer.get(path)
-        return -1 if maker is None else self.order[maker]
+        maker = self.index.name_of(path)
+        return -1 if maker is None else self.index.order(maker)
 
 
 def _phrase(upstream: bool, state: str, labels: list[str]) -> str:
@@ -361,7 +472,7 @@ def print_dry_run(prep: Any, noop_key: tuple[object, ...] | None = None,
     ``noop_key``: see ``analyse`` (the caller passes it only when `run` would use it)."""
     # One line per unit: a replica's or a step's doit task is part of its unit, whose own
     # verdict gives their reasons (and runs whenever one of them does).
-    verdicts = [v for v in analyse(prep, noop_key, force=force) if ":" not in v.name]
+    verdicts = analyse(prep, noop_key, force=force, parts=False)
     todo = [v for v in verdicts if v.runs]
     lines = [f"would run {v.name}: " + "; ".join(v.reasons) for v in todo]
     lines.append(f"{len(todo)} of {len(verdicts)} would run; "
@@ -409,7 +520,7 @@ def _described(prep: Any, noop_key: tuple[object, ...] | None) -> list[tuple[Any
     from ..tasks.unit import RunOptions, UnitRunner
 
     matched = None if noop_key is None else noop.match(prep.state.root, noop_key)
-    verdicts = {v.name: v for v in analyse(prep, noop_key, matched)}
+    verdicts = {v.name: v for v in analyse(prep, noop_key, matched, parts=False)}
     # Up to date: the manifest knows every unit's last attempt; otherwise read the histories.
     attempts = matched[1] if matched else last_attempts(prep)
     runner = UnitRunner(prep.spec, prep.state, prep.transformer, RunOptions(), lambda *a: None)

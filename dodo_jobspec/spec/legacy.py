@@ -24,7 +24,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..errors import PathPart, Problem, SpecError, suggest
+from ..errors import PathPart, Problem, SpecError, format_path, suggest
 from ..paths import OutsideError, check_inside
 from .source import Document
 
@@ -60,7 +60,7 @@ def translate(doc: Document) -> Document:
     if tr.problems:
         tr.problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         raise SpecError(tr.problems)
-    return Document(doc.path, doc.text, data)
+    return Document(doc.path, doc.text, data, origins=tr.origins)
 
 
 class _Translator:
@@ -69,6 +69,8 @@ class _Translator:
         self.data: dict[str, Any] = doc.data
         self.problems: list[Problem] = []
         self.root = doc.path.parent  # where written and staged files live, relative paths
+        self.origins: dict[str, str] = {}  # see Document.origins
+        self._origin: dict[int, str] = {}  # id of a step's dict -> its path in the file
 
     def err(self, message: str, path: tuple[PathPart, ...], hint: str | None = None,
             *, at_key: bool = False) -> None:
@@ -269,6 +271,7 @@ class _Translator:
                     written[filename] = new
                 else:
                     new = {"name": "stage", "path": filename}
+                self._origin[id(new)] = format_path((*path, "filename"))
                 pending.append(new)
                 of_file.setdefault(filename, []).append(new)
                 continue
@@ -288,7 +291,7 @@ class _Translator:
             if attrs:
                 entry["attributes"] = attrs
             if steps:
-                entry["steps"] = [dict(s) for s in steps]
+                entry["steps"] = self.copied(steps, len(out))
             if waited:
                 entry["depends_on"] = list(waited)
             out.append(entry)
@@ -298,14 +301,20 @@ class _Translator:
         if pending:
             # write/stage steps after the last submit: they still happen, as a task of their
             # own that runs nothing else (the staging directory was the point).
-            entry = {"name": _unique("write-files", names), "steps": [dict(s) for s in pending],
-                     **common}
+            entry = {"name": _unique("write-files", names),
+                     "steps": self.copied(pending, len(out)), **common}
             if waited:
                 entry["depends_on"] = list(waited)
             out.append(entry)
         if not out:
             self.err("the transform has no steps to run", ("task", "transform"))
         return out
+
+    def copied(self, steps: list[dict[str, Any]], task: int) -> list[dict[str, Any]]:
+        """Copies of ``steps`` for translated task ``task``, their origins noted."""
+        for j, step in enumerate(steps):
+            self.origins[f"tasks[{task}].steps[{j}]"] = self._origin[id(step)]
+        return [dict(s) for s in steps]
 
     def step_kind(self, step: Any, path: tuple[PathPart, ...]) -> str | None:
         if not isinstance(step, dict) or "step" not in step:

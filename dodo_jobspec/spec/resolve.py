@@ -297,9 +297,11 @@ class _Resolver:
             attributes = _attributes(self._attrs(inh.attrs_raw, value, own, path))
         steps: tuple[Step, ...] = ()
         if steps_data:
-            steps = tuple(Step(s["name"], s.get("path", ""), format_path((*path, "steps", j)),
+            origins = self.doc.origins or {}
+            rendered = [format_path((*path, "steps", j)) for j in range(len(steps_data))]
+            steps = tuple(Step(s["name"], s.get("path", ""), origins.get(where, where),
                                s.get("content"), bool(s.get("executable", False)))
-                          for j, s in enumerate(steps_data))
+                          for where, s in zip(rendered, steps_data, strict=True))
         inputs, outputs = get("inputs"), get("outputs")
         task = Task(
             name=name, spec_path=format_path(path), resources=res,

@@ -12,7 +12,7 @@ import hashlib
 import json
 import marshal
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -71,6 +71,10 @@ class Document:
     # The SHA-1 of the file's bytes when the parse cache is on (see ``_cached``): what other
     # results computed from this content alone may be remembered under (validate.py).
     key: str | None = None
+    # A translated 0.0.x file (legacy.py): where a translated step came from, by its rendered
+    # path ("tasks[1].steps[0]" -> "task.transform[2].filename"), so that what is said of
+    # the step points at the file's own line.
+    origins: Mapping[str, str] | None = None
 
     def locate(self, path: Sequence[PathPart]) -> tuple[int | None, int | None]:
         """Return the 1-based (line, column) of the value at ``path``, or of its nearest parent."""
