@@ -151,13 +151,13 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
         # to be done, then is submitted (by a later tick).
         progress.in_flight.append(name)
         return WAITING
-    for i, _ in enumerate(getattr(pu.node, "steps", ())):
-        if waiting_on:
-            break  # steps run on the submit host, once what they depend on is done
-        outcome = steps.run(pu, i)
-        if not outcome.ok:
-            progress.failed.append(name)
-            return "failed"
+    # Steps run on the submit host, once what they depend on is done (a group submitted as
+    # one job: its tasks' steps).
+    for owner in () if waiting_on else pu.step_units:
+        for i, _ in enumerate(getattr(owner.node, "steps", ())):
+            if not steps.run(owner, i).ok:
+                progress.failed.append(name)
+                return "failed"
     why = "; ".join(verdict.reasons) if verdict is not None else ""
     pending.append(_intend(pu, runner, st, waiting_on, why))
     return PENDING

@@ -34,7 +34,7 @@ from ..plan import PlannedUnit, build, with_lines
 from ..records.state import StateDir, default_state_dir, locked, record_run
 from ..spec.model import Spec
 from ..spec.resolve import load
-from ..tasks.steps import StageConfig
+from ..tasks.steps import StageConfig, prologue_problems
 from ..transformers.base import Transformer, TransformerOptions
 
 if TYPE_CHECKING:
@@ -113,10 +113,14 @@ def prepare(req: RunRequest) -> Prepared:
     for name in req.force:
         if not spec.find(name):
             raise SpecError([spec_problem(spec, f"--force {name}: no such task or group")])
+    planned = build(spec, transformer.submits_groups)
+    problems = prologue_problems(planned, req.stage, transformer, spec)
+    if problems:
+        raise UnsatisfiableError("\n".join(p.render() for p in with_lines(problems, spec))
+                                 + f"\nnothing was submitted ({req.transformer} transformer)")
     state = StateDir(root, spec)
     state.check_owner()
-    return Prepared(spec, transformer, build(spec, transformer.submits_groups), state,
-                    noop_key, burst)
+    return Prepared(spec, transformer, planned, state, noop_key, burst)
 
 
 def burst_policy(req: RunRequest, transformer: Transformer, root: Path) -> BurstPolicy | None:
