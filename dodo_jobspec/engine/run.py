@@ -34,7 +34,7 @@ from ..plan import PlannedUnit, build, with_lines
 from ..records.state import StateDir, default_state_dir, locked, record_run
 from ..spec.model import Spec
 from ..spec.resolve import load
-from ..tasks.steps import StageConfig, prologue_problems
+from ..tasks.steps import StageConfig, burst_refusal, prologue_problems
 from ..transformers.base import Transformer, TransformerOptions
 
 if TYPE_CHECKING:
@@ -103,6 +103,8 @@ def prepare(req: RunRequest) -> Prepared:
         noop_key = None  # a missing spec: load says so, with the file name
     spec = load(req.spec, default_resources=cls.default_resources)
     burst = burst_policy(req, transformer, root)
+    if burst is not None:  # a burst whose stage steps cannot follow it is refused
+        burst.staging = burst_refusal(req.stage)
     problems = transformer.check(spec)
     if problems and burst is not None:  # what a burster can take goes there instead
         problems = burst.takes_over(problems, spec, transformer)

@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Problem
 from ..plan import PlannedUnit
@@ -21,6 +22,9 @@ from ..records.state import StateDir, atomic_write
 from ..spec.model import Group, Spec, Task, Unit
 from ..transformers.base import Transformer
 from .unit import EventSink, Outcome
+
+if TYPE_CHECKING:
+    from ..bursters.base import Burster
 
 
 def step_label(unit: str, step: str, path: str) -> str:
@@ -66,6 +70,36 @@ def prologue_problems(plan: list[PlannedUnit], config: StageConfig, transformer:
         (path,), "use -t slurm, or a stager that sends before the job (--stager ssh with "
         "`nodes:`, or flux-archive on Flux)", str(spec.path))
         for pu in plan for owner in pu.step_units for task, path in _stage_steps(owner.node)]
+
+
+def burst_refusal(config: StageConfig) -> Callable[[Unit, Burster], str | None]:
+    """For the burst policy: why ``unit``'s stage steps cannot follow it to ``burster``
+    (None: they can, or it has none).
+
+    - ``shared``: nothing moves; a place that runs the unit's job at all reads its script
+      and writes its logs in the spec's folder, so it sees that filesystem too.
+    - an in-job stager (sbcast): the script goes with the job; the target's transformer must
+      run it (Slurm does).
+    - any other stager sends to the primary's nodes before the job (ssh's `nodes:`,
+      flux-archive's instance): the target's nodes would not have the files.
+    """
+    inside = in_job(config)
+
+    def refusal(unit: Unit, burster: Burster) -> str | None:
+        staged = _stage_steps(unit)
+        if not staged or config.stager == "shared":
+            return None
+        task = staged[0][0].name
+        if inside:
+            target = burster.transformer()
+            if target.runs_prologue:
+                return None
+            return (f"task '{task}' stages inside the job ({config.stager} stager), which "
+                    f"the {target.name} transformer there cannot run")
+        return (f"task '{task}' has stage steps, and the {config.stager} stager sends to "
+                f"the primary's nodes before the job, not to {burster.label}'s")
+
+    return refusal
 
 
 class StepRunner:
