@@ -6,6 +6,7 @@ test_slurm_nodes_e2e.py); what cannot be done is refused before anything runs.""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from tests.helpers import counts, jobspec_do, write
@@ -49,7 +50,7 @@ def test_an_in_job_stager_the_transformer_cannot_run_is_refused_before_anything_
     (tmp_path / "jobspec-do.yaml").write_text(json.dumps({"stager": "sbcast",
                                                           "ssh": {"remote_root": "/tmp/x"}}))
     r = jobspec_do(spec, "-t", "local", cwd=tmp_path)
-    assert r.returncode != 0
+    assert r.returncode == 2  # as any request the transformer cannot meet
     assert "Traceback" not in r.stderr
     assert f"{spec}:13:" in r.stderr, r.stderr  # the stage step's line
     assert "groups[0].tasks[0].steps[0]" in r.stderr
@@ -113,6 +114,22 @@ def test_flux_group_child_stages_with_flux_archive_before_the_group_job(
     assert (tmp_path / "got.txt").read_text() == "two\n"
     assert counts(tmp_path) == {"first": 1, "use": 2}
     assert (tmp_path / ".jobspec-do/spec/tasks/use/step0.json").stat().st_mtime_ns != first
+
+
+def test_no_wait_ticks_stage_a_group_jobs_task_before_submitting_the_group(
+        tmp_path: Path, flux: FluxInstance) -> None:
+    """--no-wait (and --cron) ticks run steps themselves (engine/advance.py), not through
+    doit: a group's tasks' steps too."""
+    _inputs(tmp_path)
+    spec = write(tmp_path, GROUP % "inputs/a.txt")
+    (tmp_path / "jobspec-do.yaml").write_text(json.dumps({"stager": "flux-archive"}))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (tmp_path / "got.txt").exists():
+        r = jobspec_do(spec, "-t", "flux", "--no-wait", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        time.sleep(0.3)
+    assert (tmp_path / "got.txt").read_text() == "one\n"
+    assert "all ranks: 1 sent" in _receipt(tmp_path)
 
 
 def test_flux_refuses_sbcast_for_a_group_child_before_submitting(
