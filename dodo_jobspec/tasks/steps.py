@@ -62,14 +62,17 @@ def prologue_problems(plan: list[PlannedUnit], config: StageConfig, transformer:
     """Stage steps the run could not carry out, found before anything is submitted: an
     in-job stager's script needs a transformer that runs it in the job (a group's tasks'
     steps too: they run in the group's job)."""
-    if transformer.runs_prologue or not in_job(config):
+    if transformer.runs_prologue:
+        return []
+    staged = [found for pu in plan for owner in pu.step_units
+              for found in _stage_steps(owner.node)]
+    if not staged or not in_job(config):  # the stager is loaded only when it will be used
         return []
     return [Problem(
         f"task '{task.name}': its stage step stages inside the job ({config.stager} stager), "
         f"which the {transformer.name} transformer cannot run",
         (path,), "use -t slurm, or a stager that sends before the job (--stager ssh with "
-        "`nodes:`, or flux-archive on Flux)", str(spec.path))
-        for pu in plan for owner in pu.step_units for task, path in _stage_steps(owner.node)]
+        "`nodes:`, or flux-archive on Flux)", str(spec.path)) for task, path in staged]
 
 
 def burst_refusal(config: StageConfig) -> Callable[[Unit, Burster], str | None]:
@@ -83,14 +86,12 @@ def burst_refusal(config: StageConfig) -> Callable[[Unit, Burster], str | None]:
     - any other stager sends to the primary's nodes before the job (ssh's `nodes:`,
       flux-archive's instance): the target's nodes would not have the files.
     """
-    inside = in_job(config)
-
     def refusal(unit: Unit, burster: Burster) -> str | None:
         staged = _stage_steps(unit)
         if not staged or config.stager == "shared":
             return None
         task = staged[0][0].name
-        if inside:
+        if in_job(config):
             target = burster.transformer()
             if target.runs_prologue:
                 return None
