@@ -396,11 +396,11 @@ def test_a_task_whose_stage_steps_cannot_follow_it_is_not_burst(tmp_path: Path,
         resources:
           two-nodes: {{type: node, count: 2}}
         tasks:
-        - name: large
+        - name: stager
           resources: two-nodes
           attributes: {{burstable: true}}
           steps: [{{name: stage, path: data}}]
-          command: "echo large >> {tmp_path}/ran.txt"
+          command: "echo stager >> {tmp_path}/ran.txt"
         """)
     config(tmp_path, target, after="1h")
     with (tmp_path / "jobspec-do.yaml").open("a") as f:
@@ -410,12 +410,12 @@ def test_a_task_whose_stage_steps_cannot_follow_it_is_not_burst(tmp_path: Path,
         out = jsd(primary, *args, "-t", "flux")
         assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
         assert "nothing was submitted" in out.stderr
-        assert "no burster can take it: second: task 'large' has stage steps, and the " \
+        assert "no burster can take it: second: task 'stager' has stage steps, and the " \
                "flux-archive stager sends to the primary's nodes before the job, not to " \
                "second's" in out.stderr, out.stderr
-    assert executions(tmp_path) == [] and target.jobs_named("large") == []
-    assert primary.jobs_named("large") == []
-    assert not (tmp_path / ".jobspec-do/spec/tasks/large/step0.json").exists()
+    assert executions(tmp_path) == [] and target.jobs_named("stager") == []
+    assert primary.jobs_named("stager") == []
+    assert not (tmp_path / ".jobspec-do/spec/tasks/stager/step0.json").exists()
     # One that fits the primary and might move after waiting is kept there, and plan says why.
     small = write(tmp_path, """
         version: 1
