@@ -38,15 +38,34 @@ class PlannedUnit:
     # Folders whose listing decides what the unit's glob inputs match: one more match is a
     # change too, and the no-op check must see it.
     scanned: tuple[Path, ...] = ()
+    # For a group submitted as one job: a unit per descendant task that has steps (its own
+    # cwd, nothing else), so that those steps run before the group's job as a top-level
+    # task's run before its own.
+    members: tuple[PlannedUnit, ...] = ()
 
     @property
     def key(self) -> str:
         return self.node.key
 
+    @property
+    def step_units(self) -> tuple[PlannedUnit, ...]:
+        """The units whose steps run before this unit's job: itself for a task, its members
+        for a group submitted whole, none for a group the local transformer runs (its
+        children are units of their own)."""
+        return (self,) if isinstance(self.node, Task) else self.members
+
 
 def step_task(key: str, index: int, step: str) -> str:
     """The doit task name of step ``index`` (named ``step``) of the unit ``key``."""
     return f"{key}:step{index}-{step}"
+
+
+def owned_step_task(pu: PlannedUnit, owner: PlannedUnit, index: int, step: str) -> str:
+    """The doit task name of step ``index`` of ``owner``, one of ``pu.step_units``. A group
+    job's task's step is named under the group (``group/g:task/t:step0-stage``): doit's
+    tasks are told apart by their unit, the text before the first colon."""
+    key = owner.key if owner is pu else f"{pu.key}:{owner.key}"
+    return step_task(key, index, step)
 
 
 def replica_task(key: str, replica: int) -> str:
@@ -119,8 +138,12 @@ def _build(spec: Spec, submits_groups: bool) -> list[PlannedUnit]:
             if makers:  # the same order doit keeps: shown by `plan`, kept by --no-wait
                 deps = tuple(dict.fromkeys((*deps, *makers)))
                 implied = True
+        members: tuple[PlannedUnit, ...] = ()
+        if submits_groups and isinstance(node, Group):
+            members = tuple(PlannedUnit(child, (), _cwd(child, spec_dir), (), (), False)
+                            for child in node.walk() if isinstance(child, Task) and child.steps)
         result.append(PlannedUnit(node, deps, cwd, inputs, outputs,
-                                  submits_groups and isinstance(node, Group), scanned))
+                                  submits_groups and isinstance(node, Group), scanned, members))
     if problems:
         raise SpecError(with_lines(problems, spec))
     return _dependencies_first(result) if implied else result

@@ -164,7 +164,7 @@ class BurstDriver:
         for b in self.policy.candidates(unit):
             if b.settings.after is None:
                 continue
-            refusal = b.refuses(req)
+            refusal = self.policy.refusal(unit, b, req)
             if refusal is not None:
                 refused.append(f"{b.label}: {refusal}")
                 continue

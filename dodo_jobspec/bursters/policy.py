@@ -21,7 +21,7 @@ import importlib
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ class BurstPolicy:
     bursters: list[Burster]
     selector: Selector = is_burstable
     ordering: Ordering = in_order
+    # Why a unit cannot go to a burster for what it needs besides resources (its stage steps
+    # could not follow it there: set by the engine, which knows the run's stager); None: it
+    # can.
+    staging: Callable[[Unit, Burster], str | None] | None = None
 
     def selected(self, unit: Unit) -> bool:
         """Whether ``unit`` may burst at all."""
@@ -62,6 +66,15 @@ class BurstPolicy:
         """The bursters in the order ``unit`` tries them."""
         return list(self.ordering(self.bursters, unit))
 
+    def refusal(self, unit: Unit, burster: Burster, req: ResourceRequest | None) -> str | None:
+        """Why ``burster`` cannot take ``unit`` asking ``req`` (None: it can): its staging
+        first (nothing is asked of the place), then the place's own answer."""
+        if self.staging is not None:
+            why = self.staging(unit, burster)
+            if why is not None:
+                return why
+        return burster.refuses(req)
+
     def first_taker(self, unit: Unit, req: ResourceRequest | None,
                     waited: float | None = None) -> tuple[Burster | None, list[str]]:
         """The first burster that takes ``req`` (with ``waited``: only those whose `after`
@@ -70,7 +83,7 @@ class BurstPolicy:
         for b in self.candidates(unit):
             if waited is not None and (b.settings.after is None or waited < b.settings.after):
                 continue
-            refusal = b.refuses(req)
+            refusal = self.refusal(unit, b, req)
             if refusal is None:
                 return b, why
             why.append(f"{b.label}: {refusal}")
@@ -94,9 +107,9 @@ class BurstPolicy:
                 taker, why = self.first_taker(node, primary.choose(node)[0])
                 if taker is not None:
                     continue
-                if why:  # the user asked for bursting: say why it cannot help either
-                    p = replace(p, message=f"{p.message}; and no burster can take it: "
-                                + "; ".join(why))
+                if why:  # it may burst, and could not: say why not, not only the primary's no
+                    p = dataclasses.replace(p, hint="; ".join(filter(None, (
+                        p.hint, "no burster can take it: " + "; ".join(why)))))
             kept.append(p)
         return kept
 

@@ -143,21 +143,24 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
         progress.blocked.append(name)
         return "blocked"
     waiting_on = [u for u in upstream if u != "done"]
-    if waiting_on and runner.burst is not None and (
-            WAITING in waiting_on or runner.burst.policy.selected(pu.node)
-            or any(runner.burst.policy.selected(d) for d in pu.deps)):
+    # Steps run on the submit host once what they depend on is done (they may stage what
+    # it made): a unit with steps (a group submitted as one job: its tasks') is submitted by
+    # a later tick, not now with a scheduler dependency and its steps never run.
+    stepped = any(getattr(owner.node, "steps", ()) for owner in pu.step_units)
+    bursting = runner.burst is not None and (
+        runner.burst.policy.selected(pu.node)
+        or any(runner.burst.policy.selected(d) for d in pu.deps))
+    if waiting_on and (WAITING in waiting_on or stepped or bursting):
         # A scheduler's afterok cannot name a job on another cluster, and a job that moves
         # is cancelled where it was: a task on either side of a burst waits for its upstream
         # to be done, then is submitted (by a later tick).
         progress.in_flight.append(name)
         return WAITING
-    for i, _ in enumerate(getattr(pu.node, "steps", ())):
-        if waiting_on:
-            break  # steps run on the submit host, once what they depend on is done
-        outcome = steps.run(pu, i)
-        if not outcome.ok:
-            progress.failed.append(name)
-            return "failed"
+    for owner in pu.step_units:
+        for i, _ in enumerate(getattr(owner.node, "steps", ())):
+            if not steps.run(owner, i).ok:
+                progress.failed.append(name)
+                return "failed"
     why = "; ".join(verdict.reasons) if verdict is not None else ""
     pending.append(_intend(pu, runner, st, waiting_on, why))
     return PENDING

@@ -22,7 +22,7 @@ from doit.exceptions import TaskError, TaskFailed
 from doit.task import dict_to_task
 from doit.tools import config_changed
 
-from ..plan import PlannedUnit, replica_task, step_task
+from ..plan import PlannedUnit, owned_step_task, replica_task
 from ..records.state import StateDir
 from ..spec.model import Task
 from ..tasks.steps import StepRunner
@@ -140,28 +140,32 @@ def iter_task_dicts(plan: list[PlannedUnit], runner: UnitRunner, steps: StepRunn
         st = state.unit(pu.node)
         deps = [state.unit(d).done_str for d in pu.deps] + [str(p) for p in pu.inputs]
         node = pu.node
-        if isinstance(node, Task):
-            for i, step in enumerate(node.steps):
-                target = steps.receipt(pu, i)
-                targets, uptodate = [str(target)], [_ConfigChanged(steps.fingerprint(pu, i))]
+        # A task's own steps; for a group submitted as one job, its tasks' steps: all run
+        # here before the job, and the job waits for every one of them.
+        for owner in pu.step_units:
+            task = owner.node
+            assert isinstance(task, Task)
+            for i, step in enumerate(task.steps):
+                target = steps.receipt(owner, i)
+                targets, uptodate = [str(target)], [_ConfigChanged(steps.fingerprint(owner, i))]
                 if step.name == "write":
                     # What it writes is its output: missing (a target) or changed (compared
                     # with what it writes) makes the step, and so its task, out of date.
-                    written = steps.path(pu, i)
+                    written = steps.path(owner, i)
                     targets.append(str(written))
                     uptodate.append(_Unchanged(written, (step.content or "").encode()))
                 yield {
-                    "name": step_task(node.key, i, step.name),
-                    "actions": [_Action(steps.run, pu, i)],
-                    "file_dep": [*deps, *steps.sources(pu, i)],
+                    "name": owned_step_task(pu, owner, i, step.name),
+                    "actions": [_Action(steps.run, owner, i)],
+                    "file_dep": [*deps, *steps.sources(owner, i)],
                     "targets": targets,
                     "uptodate": uptodate,
                     "io": _NO_CAPTURE,
-                    "meta": {"unit": node.name, "kind": step.name, "path": step.path},
+                    "meta": {"unit": task.name, "kind": step.name, "path": step.path},
                 }
                 # What a step moves is also what the task reads: list it, so the task re-runs
                 # even when the step's receipt is unchanged (a shared filesystem sends nothing).
-                deps += [str(target), *steps.sources(pu, i)]
+                deps += [str(target), *steps.sources(owner, i)]
         identity = (node.digest, runner.transformer.name)
         if isinstance(node, Task) and node.replicas > 1 and local_replicas:
             replica_done = []

@@ -34,7 +34,7 @@ from ..plan import PlannedUnit, build, with_lines
 from ..records.state import StateDir, default_state_dir, locked, record_run
 from ..spec.model import Spec
 from ..spec.resolve import load
-from ..tasks.steps import StageConfig
+from ..tasks.steps import StageConfig, burst_refusal, prologue_problems
 from ..transformers.base import Transformer, TransformerOptions
 from . import shared_outputs
 
@@ -106,6 +106,8 @@ def prepare(req: RunRequest) -> Prepared:
         noop_key = None  # a missing spec: load says so, with the file name
     spec = load(req.spec, default_resources=cls.default_resources)
     burst = burst_policy(req, transformer, root)
+    if burst is not None:  # a burst whose stage steps cannot follow it is refused
+        burst.staging = burst_refusal(req.stage)
     problems = transformer.check(spec)
     if problems and burst is not None:  # what a burster can take goes there instead
         problems = burst.takes_over(problems, spec, transformer)
@@ -116,10 +118,14 @@ def prepare(req: RunRequest) -> Prepared:
     for name in req.force:
         if not spec.find(name):
             raise SpecError([spec_problem(spec, f"--force {name}: no such task or group")])
+    planned = build(spec, transformer.submits_groups)
+    problems = prologue_problems(planned, req.stage, transformer, spec)
+    if problems:
+        raise UnsatisfiableError("\n".join(p.render() for p in with_lines(problems, spec))
+                                 + f"\nnothing was submitted ({req.transformer} transformer)")
     state = StateDir(root, spec)
     state.check_owner()
-    return Prepared(spec, transformer, build(spec, transformer.submits_groups), state,
-                    noop_key, burst)
+    return Prepared(spec, transformer, planned, state, noop_key, burst)
 
 
 def burst_policy(req: RunRequest, transformer: Transformer, root: Path) -> BurstPolicy | None:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from .. import noop
 from ..errors import EXIT_OK
-from ..plan import replica_task, step_task
+from ..plan import owned_step_task, replica_task
 from ..records.state import read_record
 from ..spec.model import Task
 from ..transformers.base import UnitContext
@@ -78,10 +78,12 @@ def task_names(prep: Any, parts: bool = True) -> list[tuple[str, str]]:
     for pu in prep.plan:
         node = pu.node
         key, name = node.key, node.name
-        if isinstance(node, Task):
-            out.extend((step_task(key, i, step.name), name) for i, step in enumerate(node.steps))
-            if node.replicas > 1 and local_replicas:
-                out.extend((replica_task(key, r), name) for r in range(node.replicas))
+        for owner in pu.step_units:
+            task = owner.node
+            out.extend((owned_step_task(pu, owner, i, step.name), task.name)
+                       for i, step in enumerate(getattr(task, "steps", ())))
+        if isinstance(node, Task) and node.replicas > 1 and local_replicas:
+            out.extend((replica_task(key, r), name) for r in range(node.replicas))
         out.append((key, name))
     return out
 

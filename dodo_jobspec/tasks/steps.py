@@ -11,14 +11,20 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import Problem
 from ..plan import PlannedUnit
 from ..records.state import StateDir, atomic_write
-from ..spec.model import Task
+from ..spec.model import Group, Spec, Task, Unit
+from ..transformers.base import Transformer
 from .unit import EventSink, Outcome
+
+if TYPE_CHECKING:
+    from ..bursters.base import Burster
 
 
 def step_label(unit: str, step: str, path: str) -> str:
@@ -34,6 +40,67 @@ class StageConfig:
     stager: str = "shared"
     nodes: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _stage_steps(unit: Unit) -> list[tuple[Task, str]]:
+    """(task, spec path) of every stage step of ``unit``: its own, or its tasks' for a group
+    (which a batch scheduler runs as one job)."""
+    tasks = [t for t in unit.walk() if isinstance(t, Task)] if isinstance(unit, Group) \
+        else [unit] if isinstance(unit, Task) else []
+    return [(t, s.spec_path) for t in tasks for s in t.steps if s.name == "stage"]
+
+
+def in_job(config: StageConfig) -> bool:
+    """Whether ``config``'s stager stages from inside the job (sbcast), not before it."""
+    from .. import plugins
+
+    return bool(plugins.load(plugins.STAGERS, config.stager).in_job)
+
+
+def prologue_problems(plan: list[PlannedUnit], config: StageConfig, transformer: Transformer,
+                      spec: Spec) -> list[Problem]:
+    """Stage steps the run could not carry out, found before anything is submitted: an
+    in-job stager's script needs a transformer that runs it in the job (a group's tasks'
+    steps too: they run in the group's job)."""
+    if transformer.runs_prologue:
+        return []
+    staged = [found for pu in plan for owner in pu.step_units
+              for found in _stage_steps(owner.node)]
+    if not staged or not in_job(config):  # the stager is loaded only when it will be used
+        return []
+    return [Problem(
+        f"task '{task.name}': its stage step stages inside the job ({config.stager} stager), "
+        f"which the {transformer.name} transformer cannot run",
+        (path,), "use -t slurm, or a stager that sends before the job (--stager ssh with "
+        "`nodes:`, or flux-archive on Flux)", str(spec.path)) for task, path in staged]
+
+
+def burst_refusal(config: StageConfig) -> Callable[[Unit, Burster], str | None]:
+    """For the burst policy: why ``unit``'s stage steps cannot follow it to ``burster``
+    (None: they can, or it has none).
+
+    - ``shared``: nothing moves; a place that runs the unit's job at all reads its script
+      and writes its logs in the spec's folder, so it sees that filesystem too.
+    - an in-job stager (sbcast): the script goes with the job; the target's transformer must
+      run it (Slurm does).
+    - any other stager sends to the primary's nodes before the job (ssh's `nodes:`,
+      flux-archive's instance): the target's nodes would not have the files.
+    """
+    def refusal(unit: Unit, burster: Burster) -> str | None:
+        staged = _stage_steps(unit)
+        if not staged or config.stager == "shared":
+            return None
+        task = staged[0][0].name
+        if in_job(config):
+            target = burster.transformer()
+            if target.runs_prologue:
+                return None
+            return (f"task '{task}' stages inside the job ({config.stager} stager), which "
+                    f"the {target.name} transformer there cannot run")
+        return (f"task '{task}' has stage steps, and the {config.stager} stager sends to "
+                f"the primary's nodes before the job, not to {burster.label}'s")
+
+    return refusal
 
 
 class StepRunner:
@@ -71,13 +138,13 @@ class StepRunner:
         return [str(root)] if root.exists() else []
 
     def files(self, pu: PlannedUnit) -> list[Path]:
-        """Every file the steps of ``pu`` make or move: part of what the task ran with."""
-        if not isinstance(pu.node, Task):
-            return []
+        """Every file the steps of ``pu`` make or move (a group submitted as one job: its
+        tasks' steps): part of what the unit ran with."""
         out: list[Path] = []
-        for i in range(len(pu.node.steps)):
-            out.append(self.receipt(pu, i))
-            out.extend(Path(s) for s in self.sources(pu, i))
+        for owner in pu.step_units:
+            for i in range(len(self._task(owner).steps)):
+                out.append(self.receipt(owner, i))
+                out.extend(Path(s) for s in self.sources(owner, i))
         return out
 
     def fingerprint(self, pu: PlannedUnit, index: int) -> dict[str, Any]:

@@ -545,7 +545,8 @@ class UnitRunner:
         return UnitContext(spec=self.spec, workdir=st.dir, attempt=attempt, token=token,
                            stdout=st.stdout(attempt, replica), stderr=st.stderr(attempt, replica),
                            cwd=pu.cwd, children=children, replica=replica or 0,
-                           after_jobs=tuple(after_jobs or ()), prologue=_prologue(pu, st),
+                           after_jobs=tuple(after_jobs or ()),
+                           prologue=_prologue(pu, self.state),
                            signature=signature)
 
     def signature(self, pu: PlannedUnit) -> str:
@@ -578,11 +579,13 @@ def placed(record: JobRecord, news: JobStatus, record_file: Path | str) -> None:
             write_record(record_file, record)
 
 
-def _prologue(pu: PlannedUnit, st: UnitState) -> tuple[Path, ...]:
-    """The scripts an in-job stager left for this task's current stage steps (tasks/steps.py
-    writes ``step<i>.job.sh``; a step staged before the job has none)."""
-    steps = pu.node.steps if isinstance(pu.node, Task) else ()
-    found = (st.dir / f"step{i}.job.sh" for i in range(len(steps)))
+def _prologue(pu: PlannedUnit, state: StateDir) -> tuple[Path, ...]:
+    """The scripts an in-job stager left for the current stage steps of this task, or of
+    every task of a group submitted as one job, in the spec's order (tasks/steps.py writes
+    ``step<i>.job.sh`` in the task's folder; a step staged before the job has none). A
+    group's job runs them all first: every child's step runs on the group's nodes."""
+    found = (state.unit(owner.node).dir / f"step{i}.job.sh" for owner in pu.step_units
+             for i in range(len(getattr(owner.node, "steps", ()))))
     return tuple(p for p in found if p.is_file())
 
 

@@ -388,3 +388,54 @@ def test_the_local_burster_runs_a_moved_task_here(tmp_path: Path, full) -> None:
     record = job(tmp_path, "mover")
     assert record["transformer"] == "burst:local"
     assert "alloc" not in primary.events(record["extra"]["burst"]["from"])
+
+
+def test_a_task_whose_stage_steps_cannot_follow_it_is_not_burst(tmp_path: Path,
+                                                                 fluxes) -> None:
+    """flux-archive sends to the primary's ranks before the job. Before, the step staged
+    there and the task then ran on the target, whose nodes never got the files."""
+    primary, target = fluxes
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a\n")
+    path = write(tmp_path, f"""
+        version: 1
+        name: b
+        resources:
+          two-nodes: {{type: node, count: 2}}
+        tasks:
+        - name: stager
+          resources: two-nodes
+          attributes: {{burstable: true}}
+          steps: [{{name: stage, path: data}}]
+          command: "echo stager >> {tmp_path}/ran.txt"
+        """)
+    config(tmp_path, target, after="1h")
+    with (tmp_path / "jobspec-do.yaml").open("a") as f:
+        f.write("stager: flux-archive\n")
+    # The primary's check refuses it before the run starts, and says why no burster took it.
+    for args in (("plan", path), (path,)):
+        out = jsd(primary, *args, "-t", "flux")
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        assert "nothing was submitted" in out.stderr
+        assert "no burster can take it: second: task 'stager' has stage steps, and the " \
+               "flux-archive stager sends to the primary's nodes before the job, not to " \
+               "second's" in out.stderr, out.stderr
+    assert executions(tmp_path) == [] and target.jobs_named("stager") == []
+    assert primary.jobs_named("stager") == []
+    assert not (tmp_path / ".jobspec-do/spec/tasks/stager/step0.json").exists()
+    # One that fits the primary and might move after waiting is kept there, and plan says why.
+    small = write(tmp_path, """
+        version: 1
+        name: s
+        tasks:
+        - {name: small, attributes: {burstable: true}, steps: [{name: stage, path: data}],
+           command: "true"}
+        """, "small.yaml")
+    config(tmp_path, target, after="1s")
+    with (tmp_path / "jobspec-do.yaml").open("a") as f:
+        f.write("stager: flux-archive\n")
+    plan = jsd(primary, "plan", small, "-t", "flux")
+    assert plan.returncode == 0, plan.stderr
+    assert "# stays on flux: no burster has `after` or can take it (second: task 'small' has " \
+           "stage steps" in plan.stdout, plan.stdout
+    assert "# may burst" not in plan.stdout

@@ -247,3 +247,60 @@ def test_sbcast_stages_inside_the_job_to_its_nodes_and_only_what_changed(
     assert f"sent {remote}/inputs/b.txt" in record.read_text().splitlines()[-2:]
     for node in slurm_nodes.nodes:
         assert (folder / f"read.{node}").read_text() == "alpha\nbeta 2\n"
+
+
+STAGED_GROUP = f"""
+    version: 1
+    resources:
+      two: {TWO_NODES}
+    groups:
+    - name: pair
+      resources: two
+      tasks:
+      - name: read
+        resources: two
+        steps: [{{name: stage, path: inputs}}]
+        command: "cat {{remote}}/inputs/*.txt > read.$(hostname)"
+      - name: other
+        resources: two
+        depends_on: [read]
+        steps: [{{name: stage, path: more}}]
+        command: "cat {{remote}}/more/*.txt > other.$(hostname)"
+    """
+
+
+def test_sbcast_stages_a_group_jobs_tasks_in_the_groups_prologue(
+        slurm_nodes: SlurmNodes, folder: Path) -> None:
+    """Before, the group's job had no prologue: its tasks found nothing on the nodes."""
+    remote = f"/tmp/{folder.name}"
+    for sub, text in (("inputs", "alpha\n"), ("more", "beta\n")):
+        (folder / sub).mkdir()
+        (folder / sub / "a.txt").write_text(text)
+    spec = write(folder, STAGED_GROUP.replace("{remote}", remote))
+    (folder / "jobspec-do.yaml").write_text(json.dumps({"stager": "sbcast",
+                                                        "ssh": {"remote_root": remote}}))
+    tasks = folder / ".jobspec-do/spec/tasks"
+    jobs = len(slurm_nodes.submitted_job_ids())
+    r = _run(spec, slurm_nodes)
+    assert r.returncode == 0, r.stderr
+    assert len(slurm_nodes.submitted_job_ids()) == jobs + 1  # the group is one allocation
+    assert not Path(remote).exists()  # only the job's nodes got the files
+    for node in slurm_nodes.nodes:
+        assert (folder / f"read.{node}").read_text() == "alpha\n"
+        assert (folder / f"other.{node}").read_text() == "beta\n"
+    for task in ("read", "other"):  # each task's step records what its script sent
+        sent = (tasks / task / "step0.sent").read_text().splitlines()
+        assert sent[-1] == "# n[1-2]: 1 sent, 0 unchanged", sent
+    again = _run(spec, slurm_nodes)
+    assert again.returncode == 0 and "0 ran" in again.stderr, again.stderr
+    assert len(slurm_nodes.submitted_job_ids()) == jobs + 1
+    # One task's file changed: the group runs again; only that file is sent.
+    (folder / "more" / "a.txt").write_text("beta 2\n")
+    changed = _run(spec, slurm_nodes)
+    assert changed.returncode == 0, changed.stderr
+    assert (tasks / "other" / "step0.sent").read_text().splitlines()[-1] == \
+        "# n[1-2]: 1 sent, 0 unchanged"
+    assert (tasks / "read" / "step0.sent").read_text().splitlines()[-1] == \
+        "# n[1-2]: 0 sent, 1 unchanged"
+    for node in slurm_nodes.nodes:
+        assert (folder / f"other.{node}").read_text() == "beta 2\n"

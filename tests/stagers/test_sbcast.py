@@ -78,8 +78,9 @@ def test_a_transformer_that_runs_no_job_refuses_it_by_name(tmp_path: Path) -> No
     (tmp_path / "jobspec-do.yaml").write_text(json.dumps({"stager": "sbcast",
                                                           "ssh": {"remote_root": "/tmp/x"}}))
     r = jobspec_do(spec, "-t", "local", cwd=tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == 2  # refused before the run starts, as a request it cannot meet
     assert "stages inside the job" in r.stderr and "-t slurm" in r.stderr, r.stderr
+    assert "tasks[0].steps[0]" in r.stderr and "nothing was submitted" in r.stderr
 
 
 def test_put_inside_a_real_allocation_reaches_every_node(slurm_nodes: SlurmNodes) -> None:
