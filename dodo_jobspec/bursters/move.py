@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError
-from ..records.state import JobRecord, UnitState, write_record
+from ..records.state import JobRecord, UnitState
 from ..spec.model import Unit
 from ..transformers.base import JobState, JobStatus, Transformer, UnitContext
 from .base import Burster, from_record
@@ -52,10 +52,10 @@ class Records:
     """Where one unit's records go (the job record may be a replica's)."""
 
     st: UnitState
-    record_file: Path | str
+    replica: int | None = None
 
     def save(self, record: JobRecord) -> None:
-        write_record(self.record_file, record)
+        self.st.write_job(record, self.replica)
 
     def log(self, record: JobRecord, state: str, info: str, job_id: str | None = None) -> None:
         self.st.append_status(record.attempt, state, info, job_id)

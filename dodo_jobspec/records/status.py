@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import JSON_FORMAT as STATUS_FORMAT
-from ..errors import EXIT_FAILED, EXIT_OK, JobspecError, StateError
+from ..errors import EXIT_FAILED, EXIT_OK, JobspecError
 from ..spec.model import Spec, Task
 from ..spec.resolve import load
 from .state import (
@@ -26,7 +26,6 @@ from .state import (
     UnitState,
     default_state_dir,
     lock_holder,
-    read_record,
     unusable,
 )
 
@@ -66,19 +65,11 @@ def unit_status(st: UnitState, run_active: bool | None = None,
     already (the report reads every unit's)."""
     if history is None:
         history = st.history()
-    try:
-        job, unreadable = job or st.read_job(), ""
-    except StateError as exc:  # one damaged record: say so there, show every other unit
-        # The completion record is a copy of the last completed job.json, unless the damage
-        # reached both (a truncation in place does: they are hard links).
-        job = read_record(st.done_str, lenient=True)
-        unreadable = "" if job.state == "completed" else str(exc)
+    if job is None:
+        job = st.read_job()
     last = history[-1] if history else None
     state = last["state"] if last else "never run"
     info = last["info"] if last else ""
-    if unreadable:
-        state, info = "unknown", (f"{unreadable.split(' (')[0]}: the next run (or --resume) "
-                                  "runs it again and writes it afresh")
     newer = int(last["attempt"]) if last and last["attempt"].isdigit() else 0
     if newer > job.attempt:
         # An attempt whose job.json is not written yet (a local run writes it at the end):
@@ -127,7 +118,7 @@ def unit_status(st: UnitState, run_active: bool | None = None,
 def _replica_rows(st: UnitState, n: int) -> list[dict[str, Any]] | None:
     """Each replica's latest recorded attempt (job.R.json), or None when no replica has a
     record of its own (a scheduler ran them as one job, described by job.json)."""
-    records = [read_record(f"{st.dir_str}/job.{r}.json", lenient=True) for r in range(n)]
+    records = [st.read_job(r) for r in range(n)]
     if not any(rec.attempt for rec in records):
         return None
     return [{"replica": r, "state": rec.state if rec.attempt else "never run",
@@ -341,5 +332,6 @@ def print_logs(spec_path: Path, state_dir: Path | None, task: str, attempt: int 
 
 
 def _live_attempt(st: UnitState, attempt: int) -> bool:
+    st.journal.refresh()  # the run appends as it goes
     rows = [r for r in st.history() if r["attempt"] == str(attempt)]
     return bool(rows) and rows[-1]["state"] in ("submitting", "queued", "running", "attached")
