@@ -361,6 +361,7 @@ class StateDir:
                 check_real_dir(self.root / sub, f"{sub} folder")
         except OSError as exc:
             raise unusable(self.root, exc) from None
+        self.journal.refresh()  # a link in its place is refused here, before anything runs
 
     def reserve(self) -> None:
         """Keep RESERVE bytes of the folder's disk in a file (StateError if the disk is full

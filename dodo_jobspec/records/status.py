@@ -26,6 +26,7 @@ from .state import (
     UnitState,
     default_state_dir,
     lock_holder,
+    read_record,
     unusable,
 )
 
@@ -61,18 +62,26 @@ def unit_status(st: UnitState, run_active: bool | None = None,
     so when the run is gone without recording the end (killed with -9), the unit is ``lost``,
     not the ``running`` on disk. ``run_active`` says whether a run holds the state directory
     (None: look it up). Slurm and Flux jobs outlive their run and keep their recorded state.
-    ``history`` and ``job`` are its status.csv and job.json when the caller has read them
+    ``history`` and ``job`` are its history and job record when the caller has read them
     already (the report reads every unit's)."""
     if history is None:
         history = st.history()
     if job is None:
         job = st.read_job()
     last = history[-1] if history else None
+    if last is None or last["state"] in _IN_FLIGHT:
+        done = read_record(st.done_str, lenient=True)
+        if done.state == "completed" and (last is None
+                                          or str(done.attempt) == last["attempt"]):
+            # Its end reached done.json but not the journal (a power loss took the journal's
+            # last lines, or the journal itself): doit goes by done.json, and so does this.
+            job, last = done, {"timestamp": str(done.finished or 0), "attempt":
+                               str(done.attempt), "state": "completed", "info": done.info}
     state = last["state"] if last else "never run"
     info = last["info"] if last else ""
     newer = int(last["attempt"]) if last and last["attempt"].isdigit() else 0
     if newer > job.attempt:
-        # An attempt whose job.json is not written yet (a local run writes it at the end):
+        # An attempt whose job record is not written yet (a local run writes it at the end):
         # nothing of the older attempt's record describes it.
         attempt, job_id, exit_code, duration = newer, _local_job_id(info), None, None
         nodes = where_in(info)
@@ -81,7 +90,7 @@ def unit_status(st: UnitState, run_active: bool | None = None,
         job_id, exit_code, duration = job.job_id, job.exit_code, None
         nodes = job.nodes
         if state == "queued" and job.state == "running" and str(job.attempt) == last["attempt"]:
-            state = "running"  # a poll saw it start: said in job.json, not in status.csv
+            state = "running"  # a poll saw it start: said in its record, not its history
         if job.started and job.finished and job.finished >= job.started:
             duration = round(job.finished - job.started, 3)
     if last and state in _IN_FLIGHT and _owned_by_run(job, last):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec.transformers import flux_bindings
-from tests.helpers import counts, jobspec_do, write
+from tests.helpers import counts, history_text, jobspec_do, write
 from tests.services import FluxInstance, need_service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -217,7 +217,7 @@ def test_a_job_whose_id_was_never_recorded_is_found_by_token(
     assert r.returncode == 0, r.stderr
     assert _new_jobs(flux, before) == []  # found, not submitted again
     assert counts(tmp_path) == {"a": 1}
-    log = (tmp_path / ".jobspec-do/spec/tasks/a/status.csv").read_text()
+    log = history_text(tmp_path / ".jobspec-do/spec/tasks/a")
     assert re.search(r"found by token|attached,job", log), log
     assert _status(spec, tmp_path)["complete"]
 
