@@ -93,6 +93,12 @@ class Journal:
                 os.close(self._fd)
                 self._fd = None
 
+    def reopen(self) -> None:
+        """Forget what was read and the descriptor: the file was replaced."""
+        self.close()
+        with self._lock:
+            self._index, self._read_to = None, 0
+
     # -- reading -------------------------------------------------------------------------------
     def unit(self, key: str) -> UnitLog | None:
         """What the journal says of unit ``key`` (None: nothing)."""
@@ -201,3 +207,117 @@ def exit_line_prefix(key: str, attempt: int, replica: Replica) -> str:
     if replica is not None:
         head["r"] = replica
     return json.dumps(head, separators=(",", ":"))[:-1] + ',"x":'
+
+
+COMPACT_AT = 8 << 20  # bytes: below this a journal is read faster than it is rewritten
+
+
+def compact(journal: Journal) -> bool:
+    """Rewrite ``journal`` without the records later ones replaced; True if it did.
+
+    Called by a run holding the lock, before it appends: each attempt's record is written
+    two to four times as it goes (submitted, queued, ended) and only the last one is read,
+    so a journal that many runs appended to is mostly superseded records. Every history line
+    stays. A task waiter left by a killed run that appends while the file is replaced loses
+    its line, and that task runs again (at least once, as after any kill)."""
+    try:
+        size = os.stat(journal.path).st_size
+    except FileNotFoundError:
+        return False
+    if size < COMPACT_AT:
+        return False
+    index = journal.refresh()
+    out = []
+    for key, log in index.items():
+        for t, a, s, i in log.history:
+            out.append({"u": key, "t": t, "a": a, "s": s, "i": i})
+        for replica, rec in log.records.items():
+            out.append({"u": key, "rec": rec} | ({"r": replica} if replica is not None else {}))
+        for (attempt, replica), (code, sig) in log.exits.items():
+            latest = log.records.get(replica, {}).get("attempt", 0)
+            if isinstance(latest, int) and attempt > latest:  # an end not yet recorded
+                out.append({"u": key, "a": attempt, "x": code, "g": sig}
+                           | ({"r": replica} if replica is not None else {}))
+    data = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in out)
+    if len(data) > size * 0.75:
+        return False
+    from .state import atomic_write  # state imports this module
+
+    journal.close()
+    atomic_write(journal.path, data)
+    journal.reopen()
+    return True
+
+
+def import_legacy(root: Path | str) -> int:
+    """Bring the records an older jobspec-do kept per unit (status.csv, job.json, job.R.json
+    in each unit's folder) into a new journal; the number of lines written. Done once, by a
+    run holding the lock, when there is no journal yet: upgrading loses no history."""
+    root = os.fspath(root)
+    path = os.path.join(root, NAME)
+    if os.path.lexists(path):
+        return 0
+    entries: list[dict[str, Any]] = []
+    for kind in ("tasks", "groups"):
+        try:
+            names = sorted(os.listdir(os.path.join(root, kind)))
+        except OSError:
+            continue
+        for name in names:
+            entries += _legacy_unit(os.path.join(root, kind, name), f"{kind}/{name}")
+    if not entries:
+        return 0
+    from .state import atomic_write
+
+    atomic_write(path, "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n"
+                               for e in entries))
+    return len(entries)
+
+
+def _legacy_unit(folder: str, key: str) -> list[dict[str, Any]]:
+    import csv
+    import io
+    import re
+
+    entries: list[dict[str, Any]] = []
+    text = _read_nofollow(os.path.join(folder, "status.csv"))
+    if text is not None:
+        for row in csv.DictReader(io.StringIO(text.decode(errors="replace"))):
+            try:
+                entries.append({"u": key, "t": float(row["timestamp"]),
+                                "a": int(row["attempt"]), "s": row["state"],
+                                "i": row.get("info") or ""})
+            except (KeyError, TypeError, ValueError):
+                continue  # a line cut by a power loss
+    try:
+        files = os.listdir(folder)
+    except OSError:
+        return entries
+    for file in sorted(files):
+        m = re.fullmatch(r"job(?:\.(\d+))?\.json", file)
+        data = _read_nofollow(os.path.join(folder, file)) if m else None
+        if data is None:
+            continue
+        try:
+            rec = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            rec.pop("definition", None)
+            entry: dict[str, Any] = {"u": key, "rec": rec}
+            if m and m.group(1) is not None:
+                entry["r"] = int(m.group(1))
+            entries.append(entry)
+    return entries
+
+
+def _read_nofollow(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(64 << 20)
+    except OSError:
+        return None

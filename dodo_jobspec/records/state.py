@@ -42,7 +42,7 @@ from ..paths import NOFOLLOW, check_real_dir, make_state_dir
 from ..paths import state_folder_name as state_folder_name  # re-exported for cli/watch
 from ..spec.model import Spec, Unit
 from .folder import default_state_dir as default_state_dir  # its old home
-from .journal import Journal, UnitLog
+from .journal import Journal, UnitLog, compact, import_legacy
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
@@ -362,6 +362,16 @@ class StateDir:
         except OSError as exc:
             raise unusable(self.root, exc) from None
         self.journal.refresh()  # a link in its place is refused here, before anything runs
+
+    def maintain(self) -> None:
+        """Holding the lock, before a run appends: bring an older jobspec-do's per-unit
+        records into the journal, and compact a journal most of which later lines replaced."""
+        try:
+            if import_legacy(self.root):
+                self.journal.reopen()
+            compact(self.journal)
+        except OSError as exc:
+            raise unusable(self.root, exc) from None
 
     def reserve(self) -> None:
         """Keep RESERVE bytes of the folder's disk in a file (StateError if the disk is full

@@ -103,3 +103,50 @@ def test_the_waiter_line_from_a_real_shell_parses(tmp_path: Path) -> None:
                     "sh", prefix, str(journal)], check=True)
     log = Journal(tmp_path).unit('tasks/we"ird')
     assert log is not None and log.exits == {(4, 2): (3, "abc")}
+
+
+def test_records_of_an_older_jobspec_do_are_brought_into_the_journal(tmp_path: Path) -> None:
+    """Upgrading loses no history: status.csv and job.json of each unit become lines."""
+    from tests.helpers import jobspec_do, write
+
+    spec = write(tmp_path, SPEC)
+    folder = tmp_path / ".jobspec-do" / "spec" / "tasks" / "a"
+    folder.mkdir(parents=True)
+    (folder / "status.csv").write_text("timestamp,attempt,state,info\n"
+                                       "100.000,1,running,pid 1:1 on old\n"
+                                       "101.000,1,failed,exit 3\n"
+                                       "102.000,2,running,pid 2:2 on old\n"
+                                       "103.0")  # cut by a power loss
+    (folder / "job.json").write_text('{"attempt": 2, "state": "running", "job_id": "2:2", '
+                                     '"transformer": "local", "definition": {"x": 1}}')
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    st = StateDir(tmp_path / ".jobspec-do" / "spec", load_text(tmp_path, SPEC)).unit(
+        load_text(tmp_path, SPEC).nodes["task/a"])
+    assert [(h["attempt"], h["state"]) for h in st.history()] == [
+        ("1", "running"), ("1", "failed"), ("2", "running"), ("3", "running"),
+        ("3", "completed")]
+    assert st.read_job().attempt == 3 and st.read_job().state == "completed"
+
+
+def test_a_journal_mostly_of_replaced_records_is_compacted_keeping_every_history_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dodo_jobspec.records import journal as module
+
+    monkeypatch.setattr(module, "COMPACT_AT", 1000)
+    state, a, _ = _units(tmp_path)
+    for attempt in range(1, 21):
+        for st in ("submitting", "queued", "completed"):
+            a.append_status(attempt, st, record=JobRecord(attempt=attempt, state=st,
+                                                          signature="s" * 64))
+    with open(tmp_path / "state" / NAME, "a") as fh:  # an end no record has yet
+        fh.write(exit_line_prefix("tasks/a", 21, None) + '0,"g":"sig"}\n')
+    before = (tmp_path / "state" / NAME).stat().st_size
+    assert module.compact(state.journal)
+    assert (tmp_path / "state" / NAME).stat().st_size < before / 2
+    fresh = StateDir(tmp_path / "state", state.spec).unit(state.spec.nodes["task/a"])
+    assert len(fresh.history()) == 60 and fresh.read_job().attempt == 20
+    assert fresh.ended(21) == (0, "sig")
+    a.append_status(21, "completed")  # the journal it holds was replaced: it writes anew
+    again = StateDir(tmp_path / "state", state.spec).unit(state.spec.nodes["task/a"])
+    assert len(again.history()) == 61
+    assert not module.compact(state.journal)  # nothing to gain now
