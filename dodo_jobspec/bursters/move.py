@@ -1,7 +1,7 @@
 """Moving one task's job to a burster, exactly once, and following it there.
 
-A move is three records, each an atomic write of the task's ``job.json`` plus a line in its
-``status.csv``, so that a kill -9 between any two steps is finished by the next run:
+A move is three records, each the task's job record then a history line, appended to the
+journal, so that a kill -9 between any two steps is finished by the next run:
 
 1. ``moving``: the record still names the primary's job P, and says where it is going.
 2. the primary takes P back (``withdraw``): held, cancelled, confirmed ended without having

@@ -81,7 +81,7 @@ def folder_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class StatusEvent:
-    """One state change of one unit, as recorded in its status.csv (and sent to webhooks)."""
+    """One state change of one unit, as recorded in the journal (and sent to webhooks)."""
 
     spec: str  # the spec's name
     unit: str  # the task or group name
@@ -99,7 +99,7 @@ Listener = Callable[[StatusEvent], None]
 
 @dataclass
 class JobRecord:
-    """The current attempt of one unit (``job.json``)."""
+    """The current attempt of one unit (its journal record; done.json when completed)."""
 
     attempt: int = 0
     token: str = ""
@@ -153,7 +153,7 @@ _CHUNK = 1 << 16
 
 
 def read_record(path: Path | str, lenient: bool = False) -> JobRecord:
-    """A job record (job.json or a replica's job.N.json); empty if there is none.
+    """A job record file (done.json); empty if there is none.
 
     An unreadable record is a StateError naming the file, unless ``lenient``: the runner then
     treats it as absent and starts a new attempt."""
@@ -293,7 +293,7 @@ class UnitState:
                 listener(event)
 
     def history(self) -> list[dict[str, str]]:
-        """Every recorded state change, oldest first, as the rows of the old status.csv."""
+        """Every recorded state change, oldest first: timestamp, attempt, state, info."""
         log = self._log()
         if log is None:
             return []

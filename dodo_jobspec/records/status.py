@@ -126,7 +126,7 @@ def unit_status(st: UnitState, run_active: bool | None = None,
 
 def _replica_rows(st: UnitState, n: int) -> list[dict[str, Any]] | None:
     """Each replica's latest recorded attempt (job.R.json), or None when no replica has a
-    record of its own (a scheduler ran them as one job, described by job.json)."""
+    record of its own (a scheduler ran them as one job, described by the task's record)."""
     records = [st.read_job(r) for r in range(n)]
     if not any(rec.attempt for rec in records):
         return None
@@ -143,7 +143,7 @@ def _merge_replicas(row: dict[str, Any], replicas: list[dict[str, Any]],
                     history: list[dict[str, str]]) -> None:
     """Make ``row`` say what all replicas came to, not what the last to finish recorded.
 
-    The replicas of a task share its status.csv, so its last line is whichever replica
+    The replicas of a task share its history, so its last line is whichever replica
     finished last: the task completed only if every replica's latest attempt did."""
     row["replicas"] = replicas
     if row["state"] == "lost":  # the run died with its replicas: that says it all
@@ -184,8 +184,8 @@ def _merge_replicas(row: dict[str, Any], replicas: list[dict[str, Any]],
 
 def _owned_by_run(job: JobRecord, last: dict[str, str]) -> bool:
     """Whether the in-flight attempt in ``last`` was a process of the run itself: a local
-    one, or any whose transformer keeps no queue (those write job.json only at the end, so
-    job.json holds an older attempt or nothing). A queued job's record is written first."""
+    one, or any whose transformer keeps no queue (those write their record only at the end,
+    so the record is an older attempt's or none). A queued job's record is written first."""
     if str(job.attempt) != last.get("attempt"):
         return True
     return job.transformer == "local"
