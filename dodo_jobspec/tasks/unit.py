@@ -545,7 +545,8 @@ class UnitRunner:
                            prologue=_prologue(pu, self.state),
                            signature=signature,
                            end_line=(self.state.journal.path,
-                                     exit_line_prefix(st.key, attempt, replica)))
+                                     exit_line_prefix(st.key, attempt, replica))
+                           if create else None)
 
     def signature(self, pu: PlannedUnit) -> str:
         """What an attempt ran: the definition, the transformer, and its inputs' states."""

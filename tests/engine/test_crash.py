@@ -283,6 +283,7 @@ def test_completions_doit_never_recorded_are_adopted_not_rerun(tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     assert counts(tmp_path) == {f"t{i}": 1 for i in range(6)}
     assert r.stderr.count("adopted") == 6
+    assert "ok: 0 ran, 6 up to date" in r.stderr  # adopted: nothing ran again
     spec.write_text(spec.read_text().replace("echo x >> count.t5", "echo y >> count.t5"))
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
     assert counts(tmp_path)["t5"] == 2 and counts(tmp_path)["t4"] == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import counts, history_text, job_record, jobspec_do, write
+from tests.helpers import counts, history_text, job_record, jobspec_do, set_record, write
 from tests.transformers.test_flux import FakeFlux, fake_flux  # noqa: F401 - a fixture
 
 SPEC = """
@@ -52,10 +52,8 @@ def test_a_submission_whose_id_was_lost_is_found_by_its_token(
         tmp_path: Path, fake_flux: FakeFlux) -> None:  # noqa: F811
     spec = write(tmp_path, SPEC)
     assert jobspec_do(spec, "-t", "flux", "--no-wait", cwd=tmp_path).returncode == 0
-    record = tmp_path / ".jobspec-do/spec/tasks/a/job.json"
-    job = json.loads(record.read_text())
-    job.update(job_id=None, state="submitting")  # as if killed between submit and record
-    record.write_text(json.dumps(job))
+    # As if killed between submit and record:
+    set_record(tmp_path / ".jobspec-do/spec/tasks/a", job_id=None, state="submitting")
     r = jobspec_do(spec, "-t", "flux", "--no-wait", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert _submits(fake_flux) == 2  # found, not submitted again

@@ -456,7 +456,7 @@ def test_a_flux_jobs_nodes_are_learnt_while_it_runs(tmp_path: Path, flux: FluxIn
     info = _flux_job(flux, job["job_id"])
     assert job["nodes"] == f"{info['nodelist']} (rank {info['ranks']})"
     assert job["run_start"] == pytest.approx(info["t_run"], abs=1e-3)
-    done = json.loads(record.read_text())
+    done = job_record(record)
     assert (done["state"], done["nodes"]) == ("completed", job["nodes"])
 
 
