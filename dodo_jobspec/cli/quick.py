@@ -131,18 +131,17 @@ def console() -> NoReturn:
     _signal.signal(_signal.SIGHUP, _interrupt)
     try:
         done = answer(sys.argv[1:])
+        sys.stderr.flush()
     except KeyboardInterrupt:
         sys.stderr.write("jobspec-do: interrupted\n")
         sys.stderr.flush()
         os._exit(130)
+    except OSError:  # the line could not be said (a closed pipe): app.py's exit status
+        os._exit(1)
     if not done:
         from .app import console as full
 
         full()
-    try:
-        sys.stderr.flush()
-    except OSError:  # a closed pipe: nothing more to say to it
-        os._exit(1)
     os._exit(0)  # as app.console: the kernel frees the process at once
 
 

@@ -184,3 +184,24 @@ def test_the_console_script_answers_with_apps_words(done: Path) -> None:
     strip = lambda text: text.split(" ", 1)[1]  # noqa: E731  (the time of day differs)
     assert strip(quick_said.stderr) == strip(full_said.stderr) == "ok: 0 ran, 2 up to date, " \
                                                                   "0 failed\n"
+
+
+def test_a_closed_stderr_fails_as_app_fails(done: Path) -> None:
+    """The closing line cannot be written: exit 1 either way, not a traceback."""
+    import subprocess
+    import sys
+
+    def closed_stderr() -> int:
+        read, write = os.pipe()
+        os.close(read)  # every write to it fails with EPIPE
+        try:
+            return subprocess.run([sys.executable, "-m", "dodo_jobspec.cli", "spec.yaml"],
+                                  cwd=done.parent, stderr=write, timeout=60).returncode
+        finally:
+            os.close(write)
+
+    quick_rc = closed_stderr()
+    outbox = done.parent / ".jobspec-do" / "spec" / "outbox"
+    outbox.mkdir()
+    (outbox / "1.json").write_text("{}")  # app.py's turn
+    assert quick_rc == closed_stderr() == 1
