@@ -267,6 +267,9 @@ class DepList(list):  # type: ignore[type-arg]
         self._resync()
 
 
+_NONE: frozenset[Any] = frozenset()
+
+
 class _SlimTask(DoitTask):  # type: ignore[misc]
     """doit's Task, its attributes in slots.
 
@@ -304,7 +307,15 @@ def make_task(d: dict[str, Any]) -> DoitTask:
     unknown = d.keys() - DoitTask.valid_attr.keys()
     if unknown:
         raise InvalidTask(f"Task {d['name']} contains invalid field: {sorted(unknown)}")
-    return _SlimTask(**d)
+    task = _SlimTask(**d)
+    # An empty set is 216 bytes, and most tasks have two (no calc_dep; a fan's tasks no
+    # file_dep): one shared empty frozenset instead. doit adds to these only while it builds
+    # a task, or from calc_dep results, which jobspec-do's tasks have none of.
+    if not task.file_dep:
+        task.file_dep = _NONE
+    if not task.calc_dep:
+        task.calc_dep = _NONE
+    return task
 
 
 class _SlimNode(control.ExecNode):  # type: ignore[misc]
@@ -312,8 +323,10 @@ class _SlimNode(control.ExecNode):  # type: ignore[misc]
 
     __slots__ = tuple(vars(control.ExecNode(DoitTask("_probe", None), None)))
 
-
-_NONE: frozenset[Any] = frozenset()
+    def __init__(self, task: Any, parent: Any) -> None:
+        super().__init__(task, parent)
+        if self.calc_dep is _NONE:  # the task's shared empty one (make_task): doit clears it
+            self.calc_dep = set()
 
 
 class _SlimDispatcher(control.TaskDispatcher):  # type: ignore[misc]
