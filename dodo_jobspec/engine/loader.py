@@ -352,7 +352,11 @@ class _SlimDispatcher(control.TaskDispatcher):  # type: ignore[misc]
 
 @contextlib.contextmanager
 def slim_dispatch() -> Iterator[None]:
-    """doit's dispatcher and nodes as above, for the run inside (doit's own names after)."""
+    """doit's dispatcher and nodes as above, for the run inside (doit's own names after).
+    Nested (a run inside a run's process that is already in one): left as it is."""
+    if control.TaskDispatcher is _SlimDispatcher:
+        yield
+        return
     saved = control.TaskDispatcher, control.ExecNode
     control.TaskDispatcher, control.ExecNode = _SlimDispatcher, _SlimNode
     try:

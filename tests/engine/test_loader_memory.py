@@ -123,3 +123,16 @@ def test_finished_nodes_let_go_and_the_run_is_unchanged(
     (tmp_path / ".jobspec-do" / "spec" / "noop.manifest").unlink()
     assert main([str(spec), "-q", "-j", "2"]) == 0
     assert counts(tmp_path) == ran
+
+
+def test_slim_dispatch_overlapping_runs_leave_doits_classes() -> None:
+    """Two runs in one process whose spans overlap without nesting (A in, B in, A out,
+    B out): doit's own classes are back at the end, whatever the order."""
+    original = control.TaskDispatcher, control.ExecNode
+    a, b = loader.slim_dispatch(), loader.slim_dispatch()
+    a.__enter__()
+    b.__enter__()
+    assert control.TaskDispatcher is loader._SlimDispatcher
+    a.__exit__(None, None, None)
+    b.__exit__(None, None, None)
+    assert (control.TaskDispatcher, control.ExecNode) == original
