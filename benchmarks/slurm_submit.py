@@ -194,8 +194,9 @@ def check(case: str, n: int, folder: Path, jsd: list[str]) -> str | None:
 
 
 def time_case(case: str, n: int, folder: Path, jsd: list[str], jobs: int
-              ) -> tuple[float, str | None]:
-    """Run one case from its fresh folder; its wall time and why it failed (or None)."""
+              ) -> tuple[float, float, str | None]:
+    """Run one case from its fresh folder: its wall time, its CPU time (user + system, the
+    process and what it waited for: its sbatch calls), and why it failed (or None)."""
     prepare(case, n, folder)
     drain()
     argv = command(case, n, folder, jsd, jobs)
@@ -203,13 +204,17 @@ def time_case(case: str, n: int, folder: Path, jsd: list[str], jobs: int
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
-        rc = proc.wait()  # a blocking wait: no polling granularity in the time
+        # A blocking wait: no polling granularity in the time. wait4 also gives the CPU,
+        # which tracks the wall time once other sessions hold the two cores.
+        _, raw, usage = os.wait4(proc.pid, 0)
+        proc.returncode = rc = os.waitstatus_to_exitcode(raw)
+        cpu = usage.ru_utime + usage.ru_stime
         if case == "loop+wait" and rc == 0:
             wait_gone(set((folder / "ids.txt").read_text().split()))
         seconds = time.perf_counter() - start
     if rc != 0:
-        return seconds, f"{case}: exit {rc}; see {folder / 'out.log'}"
-    return seconds, check(case, n, folder, jsd)
+        return seconds, cpu, f"{case}: exit {rc}; see {folder / 'out.log'}"
+    return seconds, cpu, check(case, n, folder, jsd)
 
 
 def jobspec_command(how: str, workdir: Path) -> list[str]:
@@ -228,17 +233,20 @@ def versus_loop(args: argparse.Namespace, root: Path) -> int:
     jsd = jobspec_command(args.install, root)
     cases = [c for c in CASES if c in args.cases]
     samples: dict[str, list[float]] = {c: [] for c in cases}
+    cpu: dict[str, list[float]] = {c: [] for c in cases}
     failures: list[str] = []
     load_before = os.getloadavg()
     for rnd in range(args.rounds):
         order = cases[rnd % len(cases):] + cases[:rnd % len(cases)]
         for case in order:
-            seconds, failed = time_case(case, args.n, root / f"r{rnd}" / case, jsd, args.jobs)
+            seconds, used, failed = time_case(case, args.n, root / f"r{rnd}" / case, jsd,
+                                              args.jobs)
             samples[case].append(seconds)
+            cpu[case].append(used)
             if failed:
                 failures.append(f"round {rnd + 1}: {failed}")
-            print(f"round {rnd + 1} {case}: {seconds:.3f} s" + (f" FAILED {failed}" if failed
-                                                                else ""), file=sys.stderr)
+            print(f"round {rnd + 1} {case}: {seconds:.3f} s, CPU {used:.3f} s"
+                  + (f" FAILED {failed}" if failed else ""), file=sys.stderr)
     drain()
     load_after = os.getloadavg()
     med = {c: statistics.median(v) for c, v in samples.items()}
@@ -247,18 +255,21 @@ def versus_loop(args: argparse.Namespace, root: Path) -> int:
           f"Linux {platform.release()}, Python {platform.python_version()}, {slurm.strip()}"
           f"; N = {args.n}, medians of {args.rounds} interleaved round(s); load average "
           f"{load_before[0]:.2f} -> {load_after[0]:.2f}\n")
-    print("| case | median s | all rounds s | submissions/s | vs its loop |")
-    print("|---|---|---|---|---|")
+    print("| case | median s | all rounds s | submissions/s | rate vs its loop | CPU s "
+          "(median) | CPU ms per job |")
+    print("|---|---|---|---|---|---|---|")
     for case in cases:
         peer = PEER.get(case)
         ratio = f"x {med[peer] / med[case]:.2f}" if peer in med else "—"
+        used = statistics.median(cpu[case])
         print(f"| {case} | {med[case]:.3f} | {', '.join(f'{x:.3f}' for x in samples[case])} | "
-              f"{args.n / med[case]:.1f} | {ratio} |")
+              f"{args.n / med[case]:.1f} | {ratio} | {used:.2f} | {used / args.n * 1000:.1f} |")
     for f in failures:
         print(f"FAILED {f}")
     if args.json:
         args.json.write_text(json.dumps({
-            "n": args.n, "rounds": args.rounds, "samples": samples, "failures": failures,
+            "n": args.n, "rounds": args.rounds, "samples": samples, "cpu": cpu,
+            "failures": failures,
             "load_before": load_before, "load_after": load_after, "commands": {
                 c: command(c, args.n, Path("DIR"), jsd, args.jobs) for c in cases}}, indent=1))
     return 1 if failures else 0
