@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -154,6 +155,9 @@ class SlurmTransformer(Transformer):
         super().__init__(options)
         self._cluster = cluster
         self._asked_sinfo = cluster is not None
+        # submit_many renders scripts from several threads: sinfo is asked by one, and the
+        # others wait for its answer instead of reading "no answer" meanwhile.
+        self._sinfo_lock = threading.Lock()
         self._sacct_works: bool | None = None
         self._jobcomp: Path | None = None
         self._asked_jobcomp = False
@@ -164,12 +168,16 @@ class SlurmTransformer(Transformer):
     @property
     def cluster(self) -> ClusterInfo | None:
         """The cluster as sinfo describes it (asked once), or None when sinfo does not answer."""
-        if not self._asked_sinfo:
-            self._asked_sinfo = True
-            if _no_conf(self.env) is not None:  # sinfo would retry for a minute, then fail
-                return None
-            out = _client(self.env, ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
-            self._cluster = ClusterInfo.parse(out.stdout) if out and out.returncode == 0 else None
+        if self._asked_sinfo:
+            return self._cluster
+        with self._sinfo_lock:
+            if not self._asked_sinfo:
+                # sinfo with no configuration would retry for a minute, then fail.
+                if _no_conf(self.env) is None:
+                    out = _client(self.env, ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
+                    self._cluster = ClusterInfo.parse(out.stdout) \
+                        if out and out.returncode == 0 else None
+                self._asked_sinfo = True
         return self._cluster
 
     # -- before anything runs -------------------------------------------------------------

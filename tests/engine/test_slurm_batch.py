@@ -7,9 +7,12 @@ import json
 import os
 import shutil
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dodo_jobspec.transformers.slurm import SUBMIT_PARALLEL
+from dodo_jobspec.transformers.base import TransformerOptions
+from dodo_jobspec.transformers.slurm import SUBMIT_PARALLEL, ClusterInfo, SlurmTransformer
 from tests.helpers import jobspec_do, write
 from tests.services import SlurmCluster
 
@@ -68,3 +71,20 @@ def test_a_batch_goes_to_slurm_concurrently_and_each_id_is_recorded_for_its_task
         assert slurm.wait_job(job) == "COMPLETED"
     assert {p.name: p.read_text().strip() for p in work.glob("out.*")} == {
         f"out.t{i}": f"t{i}" for i in range(N)}
+
+
+def test_threads_rendering_at_once_all_get_the_clusters_answer(slurm: SlurmCluster) -> None:
+    """sinfo is asked once; a thread that comes while it runs waits for the answer rather
+    than taking "sinfo did not answer" and choosing resources without the cluster."""
+    transformer = SlurmTransformer(TransformerOptions())
+    transformer.env = slurm.env
+    start = threading.Barrier(4)
+
+    def ask(_: int) -> ClusterInfo | None:
+        start.wait()
+        return transformer.cluster
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(4)))
+    assert answers[0] is not None and answers[0].nodes
+    assert all(a is answers[0] for a in answers)
