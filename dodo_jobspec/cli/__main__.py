@@ -1,5 +1,5 @@
 """`python -m dodo_jobspec.cli ...` is the `jobspec-do` command."""
 
-from .app import console
+from .quick import console
 
 console()

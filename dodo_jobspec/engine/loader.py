@@ -8,6 +8,7 @@ anything upstream re-ran (the upstream record's content changed).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import inspect
@@ -16,10 +17,11 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from doit import control
 from doit.action import BaseAction
 from doit.cmd_base import TaskLoader2
-from doit.exceptions import TaskError, TaskFailed
-from doit.task import dict_to_task
+from doit.exceptions import InvalidTask, TaskError, TaskFailed
+from doit.task import Task as DoitTask
 from doit.tools import config_changed
 
 from ..plan import PlannedUnit, owned_step_task, replica_task
@@ -69,6 +71,14 @@ class _IdentityChanged(_ConfigChanged):
             return os.stat(task.targets[0]).st_size > 0
         except (OSError, IndexError):
             return False
+
+    def configure_task(self, task: Any) -> None:
+        # doit's appends a lambda (a function and its closure cell, ~230 bytes per task) that
+        # reads config_digest when the task succeeds; a bound method reads the same.
+        task.value_savers.append(self._saved)
+
+    def _saved(self) -> dict[str, str]:
+        return {"_config_changed": self.config_digest}
 
     def _calc_digest(self) -> str:
         digest, transformer = self.config
@@ -257,6 +267,104 @@ class DepList(list):  # type: ignore[type-arg]
         self._resync()
 
 
+_NONE: frozenset[Any] = frozenset()
+
+
+class _SlimTask(DoitTask):  # type: ignore[misc]
+    """doit's Task, its attributes in slots.
+
+    A doit Task sets 34 attributes, past what CPython's shared-key instance dictionaries hold,
+    so each task carried a dictionary of its own: 1.6 KB of a task's 3.4 KB, 16 MB of a
+    10,000-task run's peak. In slots they take 8 bytes each. Nothing else changes: the same
+    __init__ runs, and doit reads and writes the same attribute names (an attribute doit
+    might add later lands in the instance dictionary, which stays available for it)."""
+
+    __slots__ = tuple(vars(DoitTask("_probe", None)))
+
+    def pickle_safe_dict(self) -> dict[str, Any]:
+        """The name alone: doit's thread runner names the task by it and hands the rest
+        between threads this way, but both threads share this very object (doit copies
+        ``__dict__`` out and back in; here it is empty). jobspec-do runs doit with threads
+        (``-P thread``) or none."""
+        return {"name": self.name}
+
+    def update_from_pickle(self, pickle_obj: dict[str, Any]) -> None:
+        """As doit's, through the slots (doit's fills ``__dict__``, which the slots shadow:
+        a dictionary per task for nothing)."""
+        for name, value in pickle_obj.items():
+            setattr(self, name, value)
+
+    def __getstate__(self) -> Any:
+        # doit's would pickle the (empty) __dict__ alone: a process runner would get a task
+        # without its attributes. jobspec-do never runs one; if it ever did, say so at once.
+        raise TypeError("jobspec-do's doit tasks run in threads, not pickled to processes")
+
+
+def make_task(d: dict[str, Any]) -> DoitTask:
+    """doit's ``dict_to_task`` (the same checks), building a ``_SlimTask``."""
+    if "actions" not in d:
+        raise InvalidTask(f"Task {d['name']} must contain 'actions' field")
+    unknown = d.keys() - DoitTask.valid_attr.keys()
+    if unknown:
+        raise InvalidTask(f"Task {d['name']} contains invalid field: {sorted(unknown)}")
+    task = _SlimTask(**d)
+    # An empty set is 216 bytes, and most tasks have two (no calc_dep; a fan's tasks no
+    # file_dep): one shared empty frozenset instead. doit adds to these only while it builds
+    # a task, or from calc_dep results, which jobspec-do's tasks have none of.
+    if not task.file_dep:
+        task.file_dep = _NONE
+    if not task.calc_dep:
+        task.calc_dep = _NONE
+    return task
+
+
+class _SlimNode(control.ExecNode):  # type: ignore[misc]
+    """doit's ExecNode (one per task, all alive until the run ends), its attributes in slots."""
+
+    __slots__ = tuple(vars(control.ExecNode(DoitTask("_probe", None), None)))
+
+    def __init__(self, task: Any, parent: Any) -> None:
+        super().__init__(task, parent)
+        if self.calc_dep is _NONE:  # the task's shared empty one (make_task): doit clears it
+            self.calc_dep = set()
+
+
+class _SlimDispatcher(control.TaskDispatcher):  # type: ignore[misc]
+    """doit's TaskDispatcher, letting go of what a finished node no longer needs.
+
+    doit keeps every task's ExecNode to the end of the run (a later task looks up whether
+    its dependency finished), each with four sets and four lists for the bookkeeping of its
+    waits: ~1 KB a task, 10 MB at 10,000, all of it dead once the task has a final status.
+    A finished node is never waited for again (doit adds a waiter only to a node whose status
+    is None or 'run') and its own waits are over; only a task with setup tasks is stepped
+    again after it is processed, and jobspec-do makes none (such a node is left alone)."""
+
+    def _update_waiting(self, processed: Any) -> None:
+        super()._update_waiting(processed)
+        if processed is None or processed.run_status in (None, "run") \
+                or processed.task.setup_tasks:
+            return
+        processed.waiting_me = processed.wait_run = processed.wait_run_calc = _NONE
+        processed.calc_dep = _NONE
+        processed.task_dep = processed.ancestors = ()
+        processed.bad_deps = processed.ignored_deps = ()
+
+
+@contextlib.contextmanager
+def slim_dispatch() -> Iterator[None]:
+    """doit's dispatcher and nodes as above, for the run inside (doit's own names after).
+    Nested (a run inside a run's process that is already in one): left as it is."""
+    if control.TaskDispatcher is _SlimDispatcher:
+        yield
+        return
+    saved = control.TaskDispatcher, control.ExecNode
+    control.TaskDispatcher, control.ExecNode = _SlimDispatcher, _SlimNode
+    try:
+        yield
+    finally:
+        control.TaskDispatcher, control.ExecNode = saved
+
+
 class Loader(TaskLoader2):  # type: ignore[misc]
     """Hands doit our task dicts and configuration; no dodo.py involved."""
 
@@ -278,7 +386,7 @@ class Loader(TaskLoader2):  # type: ignore[misc]
         was = gc.isenabled()
         gc.disable()
         try:
-            tasks = [dict_to_task(d) for d in self.dicts]
+            tasks = [make_task(d) for d in self.dicts]
             self.dicts = []  # doit copied what it needs; a run's dicts are not needed again
             for task in tasks:
                 if len(task.file_dep) > DEPLIST_MIN:  # a set per task: memory at 100k tasks

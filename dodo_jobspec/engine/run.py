@@ -236,7 +236,7 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     from ..tasks.unit import STATE_FULL, Inflight, RunOptions, UnitRunner
     from .backend import IncrementalSqliteDB
     from .console import Console, DoitReporter
-    from .loader import Loader, task_dicts
+    from .loader import Loader, slim_dispatch, task_dicts
     from .poller import Poller
 
     state, transformer = prep.state, prep.transformer
@@ -289,7 +289,8 @@ def _run_locked(req: RunRequest, prep: Prepared) -> int:
     previous = _sigterm_as_interrupt(req.on_stop)
     IncrementalSqliteDB.on_full = partial(_state_full, inflight, state)
     try:
-        rc = main.run(argv)
+        with slim_dispatch():  # memory: doit's per-task nodes (engine/loader.py)
+            rc = main.run(argv)
     except KeyboardInterrupt:
         interrupted = True
         rc = EXIT_INTERRUPTED

@@ -22,19 +22,26 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import Problem
+from ..errors import PluginError, Problem
 from ..spec.model import Counts, Group, Resource, ResourceRequest, Spec, Task, Unit
 from .base import JobState, JobStatus, SubmitError, Transformer, TransformerOptions, UnitContext
 from .order import launch_order
 
 QUERY_TIMEOUT = 30.0  # a dead controller takes ~9 s to report; leave room for a slow one
 SUBMIT_TIMEOUT = 60.0
+# sbatch calls in flight at once in a batch (submit_many). One sbatch spends most of its ~7 ms
+# waiting for munge and slurmctld, so a few at once keep both busy; 4 was the knee on the
+# 2-core test machine (200 submissions: 1.47 s one at a time, 0.86 s at 2, 0.60 s at 4, 0.76 s
+# at 8). slurmctld serialises the job writes itself, so overlapping calls cannot interleave.
+SUBMIT_PARALLEL = 4
 
 _STATES = {
     "PENDING": JobState.QUEUED, "CONFIGURING": JobState.QUEUED, "REQUEUED": JobState.QUEUED,
@@ -148,6 +155,9 @@ class SlurmTransformer(Transformer):
         super().__init__(options)
         self._cluster = cluster
         self._asked_sinfo = cluster is not None
+        # submit_many renders scripts from several threads: sinfo is asked by one, and the
+        # others wait for its answer instead of reading "no answer" meanwhile.
+        self._sinfo_lock = threading.Lock()
         self._sacct_works: bool | None = None
         self._jobcomp: Path | None = None
         self._asked_jobcomp = False
@@ -158,12 +168,16 @@ class SlurmTransformer(Transformer):
     @property
     def cluster(self) -> ClusterInfo | None:
         """The cluster as sinfo describes it (asked once), or None when sinfo does not answer."""
-        if not self._asked_sinfo:
-            self._asked_sinfo = True
-            if _no_conf(self.env) is not None:  # sinfo would retry for a minute, then fail
-                return None
-            out = _client(self.env, ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
-            self._cluster = ClusterInfo.parse(out.stdout) if out and out.returncode == 0 else None
+        if self._asked_sinfo:
+            return self._cluster
+        with self._sinfo_lock:
+            if not self._asked_sinfo:
+                # sinfo with no configuration would retry for a minute, then fail.
+                if _no_conf(self.env) is None:
+                    out = _client(self.env, ["sinfo", "-h", "-N", "-o", "%N|%c|%G|%P"])
+                    self._cluster = ClusterInfo.parse(out.stdout) \
+                        if out and out.returncode == 0 else None
+                self._asked_sinfo = True
         return self._cluster
 
     # -- before anything runs -------------------------------------------------------------
@@ -364,6 +378,27 @@ class SlurmTransformer(Transformer):
             raise SubmitError(f"{what}: sbatch {script} failed: {err}",
                               transient=any(t in err.lower() for t in _TRANSIENT))
         return job_id
+
+    def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
+        """Submit units that do not wait for one another, up to ``SUBMIT_PARALLEL`` sbatch
+        calls at once; per unit, in order, its job id or the SubmitError that kept it out.
+
+        Every intent is recorded before this is called (engine/advance.py), so a kill while
+        calls overlap leaves each unit findable by its token, exactly as one at a time would.
+        """
+        if len(items) < 2:
+            return super().submit_many(items)
+
+        def one(item: tuple[Unit, UnitContext]) -> str | PluginError:
+            try:
+                return self.submit(*item)
+            except PluginError as exc:
+                return exc
+
+        # Threads, not processes: each waits on its sbatch child with the GIL released.
+        with ThreadPoolExecutor(max_workers=min(SUBMIT_PARALLEL, len(items)),
+                                thread_name_prefix="sbatch") as pool:
+            return list(pool.map(one, items))
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Ask squeue, then sacct, then the jobcomp file; LOST for ids none of them knows.
