@@ -3,9 +3,9 @@
     python benchmarks/report.py --n 100,10000 --rounds 3
 
 For each N: the fan workload (N tasks + `gather`), every 1000th task made to fail, is run once
-for real (`jobspec-do -k -j 2`); then, interleaved over the rounds, every unit's status.csv and
-job.json are read and parsed and nothing more (the floor), the report's data and page are
-built in this process (`build` + `render`: what `jobspec-do report` does after the
+for real (`jobspec-do -k -j 2`); then, interleaved over the rounds, the journal's lines
+(every unit's history and records) are read and parsed and nothing more (the floor), the
+report's data and page are built in this process (`build` + `render`: what `jobspec-do report` does after the
 spec is loaded; `build` again with one process reading the records, its peer), the whole
 `jobspec-do report` command is timed, and, side by side, headless
 chromium loads the page and an empty page (so its start-up can be taken off: the difference is
@@ -74,14 +74,13 @@ def _chromium(page: Path, profile: Path) -> tuple[float, float]:
 
 
 def _floor(root: Path) -> float:
-    """The peer of `build`: read every unit's status.csv and job.json and parse the JSON,
-    nothing else. What the report must do at least; `build` / this is its overhead."""
+    """The peer of `build`: read the journal (every unit's history and job records) and
+    parse each line's JSON, nothing else. What the report must do at least; `build` / this
+    is its overhead."""
     t0 = time.perf_counter()
-    for entry in os.scandir(root / "tasks"):
-        with open(f"{entry.path}/status.csv", "rb") as fh:
-            fh.read()
-        with open(f"{entry.path}/job.json", "rb") as fh:
-            json.loads(fh.read())
+    with open(root / "journal.jsonl", "rb") as fh:
+        for line in fh:
+            json.loads(line)
     return time.perf_counter() - t0
 
 

@@ -54,3 +54,43 @@ def counts(folder: Path) -> dict[str, int]:
     """How often each counted command ran: tests' commands append a line to count.<name>."""
     return {p.name.split(".", 1)[1]: len(p.read_text().splitlines())
             for p in sorted(folder.glob("count.*"))}
+
+
+# A unit's records live in its state folder's journal (dodo_jobspec/records/journal.py); the
+# tests name a unit by its folder (<state>/tasks/<name>), as a user finds it on disk.
+def _journal_log(folder: Path):  # type: ignore[no-untyped-def]
+    from dodo_jobspec.records.journal import Journal
+
+    return Journal(folder.parent.parent).unit(f"{folder.parent.name}/{folder.name}")
+
+
+def history_text(folder: Path) -> str:
+    """The unit's history as the lines of a CSV file with a header line (``timestamp,
+    attempt,state,info``); "" if it has none."""
+    log = _journal_log(folder)
+    if not log or not log.history:
+        return ""
+    return "timestamp,attempt,state,info\n" + "".join(
+        f"{t:.3f},{a},{s},{i}\n" for t, a, s, i in log.history)
+
+
+def job_record(folder: Path, replica: int | None = None) -> dict[str, object]:
+    """The unit's (or a replica's) current job record as a dict ({} if it has none)."""
+    log = _journal_log(folder)
+    return dict(log.records.get(replica, {})) if log else {}
+
+
+def has_records(folder: Path) -> bool:
+    """Whether the journal holds any line of the unit."""
+    log = _journal_log(folder)
+    return bool(log and (log.history or log.records))
+
+
+def set_record(folder: Path, **changes: object) -> None:
+    """Change the unit's current job record as a run would: one more journal line."""
+    import json
+
+    rec = {**job_record(folder), **changes}
+    line = json.dumps({"u": f"{folder.parent.name}/{folder.name}", "rec": rec})
+    with open(folder.parent.parent / "journal.jsonl", "a") as fh:
+        fh.write(line + "\n")

@@ -1,7 +1,7 @@
 """Moving one task's job to a burster, exactly once, and following it there.
 
-A move is three records, each an atomic write of the task's ``job.json`` plus a line in its
-``status.csv``, so that a kill -9 between any two steps is finished by the next run:
+A move is three records, each the task's job record then a history line, appended to the
+journal, so that a kill -9 between any two steps is finished by the next run:
 
 1. ``moving``: the record still names the primary's job P, and says where it is going.
 2. the primary takes P back (``withdraw``): held, cancelled, confirmed ended without having
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError
-from ..records.state import JobRecord, UnitState, write_record
+from ..records.state import JobRecord, UnitState
 from ..spec.model import Unit
 from ..transformers.base import JobState, JobStatus, Transformer, UnitContext
 from .base import Burster, from_record
@@ -52,10 +52,10 @@ class Records:
     """Where one unit's records go (the job record may be a replica's)."""
 
     st: UnitState
-    record_file: Path | str
+    replica: int | None = None
 
     def save(self, record: JobRecord) -> None:
-        write_record(self.record_file, record)
+        self.st.write_job(record, self.replica)
 
     def log(self, record: JobRecord, state: str, info: str, job_id: str | None = None) -> None:
         self.st.append_status(record.attempt, state, info, job_id)

@@ -17,7 +17,7 @@ from typing import Any
 from ..bursters.move import BurstDriver, on_target
 from ..bursters.policy import BurstPolicy
 from ..errors import EXIT_FAILED, EXIT_OK, JobspecError
-from ..records.state import lock_holder, read_record
+from ..records.state import lock_holder
 from ..records.status import open_state
 
 
@@ -35,26 +35,27 @@ def cancel_all(req: Any) -> int:
     live = []
     for node in state.spec.nodes.values():
         st = state.unit(node)
-        for record_file in [st.job_file, *st.dir.glob("job.*.json")] if st.dir.exists() else []:
-            job = read_record(record_file, lenient=record_file != st.job_file)
+        log = state.journal.unit(st.key)
+        for replica in log.records if log is not None else ():
+            job = st.read_job(replica)
             if job.job_id and job.state in ("queued", "running", "submitting") \
                     and (job.transformer == transformer.name or on_target(job)):
-                live.append((st, job))
+                live.append((st, job, replica))
     if not live:
         print("nothing queued or running")
         return EXIT_OK
     # A job a burst moved is cancelled where it went (bursters/move.py keeps where).
     by_place: dict[str, list[str]] = {}
-    for _, job in live:
+    for _, job, _ in live:
         by_place.setdefault(job.transformer, []).append(job.job_id or "")
-    for _, job in live:
+    for _, job, _ in live:
         ids = by_place.pop(job.transformer, None)
         if ids:
             driver.transformer_for(job).cancel(ids)
-    for st, job in live:
-        st.append_status(job.attempt, "canceled", f"job {job.job_id}: jobspec-do cancel")
+    for st, job, replica in live:
         job.state = "canceled"
-        st.write_job(job) if job.attempt else None
+        st.append_status(job.attempt, "canceled", f"job {job.job_id}: jobspec-do cancel",
+                         record=job if job.attempt else None, replica=replica)
         where = f" on {job.transformer.removeprefix('burst:')}" if on_target(job) else ""
         print(f"canceled {st.unit.name}: job {job.job_id}{where}")
     return EXIT_OK

@@ -28,7 +28,7 @@ from ..bursters.move import BurstDriver, Records, on_target
 from ..bursters.policy import BurstPolicy
 from ..errors import EXIT_FAILED, EXIT_OK, PluginError
 from ..plan import PlannedUnit
-from ..records.state import JobRecord, write_record
+from ..records.state import JobRecord
 from ..tasks.steps import StepRunner
 from ..tasks.unit import Outcome, RunOptions, UnitRunner
 from ..transformers.base import JobState, JobStatus
@@ -121,9 +121,8 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
         # cancel it at its next pass (kill-on-invalid-dep); say so now and leave no queue.
         runner.transformer.cancel([record.job_id])
         record.state = "blocked"  # not a failure of its own: retried once upstream is fixed
-        write_record(st.job_file, record)
         st.append_status(record.attempt, "blocked", f"job {record.job_id} cancelled: a "
-                         "dependency failed", record.job_id)
+                         "dependency failed", record.job_id, record=record)
         progress.blocked.append(name)
         return "blocked"
     if record.state in LIVE and (record.transformer == runner.transformer.name or (
@@ -176,7 +175,7 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
         ctx = runner._context(pu, st, record.attempt, record.token, None)
         try:
             transformer, found_id = runner.burst.reattach(pu.node, ctx, record,
-                                                          Records(st, st.job_file))
+                                                          Records(st, None))
         except PluginError as exc:
             progress.failed.append(name)
             runner.emit("failed", name, str(exc))
@@ -195,8 +194,8 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
         if job_id is None:
             return None  # the submission never reached the scheduler
         record.job_id = job_id
-        write_record(st.job_file, record)
-        st.append_status(record.attempt, "queued", f"job {job_id} (found by token)", job_id)
+        st.append_status(record.attempt, "queued", f"job {job_id} (found by token)", job_id,
+                         record=record)
     status = statuses.get(job_id) or transformer.status([job_id]).get(
         job_id, JobStatus(JobState.LOST))
     if record.digest and record.digest != pu.node.digest:
@@ -209,17 +208,17 @@ def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
         return None
     if not status.state.terminal:
         if record.place(status.where, status.started, status.state == JobState.RUNNING):
-            write_record(st.job_file, record)  # where it runs, while it runs
+            st.write_job(record)  # where it runs, while it runs
         if runner.burst is not None and status.state == JobState.QUEUED:
             # --- burst hook: waited past a burster's `after`: move it now.
             moved = runner.burst.move_if_due(pu.node, runner._context(
-                pu, st, record.attempt, record.token, None), record, Records(st, st.job_file))
+                pu, st, record.attempt, record.token, None), record, Records(st, None))
             if moved:
                 progress.replaced.append(name)
                 job_id = record.job_id or job_id
         progress.in_flight.append(name)
         return job_id
-    outcome: Outcome = runner._record(pu, st, st.job_file, record, status, None)
+    outcome: Outcome = runner._record(pu, st, record, status, None)
     progress.finished_now.append(name)
     if outcome.ok:
         progress.done.append(name)
@@ -257,11 +256,10 @@ def _intend(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why:
                        digest=pu.node.digest, started=time.time(),
                        definition=definition(pu.node))
     st.ensure()
-    write_record(st.job_file, record)
-    st.append_status(attempt, "submitting", runner.transformer.name)
+    st.append_status(attempt, "submitting", runner.transformer.name, record=record)
     transformer = runner.transformer
     if runner.burst is not None:  # --- burst hook: what the primary cannot take goes elsewhere
-        transformer = runner.burst.direct(pu.node, record, Records(st, st.job_file))
+        transformer = runner.burst.direct(pu.node, record, Records(st, None))
     ctx = runner._context(pu, st, attempt, record.token, None, after)
     return _Intent(pu, st, record, ctx, after, why, transformer)
 
@@ -289,16 +287,14 @@ def _submitted(intent: _Intent, result: str | PluginError, runner: UnitRunner,
     if isinstance(result, PluginError):
         record.state = "failed"
         record.info = f"could not submit: {result}"
-        write_record(st.job_file, record)
-        st.append_status(record.attempt, "failed", record.info)
+        st.append_status(record.attempt, "failed", record.info, record=record)
         runner.emit("failed", name, record.info)
         progress.failed.append(name)
         where[intent.pu.key] = "failed"
         return
     record.job_id = result
     record.state = "queued"
-    write_record(st.job_file, record)
-    st.append_status(record.attempt, "queued", f"job {result}", result)
+    st.append_status(record.attempt, "queued", f"job {result}", result, record=record)
     runner.emit("submitted", name, f"job {result}"
                 + (f" (after {', '.join(intent.after)})" if intent.after else "")
                 + (f"; why: {intent.why}" if intent.why else ""))

@@ -40,12 +40,17 @@ class Console:
         self._started: dict[str, float] = {}  # unit name -> when its process started
         self._ended: set[str] = set()  # said "finished" (process ended), not yet reported
         self._took: dict[str, float] = {}  # unit name -> seconds its process ran
+        # Units found completed in their records (doit had not recorded it): nothing ran, so
+        # the summary counts them as up to date.
+        self._adopted: set[str] = set()
         self.known = 0  # failures found still failing, not run again (see STILL_FAILING)
 
     # -- events ---------------------------------------------------------------------------
     def emit(self, event: str, name: str, detail: str = "") -> None:
         """One event about one unit (called from worker threads)."""
         with self.lock:
+            if event == "adopted":
+                self._adopted.add(name)
             if event == "start":
                 self.running += 1
                 self._started[name] = time.monotonic()
@@ -86,6 +91,10 @@ class Console:
         process started (a task may wait for a slot before that). A replica or a step is
         not ``counted``: the summary counts units."""
         with self.lock:
+            if name in self._adopted:
+                self._adopted.discard(name)
+                self.skipped += counted
+                return
             self.done += counted
             started = self._started.pop(name, None)
             if started is not None:
@@ -133,10 +142,7 @@ class Console:
             if replica is None:
                 attempt = unit_state.last_attempt()
             else:  # replicas count their own attempts
-                from ..records.state import read_record
-
-                attempt = read_record(f"{unit_state.dir_str}/job.{replica}.json",
-                                      lenient=True).attempt
+                attempt = unit_state.read_job(replica).attempt
             err = unit_state.stderr(attempt, replica) if attempt else None
             if err is not None and err.exists():
                 tail = err.read_text(errors="replace").splitlines()[-TAIL_LINES:]

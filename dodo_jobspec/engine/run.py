@@ -201,6 +201,7 @@ def run(req: RunRequest) -> int:
     try:
         prep.transformer.hold_lock(lock_fd)
         prep.state.ensure()
+        prep.state.maintain()
         prep.state.claim()
         shared_outputs.record(prep.spec, prep.state.root)
         record_run(prep.state.root, req.command, req.transformer)

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 from .. import noop
 from ..errors import EXIT_OK
 from ..plan import owned_step_task, replica_task
-from ..records.state import read_record
 from ..spec.model import Task
 from ..transformers.base import UnitContext
 
@@ -326,8 +325,7 @@ class _Explainer:
         node = self.nodes[unit_key]
         st = self.prep.state.unit(node)
         replica, step = task.meta.get("replica"), task.meta.get("kind")
-        path = st.job_str if replica is None else f"{st.dir_str}/job.{replica}.json"
-        rec = read_record(path, lenient=True)
+        rec = st.read_job(replica)
         if rec.attempt == 0 and rec.state == "new":
             if replica is None and step is None and unit_key in self.replicas_ended:
                 return "", False  # its replicas ran (and say how they ended); it never did
@@ -581,18 +579,5 @@ def _write(lines: list[str]) -> None:
 
 def last_attempts(prep: Any) -> dict[str, int]:
     """Each unit's highest recorded attempt (``UnitState.last_attempt``; 0 if it never ran),
-    by unit key. A unit folder that does not exist is known from one listing of its parent:
-    a clean state directory costs no file operation per unit."""
-    listings: dict[str, set[str]] = {}
-    out: dict[str, int] = {}
-    for pu in prep.plan:
-        st = prep.state.unit(pu.node)
-        parent, _, folder = st.dir_str.rpartition("/")  # dir_str is "<root>/<kind>/<folder>"
-        names = listings.get(parent)
-        if names is None:
-            try:
-                names = listings[parent] = set(os.listdir(parent))
-            except OSError:
-                names = listings[parent] = set()
-        out[pu.node.key] = st.last_attempt() if folder in names else 0
-    return out
+    by unit key: one read of the journal for all of them."""
+    return {pu.node.key: prep.state.unit(pu.node).last_attempt() for pu in prep.plan}

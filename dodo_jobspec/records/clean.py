@@ -21,7 +21,7 @@ from .state import OWNER, check_owner, locked
 KNOWN = frozenset({
     "lock", OWNER, "doit.sqlite3", "doit.sqlite3-wal", "doit.sqlite3-shm",
     "doit.sqlite3-journal", "tasks", "groups", "outbox", "callbacks.log", "noop.manifest",
-    "runs.jsonl", "report.html", "reserve", "writes.json",
+    "runs.jsonl", "report.html", "reserve", "writes.json", "journal.jsonl",
 })
 
 

@@ -1,13 +1,13 @@
 """`jobspec-do report`: what a spec's runs did, read back from its records.
 
 Nothing here runs anything or takes the lock: like `status`, the report is a view over the
-state directory (status.csv histories, job.json and job.R.json records, the logs, the runs
-log), so it can be made while a run is going. This module gathers the data; the HTML is
+state directory (the journal's histories and job records, the logs, the runs log), so it can
+be made while a run is going. This module gathers the data; the HTML is
 ``report_html``'s job and the graph drawing ``report_graph``'s.
 
 How an attempt's times are known: ``submitting``/``queued`` lines say when a scheduler job
 was submitted, a ``running`` line when a local process started, a terminal line when it
-ended; job.json adds the exact times of its attempt, including when its scheduler says it
+ended; the job record adds the exact times of its attempt, including when its scheduler says it
 began to run (``run_start``, learnt when polled: Slurm's StartTime, Flux's t_run), which ends
 its queue wait. An older attempt of a Slurm job is dated by its ``job.N.started`` file (written
 by its script as it starts); an older Flux attempt's wait and run are one bar.
@@ -20,7 +20,6 @@ as a scheduler job ends). A job a burster took shows the burster as its transfor
 from __future__ import annotations
 
 import contextlib
-import csv
 import multiprocessing
 import os
 import re
@@ -33,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import JSON_FORMAT
-from ..errors import StateError
 from ..spec.model import ResourceRequest, Spec, Task, Unit
-from .state import JobRecord, UnitState, read_bytes, read_record, read_runs
+from .journal import Journal
+from .state import JobRecord, UnitState, read_runs
 from .status import lock_holder_alive, unit_status, where_in
 
 _TERMINAL = ("completed", "failed", "timeout", "canceled", "lost", "interrupted", "blocked",
@@ -152,7 +151,7 @@ def build(spec: Spec, root: Path, workers: int | None = None) -> Report:
 
 
 PER_WORKER = 2000  # units below which a second process costs more than it saves
-_READING: tuple[Path, list[Unit], bool] | None = None  # what forked readers inherit
+_READING: tuple[Path, list[Unit], bool, Journal] | None = None  # what forked readers inherit
 
 
 def _read_all(root: Path, nodes: list[Unit], active: bool, workers: int | None
@@ -161,6 +160,8 @@ def _read_all(root: Path, nodes: list[Unit], active: bool, workers: int | None
     forked processes, a contiguous share each, this one taking the first: reading and
     parsing 20,000 small files is CPU-bound, and a second core halves it."""
     global _READING
+    journal = Journal(root)
+    journal.refresh()  # parsed once, here: forked readers inherit it
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         # Only cores that are free: on a busy machine a second reader only adds its cost
@@ -171,15 +172,15 @@ def _read_all(root: Path, nodes: list[Unit], active: bool, workers: int | None
     # still hold locks a forked child would wait on forever.
     if workers == 1 or threading.active_count() > 1 \
             or "fork" not in multiprocessing.get_all_start_methods():
-        return _read_share(root, nodes, active)
+        return _read_share(root, nodes, active, journal)
     step = -(-len(nodes) // workers)
-    _READING = (root, nodes, active)  # inherited by the forked readers, never pickled
+    _READING = (root, nodes, active, journal)  # inherited by the forked readers, never pickled
     try:
         with ProcessPoolExecutor(workers - 1,
                                  mp_context=multiprocessing.get_context("fork")) as pool:
             others = [pool.submit(_read_forked, k * step, (k + 1) * step)
                       for k in range(1, workers)]
-            out = _read_share(root, nodes[:step], active)
+            out = _read_share(root, nodes[:step], active, journal)
             for future in others:
                 out += future.result()
     finally:
@@ -190,23 +191,21 @@ def _read_all(root: Path, nodes: list[Unit], active: bool, workers: int | None
 def _read_forked(begin: int, end: int) -> list[tuple[UnitReport, str]]:
     """A forked reader's share (see ``_read_all``)."""
     assert _READING is not None
-    root, nodes, active = _READING
-    return _read_share(root, nodes[begin:end], active)
+    root, nodes, active, journal = _READING
+    return _read_share(root, nodes[begin:end], active, journal)
 
 
-def _read_share(root: Path, nodes: list[Unit], active: bool) -> list[tuple[UnitReport, str]]:
+def _read_share(root: Path, nodes: list[Unit], active: bool, journal: Journal
+                ) -> list[tuple[UnitReport, str]]:
     """The report of each of ``nodes``, and the transformer of its last attempt."""
     out = []
     labels: dict[int, str] = {}
     for node in nodes:
-        st = UnitState(root, node)
-        lines = read_history(st.status_str)
-        try:
-            job = read_record(st.job_str)
-        except StateError:  # unit_status says so, and reads done.json instead
-            job = None
+        st = UnitState(root, node, journal=journal)
+        lines = st.history()
+        job = st.read_job()
         row = unit_status(st, active, lines, job)
-        history, transformer = _attempts(st, node, lines, job or JobRecord())
+        history, transformer = _attempts(st, node, lines, job)
         out.append((UnitReport(
             name=row["name"], kind=row["kind"], state=row["state"], attempts=row["attempts"],
             exit_code=row["exit_code"], duration=row["duration"], job_id=row["job_id"],
@@ -240,22 +239,6 @@ def _label(requests: tuple[ResourceRequest, ...], seen: dict[int, str]) -> str:
     if text is None:
         text = seen[id(requests)] = " | ".join(r.label for r in requests)
     return text
-
-
-def read_history(path: str) -> list[dict[str, str]]:
-    """A status.csv as ``UnitState.history`` reads it, at a fraction of the cost: a line is
-    split by hand unless its info is quoted (a report reads every unit's history)."""
-    try:
-        text = read_bytes(path).decode(errors="replace")
-    except FileNotFoundError:
-        return []
-    rows = []
-    for line in text.splitlines()[1:]:
-        parts = next(csv.reader([line])) if '"' in line else line.split(",", 3)
-        if len(parts) == 4 and parts[2]:  # a line cut by a power loss is skipped
-            rows.append({"timestamp": parts[0], "attempt": parts[1], "state": parts[2],
-                         "info": parts[3]})
-    return rows
 
 
 def _attempts(st: UnitState, node: Unit, lines: list[dict[str, str]], job: JobRecord
@@ -295,10 +278,9 @@ def _attempts(st: UnitState, node: Unit, lines: list[dict[str, str]], job: JobRe
             with contextlib.suppress(OSError):
                 older.started = os.stat(f"{st.dir_str}/job.{older.number}.started").st_mtime
     n = node.replicas if isinstance(node, Task) else 1
-    replicas = [read_record(f"{st.dir_str}/job.{r}.json", lenient=True)
-                for r in range(n if n > 1 else 0)]
+    replicas = [st.read_job(r) for r in range(n if n > 1 else 0)]
     if any(rec.attempt for rec in replicas):
-        # Replicas run apart share the task's status.csv, whose lines do not say which
+        # Replicas run apart share the task's history, whose lines do not say which
         # replica wrote them: each replica's own record gives its latest attempt.
         rows = []
         for r, rec in enumerate(replicas):

@@ -4,26 +4,25 @@ Layout (default ``.jobspec-do/<spec file stem>/`` beside the spec)::
 
     lock                 held (flock) by the one run allowed at a time; holds its pid
     runs.jsonl           one line per run that took the lock: when, its command line
+    journal.jsonl        every state change of every unit, appended (records/journal.py):
+                         the units' histories, current job records and waiters' exit codes
     doit.sqlite3         doit's dependency database (committed at least every 0.25 s)
-    tasks/<name>/        one folder per task (groups under groups/<name>/)
-        status.csv       history: timestamp,attempt,state,info
-        job.json         the current attempt: number, token, job id, state, input signature,
-                         and the resolved definition it ran
+    tasks/<name>/        one folder per task that ran (groups under groups/<name>/)
         stdout.N         output of attempt N (stderr.N likewise)
-        done.json        the completion record: doit's target, dependents' file_dep; a hard
-                         link to the job.json of the last completed attempt
+        done.json        the completion record: doit's target, dependents' file_dep; the
+                         job record of the last completed attempt, with the definition it ran
 
-Every record is written to a temporary name and renamed, so a kill -9 at any moment leaves
-either the old or the new content, never a torn file; status.csv is only ever appended to.
-Each new file costs an inode, and on a busy disk creating one costs more than a trivial task's
-whole Python overhead: a task that runs leaves five (folder, status.csv, stdout, stderr,
-job.json; done.json shares job.json's).
+Every record file is written to a temporary name and renamed, so a kill -9 at any moment leaves
+either the old or the new content, never a torn file; the journal is only ever appended to,
+one whole line per write. Each new file costs an inode, and on a busy disk creating one costs
+more than a trivial task's whole Python overhead: a task that runs leaves four (its folder,
+stdout, stderr, done.json), where it left seven before the journal.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
+import dataclasses
 import errno
 import fcntl
 import json
@@ -43,6 +42,7 @@ from ..paths import NOFOLLOW, check_real_dir, make_state_dir
 from ..paths import state_folder_name as state_folder_name  # re-exported for cli/watch
 from ..spec.model import Spec, Unit
 from .folder import default_state_dir as default_state_dir  # its old home
+from .journal import Journal, UnitLog, compact, import_legacy
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
@@ -81,7 +81,7 @@ def folder_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class StatusEvent:
-    """One state change of one unit, as recorded in its status.csv (and sent to webhooks)."""
+    """One state change of one unit, as recorded in the journal (and sent to webhooks)."""
 
     spec: str  # the spec's name
     unit: str  # the task or group name
@@ -99,7 +99,7 @@ Listener = Callable[[StatusEvent], None]
 
 @dataclass
 class JobRecord:
-    """The current attempt of one unit (``job.json``)."""
+    """The current attempt of one unit (its journal record; done.json when completed)."""
 
     attempt: int = 0
     token: str = ""
@@ -135,13 +135,6 @@ _RECORD_FIELDS = tuple(JobRecord.__dataclass_fields__)
 _RECORD_KEYS = frozenset(_RECORD_FIELDS)  # membership, for reading 10,000 records
 
 
-def _csv_field(text: str) -> str:
-    """``text`` as the csv module's minimal quoting would write it."""
-    if any(c in text for c in ',"\r\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
 def read_bytes(path: Path | str) -> bytes:
     """A whole (small) file, through the os module: a file object costs several times the
     reading of a record, and `report` and `status` read two per unit of a 10,000-task spec."""
@@ -160,7 +153,7 @@ _CHUNK = 1 << 16
 
 
 def read_record(path: Path | str, lenient: bool = False) -> JobRecord:
-    """A job record (job.json or a replica's job.N.json); empty if there is none.
+    """A job record file (done.json); empty if there is none.
 
     An unreadable record is a StateError naming the file, unless ``lenient``: the runner then
     treats it as absent and starts a new attempt."""
@@ -186,42 +179,17 @@ def write_record(path: Path | str, record: JobRecord) -> None:
                                   sort_keys=True, default=str))
 
 
-def link_replace(source: Path | str, dest: Path | str) -> None:
-    """Make ``dest`` a hard link to ``source``, atomically replacing whatever ``dest`` was.
-
-    A later rename over ``source`` gives it a new inode, so ``dest`` keeps this content. Where
-    hard links are refused (some network filesystems), the content is copied instead.
-    """
-    tmp = _tmp_name(dest)
-    try:
-        try:
-            os.link(source, tmp)
-        except FileExistsError:  # left by a killed process that had our pid and thread id
-            os.unlink(tmp)
-            os.link(source, tmp)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-            raise
-        atomic_write(dest, Path(source).read_bytes())
-        return
-    os.replace(tmp, dest)
-
-
-# Replicas of one task record from several threads. Striped, not one lock per unit: a
-# 100,000-task run keeps every UnitState alive, and each line is written in microseconds.
-_LOCKS = tuple(threading.Lock() for _ in range(64))
-
-
 class UnitState:
-    """The records of one task or group.
+    """The records of one task or group: its folder (logs, done.json) and its journal lines.
 
     Slotted and without cached Paths: a 100,000-task run keeps one of these per unit."""
 
     __slots__ = (
-        "_lock",
         "_made",
         "dir_str",
         "done_str",
+        "journal",
+        "key",
         "listeners",
         "spec_name",
         "unit",
@@ -229,26 +197,20 @@ class UnitState:
     )
 
     def __init__(self, root: Path, unit: Unit, spec_name: str = "",
-                 listeners: list[Listener] | None = None) -> None:
+                 listeners: list[Listener] | None = None,
+                 journal: Journal | None = None) -> None:
         kind = "groups" if unit.is_group else "tasks"
         self.unit = unit
         self.spec_name = spec_name
         self.listeners = listeners if listeners is not None else []
+        self.journal = journal if journal is not None else Journal(root)
         # Plain strings: a 10,000-task plan builds these for every unit, and Path objects
         # cost microseconds each; Paths are made when asked for.
-        self.dir_str = f"{root}/{kind}/{folder_name(unit.name)}"
+        self.key = f"{kind}/{folder_name(unit.name)}"
+        self.dir_str = f"{root}/{self.key}"
         self.done_str = self.dir_str + "/done.json"
-        self._lock = _LOCKS[hash(self.dir_str) % len(_LOCKS)]
         self._made = 0  # 1: the folder exists; 2: this process created it (it held nothing)
         self.written = 0  # the highest attempt this process wrote a status line for
-
-    @property
-    def job_str(self) -> str:
-        return self.dir_str + "/job.json"
-
-    @property
-    def status_str(self) -> str:
-        return self.dir_str + "/status.csv"
 
     @property
     def dir(self) -> Path:
@@ -258,16 +220,8 @@ class UnitState:
     def done(self) -> Path:
         return Path(self.done_str)
 
-    @property
-    def job_file(self) -> Path:
-        return Path(self.job_str)
-
-    @property
-    def status_file(self) -> Path:
-        return Path(self.status_str)
-
     def ensure(self) -> bool:
-        """Make the unit's folder; True if this call created it (so it holds no records)."""
+        """Make the unit's folder; True if this call created it (so it holds no files)."""
         if self._made:
             return False
         # Replicas of one task ensure their folder from several threads at once: _made only
@@ -292,58 +246,45 @@ class UnitState:
         suffix = f".{replica}" if replica is not None else ""
         return Path(f"{self.dir_str}/stderr.{attempt}{suffix}")
 
-    def read_job(self) -> JobRecord:
-        return read_record(self.job_str)
+    def _log(self) -> UnitLog | None:
+        return self.journal.unit(self.key)
 
-    def write_job(self, record: JobRecord) -> None:
-        write_record(self.job_str, record)
+    def read_job(self, replica: int | None = None) -> JobRecord:
+        """The unit's (or a replica's) current job record; an empty one if it never had one."""
+        log = self._log()
+        data = log.records.get(replica) if log is not None else None
+        if not data:
+            return JobRecord()
+        return JobRecord(**{k: v for k, v in data.items() if k in _RECORD_KEYS})
+
+    def write_job(self, record: JobRecord, replica: int | None = None) -> None:
+        """Record ``record`` as the current attempt (of ``replica``), with no status change."""
+        entry: dict[str, Any] = {"u": self.key, "rec": _record_data(record)}
+        if replica is not None:
+            entry["r"] = replica
+        self.journal.append(entry)
 
     def last_attempt(self) -> int:
-        """The highest attempt number in the history (0 if the unit never ran).
-
-        Read as bytes, not through csv: the first two columns (time, attempt) never need
-        quoting, and every new attempt of every task asks this."""
-        try:  # os-level: `plan` asks this of every unit, and open() builds a file object
-            fd = os.open(self.status_str, os.O_RDONLY)
-        except FileNotFoundError:
+        """The highest attempt number in the history (0 if the unit never ran)."""
+        log = self._log()
+        if log is None:
             return 0
-        try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        lines = b"".join(chunks).split(b"\n")
-        best = 0
-        for line in lines[1:]:
-            parts = line.split(b",", 3)
-            if len(parts) > 3 and parts[1].isdigit():  # a line cut by a power loss is skipped
-                best = max(best, int(parts[1]))
-        return best
+        return max((h[1] for h in log.history), default=0)
 
     def append_status(self, attempt: int, state: str, info: str = "",
-                      job_id: str | None = None, exit_code: int | None = None) -> None:
-        """Add a line to status.csv.
-
-        One O_APPEND write() per line: a kill leaves the line whole or absent (never torn),
-        and concurrent writers never interleave inside a line. Rewriting the file through a
-        temporary copy would cost two extra file operations per state change.
-        """
+                      job_id: str | None = None, exit_code: int | None = None,
+                      record: JobRecord | None = None, replica: int | None = None) -> None:
+        """Record a state change (and, given ``record``, the job record it leaves): one line
+        of the journal, so the two land together or not at all."""
         now = time.time()
-        line = f"{now:.3f},{attempt},{state},{_csv_field(info.replace(chr(10), ' ')[:500])}\n"
-        data = line.encode()
-        with self._lock:  # replicas append from several threads; `written` is shared too
-            headed = self.written > 0  # this process appended before: the header is there
-            fd = os.open(self.status_str,
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
-            try:
-                if not headed and os.fstat(fd).st_size == 0:
-                    data = b"timestamp,attempt,state,info\n" + data
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            # Only once written: a write refused (a full disk) is tried again with its header.
-            self.written = max(self.written, attempt)
+        entry: dict[str, Any] = {"u": self.key, "t": round(now, 3), "a": attempt, "s": state,
+                                 "i": info.replace(chr(10), " ")[:500]}
+        if record is not None:
+            entry["rec"] = _record_data(record)
+            if replica is not None:
+                entry["r"] = replica
+        self.journal.append(entry)
+        self.written = max(self.written, attempt)
         if self.listeners:
             event = StatusEvent(self.spec_name, self.unit.name,
                                 "group" if self.unit.is_group else "task", attempt, state, info,
@@ -352,24 +293,45 @@ class UnitState:
                 listener(event)
 
     def history(self) -> list[dict[str, str]]:
-        try:
-            with open(self.status_file, newline="") as fh:
-                rows = list(csv.DictReader(fh))
-        except FileNotFoundError:
+        """Every recorded state change, oldest first: timestamp, attempt, state, info."""
+        log = self._log()
+        if log is None:
             return []
-        return [r for r in rows if r.get("state")]  # tolerate a last line cut by a power loss
+        return [{"timestamp": f"{t:.3f}", "attempt": str(a), "state": s, "info": i}
+                for t, a, s, i in log.history]
 
-    def write_done(self) -> None:
-        """Mark the attempt in job.json as the completed one (it must say so by now).
+    def ended(self, attempt: int, replica: int | None = None) -> tuple[int, str] | None:
+        """(exit code, signature) a task's waiter recorded for ``attempt``; None if none did
+        (read afresh: the waiter of a killed run may have written it a moment ago)."""
+        self.journal.refresh()
+        log = self._log()
+        return log.exits.get((attempt, replica)) if log is not None else None
+
+    def write_done(self, record: JobRecord, replica: int | None = None) -> None:
+        """Write the completion record: doit's target, what dependents' file_dep reads.
 
         Its content changes on every run (times, token), so dependents re-run."""
-        if self._made == 2:  # a folder made by this run has no done.json to replace, usually
-            try:
-                os.link(self.job_str, self.done_str)
-                return
-            except OSError:
-                pass
-        link_replace(self.job_str, self.done_str)
+        path = self.done_str if replica is None else f"{self.dir_str}/done.r{replica}.json"
+        if replica is not None:
+            atomic_write(path, json.dumps({"replica": replica, "attempt": record.attempt,
+                                           "finished": record.finished}))
+            return
+        write_record(path, record)
+
+
+def _record_data(record: JobRecord) -> dict[str, Any]:
+    """A record as a journal line carries it: without its definition (done.json keeps that),
+    and without the fields still at their defaults."""
+    out = {}
+    for k in _RECORD_FIELDS:
+        v = getattr(record, k)
+        if k != "definition" and v != _DEFAULTS[k]:
+            out[k] = v
+    return out
+
+
+_DEFAULTS = {k: (f.default_factory() if f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+                 else f.default) for k, f in JobRecord.__dataclass_fields__.items()}
 
 
 class StateDir:
@@ -380,13 +342,14 @@ class StateDir:
         self.spec = spec
         self.db = root / "doit.sqlite3"
         self._units: dict[str, UnitState] = {}
+        self.journal = Journal(root)
         self.listeners: list[Listener] = []  # called on every recorded state change
 
     def unit(self, node: Unit) -> UnitState:
         st = self._units.get(node.key)
         if st is None:
             st = self._units[node.key] = UnitState(self.root, node, self.spec.name,
-                                                   self.listeners)
+                                                   self.listeners, self.journal)
         return st
 
     def ensure(self) -> None:
@@ -396,6 +359,17 @@ class StateDir:
             make_state_dir(self.root)
             for sub in ("tasks", "groups"):
                 check_real_dir(self.root / sub, f"{sub} folder")
+        except OSError as exc:
+            raise unusable(self.root, exc) from None
+        self.journal.refresh()  # a link in its place is refused here, before anything runs
+
+    def maintain(self) -> None:
+        """Holding the lock, before a run appends: bring an older jobspec-do's per-unit
+        records into the journal, and compact a journal most of which later lines replaced."""
+        try:
+            if import_legacy(self.root):
+                self.journal.reopen()
+            compact(self.journal)
         except OSError as exc:
             raise unusable(self.root, exc) from None
 

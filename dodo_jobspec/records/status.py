@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import JSON_FORMAT as STATUS_FORMAT
-from ..errors import EXIT_FAILED, EXIT_OK, JobspecError, StateError
+from ..errors import EXIT_FAILED, EXIT_OK, JobspecError
 from ..spec.model import Spec, Task
 from ..spec.resolve import load
 from .state import (
@@ -62,26 +62,26 @@ def unit_status(st: UnitState, run_active: bool | None = None,
     so when the run is gone without recording the end (killed with -9), the unit is ``lost``,
     not the ``running`` on disk. ``run_active`` says whether a run holds the state directory
     (None: look it up). Slurm and Flux jobs outlive their run and keep their recorded state.
-    ``history`` and ``job`` are its status.csv and job.json when the caller has read them
+    ``history`` and ``job`` are its history and job record when the caller has read them
     already (the report reads every unit's)."""
     if history is None:
         history = st.history()
-    try:
-        job, unreadable = job or st.read_job(), ""
-    except StateError as exc:  # one damaged record: say so there, show every other unit
-        # The completion record is a copy of the last completed job.json, unless the damage
-        # reached both (a truncation in place does: they are hard links).
-        job = read_record(st.done_str, lenient=True)
-        unreadable = "" if job.state == "completed" else str(exc)
+    if job is None:
+        job = st.read_job()
     last = history[-1] if history else None
+    if last is None or last["state"] in _IN_FLIGHT:
+        done = read_record(st.done_str, lenient=True)
+        if done.state == "completed" and (last is None
+                                          or str(done.attempt) == last["attempt"]):
+            # Its end reached done.json but not the journal (a power loss took the journal's
+            # last lines, or the journal itself): doit goes by done.json, and so does this.
+            job, last = done, {"timestamp": str(done.finished or 0), "attempt":
+                               str(done.attempt), "state": "completed", "info": done.info}
     state = last["state"] if last else "never run"
     info = last["info"] if last else ""
-    if unreadable:
-        state, info = "unknown", (f"{unreadable.split(' (')[0]}: the next run (or --resume) "
-                                  "runs it again and writes it afresh")
     newer = int(last["attempt"]) if last and last["attempt"].isdigit() else 0
     if newer > job.attempt:
-        # An attempt whose job.json is not written yet (a local run writes it at the end):
+        # An attempt whose job record is not written yet (a local run writes it at the end):
         # nothing of the older attempt's record describes it.
         attempt, job_id, exit_code, duration = newer, _local_job_id(info), None, None
         nodes = where_in(info)
@@ -90,7 +90,7 @@ def unit_status(st: UnitState, run_active: bool | None = None,
         job_id, exit_code, duration = job.job_id, job.exit_code, None
         nodes = job.nodes
         if state == "queued" and job.state == "running" and str(job.attempt) == last["attempt"]:
-            state = "running"  # a poll saw it start: said in job.json, not in status.csv
+            state = "running"  # a poll saw it start: said in its record, not its history
         if job.started and job.finished and job.finished >= job.started:
             duration = round(job.finished - job.started, 3)
     if last and state in _IN_FLIGHT and _owned_by_run(job, last):
@@ -126,8 +126,8 @@ def unit_status(st: UnitState, run_active: bool | None = None,
 
 def _replica_rows(st: UnitState, n: int) -> list[dict[str, Any]] | None:
     """Each replica's latest recorded attempt (job.R.json), or None when no replica has a
-    record of its own (a scheduler ran them as one job, described by job.json)."""
-    records = [read_record(f"{st.dir_str}/job.{r}.json", lenient=True) for r in range(n)]
+    record of its own (a scheduler ran them as one job, described by the task's record)."""
+    records = [st.read_job(r) for r in range(n)]
     if not any(rec.attempt for rec in records):
         return None
     return [{"replica": r, "state": rec.state if rec.attempt else "never run",
@@ -143,7 +143,7 @@ def _merge_replicas(row: dict[str, Any], replicas: list[dict[str, Any]],
                     history: list[dict[str, str]]) -> None:
     """Make ``row`` say what all replicas came to, not what the last to finish recorded.
 
-    The replicas of a task share its status.csv, so its last line is whichever replica
+    The replicas of a task share its history, so its last line is whichever replica
     finished last: the task completed only if every replica's latest attempt did."""
     row["replicas"] = replicas
     if row["state"] == "lost":  # the run died with its replicas: that says it all
@@ -184,8 +184,8 @@ def _merge_replicas(row: dict[str, Any], replicas: list[dict[str, Any]],
 
 def _owned_by_run(job: JobRecord, last: dict[str, str]) -> bool:
     """Whether the in-flight attempt in ``last`` was a process of the run itself: a local
-    one, or any whose transformer keeps no queue (those write job.json only at the end, so
-    job.json holds an older attempt or nothing). A queued job's record is written first."""
+    one, or any whose transformer keeps no queue (those write their record only at the end,
+    so the record is an older attempt's or none). A queued job's record is written first."""
     if str(job.attempt) != last.get("attempt"):
         return True
     return job.transformer == "local"
@@ -341,5 +341,6 @@ def print_logs(spec_path: Path, state_dir: Path | None, task: str, attempt: int 
 
 
 def _live_attempt(st: UnitState, attempt: int) -> bool:
+    st.journal.refresh()  # the run appends as it goes
     rows = [r for r in st.history() if r["attempt"] == str(attempt)]
     return bool(rows) and rows[-1]["state"] in ("submitting", "queued", "running", "attached")

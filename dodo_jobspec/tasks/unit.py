@@ -4,8 +4,8 @@ This is the action behind every doit task. doit's semantics are at-least-once: a
 after a job finished but before doit recorded it will call this again. So the action first
 looks at its own records and never starts work that is already done or still in flight:
 
-1. ``job.json`` says an attempt completed with the same signature (definition + inputs) and
-   its outputs exist: adopt it, run nothing.
+1. its job record (records/journal.py) says an attempt completed with the same signature
+   (definition + inputs) and its outputs exist: adopt it, run nothing.
 2. it names a job that is still queued or running (or an intent to submit whose id was lost):
    re-attach and wait for it (with --resume; without it, refuse and say why).
 3. otherwise start a new attempt: record the intent, submit, record the job id, wait, record
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import socket
@@ -32,14 +31,13 @@ from .. import trees
 from ..bursters.move import PREFIX, BurstDriver, Records
 from ..errors import PluginError
 from ..plan import PlannedUnit
+from ..records.journal import exit_line_prefix
 from ..records.state import (
     JobRecord,
     StateDir,
     UnitState,
-    atomic_write,
     disk_full,
     read_record,
-    write_record,
 )
 from ..spec.model import Group, Spec, Task, Unit
 from ..spec.resolve import definition
@@ -179,12 +177,11 @@ class UnitRunner:
         if isinstance(pu.node, Group) and not pu.whole_group:
             return self._finish_group(pu, st)
         sig = self.signature(pu)
-        record_file = st.job_str if replica is None else f"{st.dir_str}/job.{replica}.json"
-        record = JobRecord() if fresh else read_record(record_file, lenient=True)
+        record = st.read_job(replica)
         if record.state == "completed" and record.signature == sig and _exist(pu.outputs) \
                 and pu.node.name not in self.options.force:
             self.emit("adopted", label(pu.node), f"attempt {record.attempt} already completed")
-            self._done(pu, st, record, replica)
+            self._done(pu, st, record, replica, adopted=True)
             return Outcome(True, "already completed")
         if not self.options.retry_failed and record.state in ("failed", "timeout") \
                 and record.signature == sig and pu.node.name not in self.options.force:
@@ -194,7 +191,7 @@ class UnitRunner:
         attach = self._attachable(pu, st, record, sig)
         if isinstance(attach, Outcome):
             return attach
-        return self._attempt(pu, st, record_file, record, sig, replica, attach, fresh)
+        return self._attempt(pu, st, record, sig, replica, attach, fresh)
 
     # -- deciding ----------------------------------------------------------------------------
     def _attachable(self, pu: PlannedUnit, st: UnitState, record: JobRecord, sig: str
@@ -208,7 +205,7 @@ class UnitRunner:
             try:
                 transformer, job_id = self.burst.reattach(pu.node, self._context(
                     pu, st, record.attempt, record.token, None), record,
-                    Records(st, st.job_str))
+                    Records(st, None))
             except PluginError as exc:  # unknown where it is: not submitted again
                 return Outcome(False, str(exc))
             if job_id is None:
@@ -243,7 +240,7 @@ class UnitRunner:
         return job_id
 
     # -- running -----------------------------------------------------------------------------
-    def _attempt(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, old: JobRecord,
+    def _attempt(self, pu: PlannedUnit, st: UnitState, old: JobRecord,
                  sig: str, replica: int | None, attach: str | None,
                  fresh: bool = False) -> Outcome:
         node = pu.node
@@ -257,15 +254,14 @@ class UnitRunner:
             # left only its status line and logs, and its number must not be used again
             # (its logs would be overwritten). Replicas keep their own attempt count.
             attempt = old.attempt + 1
+            if replica is None:
+                attempt = max(old.attempt, st.last_attempt()) + 1
             if not fresh:
-                if replica is None:
-                    attempt = max(old.attempt, st.last_attempt()) + 1
                 # A kill between the start and the status line leaves only the logs.
                 while os.path.exists(st.stdout(attempt, replica)):
                     attempt += 1
                 if attempt - 1 > old.attempt and not self.transformer.polled:
-                    ended = self._ended_unrecorded(pu, st, record_file, attempt - 1, sig,
-                                                   replica)
+                    ended = self._ended_unrecorded(pu, st, attempt - 1, sig, replica)
                     if ended is not None:
                         return ended
             record = JobRecord(attempt=attempt, token=_token(node.name, attempt),
@@ -273,11 +269,11 @@ class UnitRunner:
                                signature=sig, digest=node.digest, started=time.time(),
                                definition=definition(node))
             if self.transformer.polled:  # a local process has no queue to be lost in
-                write_record(record_file, record)
-                st.append_status(attempt, "submitting", self.transformer.name)
+                st.append_status(attempt, "submitting", self.transformer.name,
+                                 record=record, replica=replica)
                 if self.burst is not None and replica is None:
                     # --- burst hook: a request the primary cannot take goes to a burster.
-                    self.burst.direct(node, record, Records(st, record_file))
+                    self.burst.direct(node, record, Records(st, replica))
         ctx = self._context(pu, st, record.attempt, record.token, replica,
                             signature=record.signature)
         slot: AbstractContextManager[None] = contextlib.nullcontext()
@@ -285,9 +281,9 @@ class UnitRunner:
             req, _ = self.transformer.choose(node)
             big = req is not None and req.counts.cores > self.machine_cores
             slot = self.gate.hold(self.gate.capacity if big else 1)
-        return self._submit_and_wait(pu, st, record_file, record, ctx, attach, replica, slot)
+        return self._submit_and_wait(pu, st, record, ctx, attach, replica, slot)
 
-    def _submit_and_wait(self, pu: PlannedUnit, st: UnitState, record_file: Path | str,
+    def _submit_and_wait(self, pu: PlannedUnit, st: UnitState,
                          record: JobRecord, ctx: UnitContext, attach: str | None,
                          replica: int | None,
                          slot: AbstractContextManager[None] | None = None) -> Outcome:
@@ -305,7 +301,7 @@ class UnitRunner:
                     raise _Interrupted
                 self.emit("start", shown, f"attempt {record.attempt}")
                 try:
-                    status = self._launch(node, st, record_file, record, ctx, attach)
+                    status = self._launch(node, st, record, ctx, attach, replica)
                 except SubmitError as exc:
                     if disk_full(exc) and record.job_id is None:  # its logs could not be made
                         self._full()
@@ -323,12 +319,12 @@ class UnitRunner:
             # doit's sequential runner runs this in the main thread, where Ctrl-C and SIGTERM
             # land: record what the threaded runner's workers record, then let it go on.
             if record.job_id is not None:
-                self._record(pu, st, record_file, record,
+                self._record(pu, st, record,
                              JobStatus(JobState.CANCELED, None, "interrupted"), replica)
             raise
         if status is None:
             return Outcome(True, f"job {record.job_id} submitted")
-        return self._record(pu, st, record_file, record, status, replica, checked=True)
+        return self._record(pu, st, record, status, replica, checked=True)
 
     def _final(self, pu: PlannedUnit, status: JobStatus, replica: int | None) -> JobStatus:
         """What an ended job comes to: a completed one that did not make its outputs failed;
@@ -342,8 +338,9 @@ class UnitRunner:
             return JobStatus(JobState.CANCELED, status.exit_code, "interrupted")
         return status
 
-    def _launch(self, node: Unit, st: UnitState, record_file: Path | str, record: JobRecord,
-                ctx: UnitContext, attach: str | None) -> JobStatus | None:
+    def _launch(self, node: Unit, st: UnitState, record: JobRecord,
+                ctx: UnitContext, attach: str | None, replica: int | None
+                ) -> JobStatus | None:
         """Submit (unless re-attaching to ``attach``) and wait for the job to end; None under
         --no-wait, which submits and returns."""
         if attach is None:
@@ -356,11 +353,10 @@ class UnitRunner:
             record.job_id = transformer.submit(node, ctx)
             record.state = "queued" if self.transformer.polled else "running"
             if self.transformer.polled:  # a local process cannot be re-attached anyway
-                write_record(record_file, record)
                 where = f" on {record.transformer.removeprefix(PREFIX)}" \
                     if record.transformer != self.transformer.name else ""
                 st.append_status(record.attempt, "queued", f"job {record.job_id}{where}",
-                                 record.job_id)
+                                 record.job_id, record=record, replica=replica)
                 self.emit("submitted", label(node), f"job {record.job_id}{where}")
             else:  # a child of this process: it runs here
                 record.nodes = _HOST
@@ -378,11 +374,11 @@ class UnitRunner:
                 self._transformer_of(record).cancel([job_id])
             if self.burst is not None and self.burst.follows(node, record):
                 # --- burst hook: polled here, so that a long wait in the queue can move it.
-                return self.burst.wait(node, ctx, record, Records(st, record_file),
+                return self.burst.wait(node, ctx, record, Records(st, replica),
                                        self.transformer.options.poll_interval)
             if not self.transformer.polled or self.waiter == self.transformer.wait:
                 return self.waiter(job_id)  # a plugin's own wait may take no `news`
-            return self.waiter(job_id, lambda news: placed(record, news, record_file))
+            return self.waiter(job_id, lambda news: placed(record, news, st, replica))
         except KeyboardInterrupt:  # in the main thread (sequential runner): stop the job
             self.inflight.interrupted.set()
             self._transformer_of(record).cancel([record.job_id or job_id])
@@ -390,7 +386,7 @@ class UnitRunner:
         finally:
             self.inflight.discard(job_id)
 
-    def _record(self, pu: PlannedUnit, st: UnitState, record_file: Path | str, record: JobRecord,
+    def _record(self, pu: PlannedUnit, st: UnitState, record: JobRecord,
                 status: JobStatus, replica: int | None, checked: bool = False) -> Outcome:
         """Record how the attempt ended (``checked``: ``status`` went through _final)."""
         if not checked:
@@ -408,11 +404,10 @@ class UnitRunner:
             info = f"job {record.job_id}{where}; {info}".rstrip("; ")
 
         def write() -> None:  # each part can be written again: atomic, or an appended line
-            write_record(record_file, record)
             if pu.whole_group:
                 self._record_children(pu, record)
             st.append_status(record.attempt, record.state, info, record.job_id,
-                             record.exit_code)
+                             record.exit_code, record=record, replica=replica)
             if status.state == JobState.COMPLETED:
                 self._done(pu, st, record, replica)
 
@@ -421,14 +416,13 @@ class UnitRunner:
             return Outcome(False, info, status)
         return Outcome(True, "", status)
 
-    def _ended_unrecorded(self, pu: PlannedUnit, st: UnitState, record_file: Path | str,
+    def _ended_unrecorded(self, pu: PlannedUnit, st: UnitState,
                           attempt: int, sig: str, replica: int | None) -> Outcome | None:
         """An attempt whose run was killed after its command ended, before the end was
-        recorded: its waiter wrote the exit code (see transformers/local.py). A completion of
-        this very definition is adopted and recorded now; anything else runs again."""
-        from ..transformers.local import exit_file, read_exit
-
-        ended = read_exit(exit_file(st.stdout(attempt, replica)))
+        recorded: its waiter journaled the exit code (see transformers/local.py). A
+        completion of this very definition is adopted and recorded now; anything else runs
+        again."""
+        ended = st.ended(attempt, replica)
         if ended is None or ended != (0, sig):
             return None
         record = JobRecord(attempt=attempt, token=_token(pu.node.name, attempt),
@@ -436,7 +430,7 @@ class UnitRunner:
                            signature=sig, digest=pu.node.digest,
                            definition=definition(pu.node))
         self.emit("adopted", label(pu.node), f"attempt {attempt} completed as its run ended")
-        return self._record(pu, st, record_file, record, JobStatus(
+        return self._record(pu, st, record, JobStatus(
             JobState.COMPLETED, 0, "completed as its run was killed: recorded by its waiter"),
             replica)
 
@@ -461,13 +455,16 @@ class UnitRunner:
             return f"not started: {self.inflight.reason}"
         return NOT_STARTED
 
-    def _done(self, pu: PlannedUnit, st: UnitState, record: JobRecord, replica: int | None
-              ) -> None:
-        if replica is None:
-            st.write_done()
-        else:
-            atomic_write(st.dir / f"done.r{replica}.json", json.dumps(
-                {"replica": replica, "attempt": record.attempt, "finished": record.finished}))
+    def _done(self, pu: PlannedUnit, st: UnitState, record: JobRecord, replica: int | None,
+              adopted: bool = False) -> None:
+        """Write the completion record doit and the dependents read. An adopted completion
+        whose record is on disk already keeps it: rewritten, its new content would make
+        every dependent run again."""
+        if adopted and replica is None and _done_is(st.done_str, record):
+            return
+        if replica is None and not record.definition:
+            record.definition = definition(pu.node)
+        st.write_done(record, replica)
 
     def run_replica(self, pu: PlannedUnit, replica: int) -> Outcome:
         """One replica of a task the local transformer runs replica by replica."""
@@ -486,9 +483,9 @@ class UnitRunner:
             msg = "replicas finished but did not make: " + ", ".join(missing)
             st.append_status(attempt, "failed", msg)
             return Outcome(False, msg)
-        st.write_job(record)
-        st.append_status(attempt, "completed", f"all {pu.node.replicas} replicas")  # type: ignore[union-attr]
-        st.write_done()
+        st.append_status(attempt, "completed", f"all {pu.node.replicas} replicas",  # type: ignore[union-attr]
+                         record=record)
+        st.write_done(record)
         return Outcome(True)
 
     def _finish_group(self, pu: PlannedUnit, st: UnitState) -> Outcome:
@@ -497,9 +494,8 @@ class UnitRunner:
         record = JobRecord(attempt=attempt, state="completed", transformer=self.transformer.name,
                            signature=self.signature(pu), digest=pu.node.digest,
                            finished=time.time(), definition=definition(pu.node))
-        st.write_job(record)
-        st.append_status(attempt, "completed", "all children completed")
-        st.write_done()
+        st.append_status(attempt, "completed", "all children completed", record=record)
+        st.write_done(record)
         return Outcome(True)
 
     def _record_children(self, pu: PlannedUnit, record: JobRecord) -> None:
@@ -547,7 +543,10 @@ class UnitRunner:
                            cwd=pu.cwd, children=children, replica=replica or 0,
                            after_jobs=tuple(after_jobs or ()),
                            prologue=_prologue(pu, self.state),
-                           signature=signature)
+                           signature=signature,
+                           end_line=(self.state.journal.path,
+                                     exit_line_prefix(st.key, attempt, replica))
+                           if create else None)
 
     def signature(self, pu: PlannedUnit) -> str:
         """What an attempt ran: the definition, the transformer, and its inputs' states."""
@@ -570,13 +569,13 @@ class UnitRunner:
         return h.hexdigest()
 
 
-def placed(record: JobRecord, news: JobStatus, record_file: Path | str) -> None:
+def placed(record: JobRecord, news: JobStatus, st: UnitState, replica: int | None) -> None:
     """A polled job is placed (its nodes, when it began to run): say so in its record, so
     that `status` and `report` show where it runs while it runs. Best effort: the end writes
     them again, so a write that fails here (a full disk) loses nothing."""
     if record.place(news.where, news.started, news.state == JobState.RUNNING):
         with contextlib.suppress(OSError):
-            write_record(record_file, record)
+            st.write_job(record, replica)
 
 
 def _prologue(pu: PlannedUnit, state: StateDir) -> tuple[Path, ...]:
@@ -591,6 +590,12 @@ def _prologue(pu: PlannedUnit, state: StateDir) -> tuple[Path, ...]:
 
 def _token(name: str, attempt: int) -> str:
     return f"jsd-{hashlib.sha256(name.encode()).hexdigest()[:8]}-{attempt}-{secrets.token_hex(4)}"
+
+
+def _done_is(path: str, record: JobRecord) -> bool:
+    """Whether the completion record at ``path`` is ``record``'s attempt."""
+    done = read_record(path, lenient=True)
+    return done.attempt == record.attempt and done.token == record.token
 
 
 def _exist(paths: tuple[Path, ...]) -> bool:

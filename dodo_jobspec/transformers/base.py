@@ -79,9 +79,13 @@ class UnitContext:
     # sbcast): a failing one fails the job before the unit's command starts.
     prologue: Sequence[Path] = ()
     # What the attempt runs (definition and inputs): a transformer that records the end of a
-    # job itself (the local waiter's exit file) writes it beside the exit code, so that an
+    # job itself (the local waiter's journal line) writes it beside the exit code, so that an
     # end is only adopted for the definition it ran.
     signature: str = ""
+    # (journal file, line prefix): where and how a transformer that records the end itself
+    # appends it (records/journal.py: the prefix is completed by the exit code, the
+    # signature and "}"); empty when nothing is to be recorded.
+    end_line: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -37,20 +37,20 @@ KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as Slurm's KillWait doe
 HOST = socket.gethostname()  # where every task of this transformer runs: the status says so
 RUN_MARKER = "JOBSPEC_DO_RUN"  # names the run that started a task, in the task's environment
 
-# Each task runs as the child of a tiny shell, its waiter, which writes the command's exit
-# code and the attempt's signature to exit.N (exit.N.R for a replica) the moment it ends,
-# then exits with that code. The waiter outlives a kill -9 of jobspec-do (the watchdog kills
-# the command, never the waiter), so an end that came just before the kill is on disk and
-# --resume adopts it instead of running the task again. One write of a few bytes: a reader
-# sees no file, an empty one (not ended, as far as anyone knows) or the whole line. A command
-# killed by a signal takes its waiter with it by the same signal, so the run sees what it
-# saw before (killed by signal N). The string command runs in a subshell (a fork, no exec
-# of another shell); a list is exec'd from one.
+# Each task runs as the child of a tiny shell, its waiter, which appends the command's exit
+# code and the attempt's signature to the state folder's journal (records/journal.py) the
+# moment it ends, then exits with that code. The waiter outlives a kill -9 of jobspec-do (the
+# watchdog kills the command, never the waiter), so an end that came just before the kill is
+# on disk and --resume adopts it instead of running the task again. One O_APPEND write of one
+# short line: a reader sees the whole line or none. A command killed by a signal takes its
+# waiter with it by the same signal, so the run sees what it saw before (killed by signal N).
+# The string command runs in a subshell (a fork, no exec of another shell); a list is exec'd
+# from one.
 WAITER_NAME = "jobspec-do-task"  # the waiter's argv[0]: the watchdog tells it apart by this
-_WAITER = """f=$1 s=$2 k=$3; shift 3
+_WAITER = """j=$1 p=$2 s=$3 k=$4; shift 4
 if [ "$k" = s ]; then (c=$1; shift; eval "$c"); else ("$@"); fi
 rc=$?
-printf '%s %s\\n' "$rc" "$s" > "$f"
+printf '%s%s,"g":"%s"}\\n' "$p" "$rc" "$s" >> "$j"
 if [ "$rc" -gt 128 ] && [ "$rc" -lt 160 ]; then kill -$((rc - 128)) $$ 2>/dev/null; fi
 exit "$rc"
 """
@@ -164,8 +164,8 @@ class LocalTransformer(Transformer):
         command = self.argv(unit)
         if not isinstance(unit.command, str):
             _check_program(unit.name, command[0], env, ctx.cwd)
-        argv = [WAITER_NAME, "-c", _WAITER, WAITER_NAME, os.fspath(exit_file(ctx.stdout)),
-                ctx.signature or "-"]
+        journal, prefix = ctx.end_line or ("/dev/null", "{")
+        argv = [WAITER_NAME, "-c", _WAITER, WAITER_NAME, journal, prefix, ctx.signature or "-"]
         argv += ["s", unit.command] if isinstance(unit.command, str) else ["l", *command]
         dog = self._watchdog()  # up before the first task starts: it must outlive it
         try:
@@ -359,22 +359,6 @@ class _Watchdog:
             self.proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-
-
-def exit_file(stdout: Path) -> Path:
-    """Where a task's waiter writes how it ended: exit.N[.R] beside its stdout.N[.R]."""
-    return stdout.with_name("exit" + stdout.name[len("stdout"):])
-
-
-def read_exit(path: Path | str) -> tuple[int, str] | None:
-    """(exit code, signature) from a waiter's exit file; None if it did not end (as far as
-    anyone knows: no file, or one cut short)."""
-    try:
-        with open(path, "rb") as fh:
-            words = fh.read().split()
-        return int(words[0]), words[1].decode()
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _check_program(task: str, program: str, env: dict[bytes, bytes], cwd: Path) -> None:

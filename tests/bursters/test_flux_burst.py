@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tests.bursters.fluxes import FluxInstance
-from tests.helpers import write
+from tests.helpers import has_records, history_text, job_record, write
 
 TASK = """
 - name: {name}
@@ -65,12 +65,11 @@ def home(instance: FluxInstance) -> str:
 
 
 def job(folder: Path, name: str) -> dict:
-    return json.loads((folder / ".jobspec-do" / "spec" / "tasks" / name / "job.json"
-                       ).read_text())
+    return job_record(folder / ".jobspec-do" / "spec" / "tasks" / name)
 
 
 def history(folder: Path, name: str) -> list[str]:
-    lines = (folder / ".jobspec-do" / "spec" / "tasks" / name / "status.csv").read_text()
+    lines = history_text(folder / ".jobspec-do" / "spec" / "tasks" / name)
     return [ln.split(",")[2] for ln in lines.splitlines()[1:]]
 
 
@@ -105,9 +104,8 @@ def test_a_task_that_is_not_burstable_waits_for_the_primary(tmp_path: Path, full
     path = spec(tmp_path, [("stayer", "one", False)])
     config(tmp_path, target)
     proc = start(primary, path, "-t", "flux")
-    status = tmp_path / ".jobspec-do/spec/tasks/stayer/status.csv"
     deadline = time.monotonic() + 30
-    while not status.exists() or "queued" not in history(tmp_path, "stayer"):
+    while "queued" not in history(tmp_path, "stayer"):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.2)
     time.sleep(4)  # four times `after`: a burstable task would have moved by now
@@ -188,12 +186,11 @@ def test_kill_9_during_moves_never_runs_a_task_twice(tmp_path: Path, full) -> No
 
 def _until_last_line(folder: Path, names: list[str], state: str,
                      proc: subprocess.Popen[str]) -> None:
-    """Wait until some task's status.csv ends with ``state`` (or give up after 30 s)."""
+    """Wait until some task's history ends with ``state`` (or give up after 30 s)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         for n in names:
-            if (folder / ".jobspec-do/spec/tasks" / n / "status.csv").exists() \
-                    and history(folder, n)[-1:] == [state]:
+            if history(folder, n)[-1:] == [state]:
                 return
         time.sleep(0.005)
 
@@ -223,7 +220,7 @@ def test_no_wait_ticks_move_a_task_and_submit_its_dependent_after_it(tmp_path: P
     first = jsd(primary, path, "-t", "flux", "--no-wait")
     assert first.returncode == 0, first.stdout + first.stderr
     assert history(tmp_path, "first") == ["submitting", "queued"]
-    assert not (tmp_path / ".jobspec-do/spec/tasks/second/status.csv").exists()
+    assert not has_records(tmp_path / ".jobspec-do/spec/tasks/second")
     for _tick in range(60):
         out = jsd(primary, path, "-t", "flux", "--no-wait")
         assert out.returncode == 0, out.stdout + out.stderr
@@ -284,8 +281,7 @@ def test_resume_follows_a_moved_job_without_the_config(tmp_path: Path, full) -> 
     config(tmp_path, target)
     proc = start(primary, path, "-t", "flux")
     deadline = time.monotonic() + 60
-    while not (tmp_path / ".jobspec-do/spec/tasks/slow/status.csv").exists() \
-            or history(tmp_path, "slow")[-1:] != ["queued"] \
+    while history(tmp_path, "slow")[-1:] != ["queued"] \
             or "moved" not in history(tmp_path, "slow"):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
@@ -336,7 +332,7 @@ def test_a_group_and_a_replicated_task_move_whole(tmp_path: Path, full) -> None:
     assert {uri for n, uri in executions(tmp_path) if n.startswith("rep")} == {home(target)}
     for jid in rep["extra"]["burst"]["from"].split(","):
         assert "alloc" not in primary.events(jid)
-    pipe = json.loads((tmp_path / ".jobspec-do/spec/groups/pipe/job.json").read_text())
+    pipe = job_record(tmp_path / ".jobspec-do/spec/groups/pipe")
     assert pipe["transformer"] == "burst:second"
     assert "alloc" not in primary.events(pipe["extra"]["burst"]["from"])
     assert target.jobs_named("pipe") == [pipe["job_id"]]
@@ -368,7 +364,7 @@ def test_a_task_no_one_can_take_is_refused_before_anything_is_submitted(tmp_path
             in out.stderr, out.stderr
         assert "nothing was submitted" in out.stderr and "Traceback" not in out.stderr
     assert executions(tmp_path) == [] and target.jobs_named("huge") == []
-    assert not (tmp_path / ".jobspec-do/spec/tasks/huge/job.json").exists()
+    assert not has_records(tmp_path / ".jobspec-do/spec/tasks/huge")
 
 
 def test_the_local_burster_runs_a_moved_task_here(tmp_path: Path, full) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.bursters.fluxes import FluxInstance, flux_path
-from tests.helpers import write
+from tests.helpers import history_text, job_record, write
 
 
 def spec(folder: Path) -> Path:
@@ -52,7 +52,7 @@ def ran(folder: Path) -> list[tuple[str, str]]:
 
 
 def history(folder: Path, name: str) -> list[str]:
-    text = (folder / ".jobspec-do" / "spec" / "tasks" / name / "status.csv").read_text()
+    text = history_text(folder / ".jobspec-do" / "spec" / "tasks" / name)
     return [ln.split(",")[2] for ln in text.splitlines()[1:]]
 
 
@@ -83,8 +83,7 @@ def test_slurm_primary_full_moves_burstable_tasks_to_flux(tmp_path: Path, slurm,
     for name in ("first", "second"):
         assert history(tmp_path, name)[:5] == ["submitting", "queued", "moving", "moved",
                                                "queued"]
-        record = json.loads((tmp_path / ".jobspec-do/spec/tasks" / name / "job.json"
-                             ).read_text())
+        record = job_record(tmp_path / ".jobspec-do/spec/tasks" / name)
         primary_id = record["extra"]["burst"]["from"]
         # Slurm took it back before it was given a node.
         assert slurm.job_state(primary_id) == "CANCELLED"

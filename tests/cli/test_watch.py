@@ -19,7 +19,7 @@ import pytest
 from dodo_jobspec.cli import main
 from dodo_jobspec.cli.watch import Outcome, Watcher, WatchOptions, add_watch_command
 from dodo_jobspec.records.state import locked
-from tests.helpers import write
+from tests.helpers import has_records, history_text, write
 from tests.services import SlurmCluster
 
 GOOD = """
@@ -78,7 +78,7 @@ def test_a_valid_file_runs_to_completion_and_moves_to_done(tmp_path: Path) -> No
     assert status["complete"] and status["exit_code"] == 0
     assert [u["state"] for u in status["units"]] == ["completed", "completed"]
     # Its records are where `jobspec-do DIR/good.yaml` keeps them.
-    assert (tmp_path / ".jobspec-do" / "good" / "tasks" / "use" / "status.csv").is_file()
+    assert has_records(tmp_path / ".jobspec-do" / "good" / "tasks" / "use")
     line = out.getvalue().strip()
     assert "good.yaml: exit 0, done -> done/good.yaml" in line
     assert w.cycle() == []  # nothing left to do
@@ -302,7 +302,7 @@ def test_a_second_sigterm_interrupts_and_leaves_nothing_half_done(tmp_path: Path
     assert not (tmp_path / "out" / "long.txt").exists()  # the task was stopped, not left behind
     assert not [p for p in tmp_path.rglob("*.tmp")]
     root = tmp_path / ".jobspec-do" / "slow"
-    history = (root / "tasks" / "long" / "status.csv").read_text()
+    history = history_text(root / "tasks" / "long")
     assert "interrupted" in history
     with locked(root):  # released
         pass

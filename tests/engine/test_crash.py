@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec import noop
-from tests.helpers import counts, jobspec_do, write
+from tests.helpers import counts, history_text, job_record, jobspec_do, write
 
 
 def _spec(n: int) -> str:
@@ -33,9 +33,9 @@ def _spec(n: int) -> str:
 
 def _completed_records(state: Path) -> set[str]:
     done = set()
-    for job in state.glob("tasks/*/job.json"):
-        if json.loads(job.read_text()).get("state") == "completed":
-            done.add(job.parent.name)
+    for folder in state.glob("tasks/*"):
+        if job_record(folder).get("state") == "completed":
+            done.add(folder.name)
     return done
 
 
@@ -83,14 +83,14 @@ def test_sigterm_records_progress_and_interrupted_tasks(tmp_path: Path) -> None:
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 20
-    state = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "job.json"
-    while not state.exists() and time.monotonic() < deadline:
+    state = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow"
+    while "running" not in history_text(state) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
-    assert json.loads(state.read_text())["state"] == "interrupted"
+    assert job_record(state)["state"] == "interrupted"
     assert "interrupted" in err
     r = jobspec_do(spec, "--resume", "-j", "1", cwd=tmp_path, timeout=60,
                    env={"PATH": os.environ["PATH"]})
@@ -283,6 +283,7 @@ def test_completions_doit_never_recorded_are_adopted_not_rerun(tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     assert counts(tmp_path) == {f"t{i}": 1 for i in range(6)}
     assert r.stderr.count("adopted") == 6
+    assert "ok: 0 ran, 6 up to date" in r.stderr  # adopted: nothing ran again
     spec.write_text(spec.read_text().replace("echo x >> count.t5", "echo y >> count.t5"))
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
     assert counts(tmp_path)["t5"] == 2 and counts(tmp_path)["t4"] == 1
@@ -310,9 +311,9 @@ def test_an_attempt_cut_short_by_kill_9_keeps_its_number_and_logs(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     if not status_line:  # killed between the start and its status line: only logs remain
-        history = folder / "status.csv"
-        history.write_text("".join(line for line in history.read_text().splitlines(True)
-                                   if ",2," not in line))
+        journal = folder.parents[1] / "journal.jsonl"
+        journal.write_text("".join(line for line in journal.read_text().splitlines(True)
+                                   if '"a":2,' not in line or '"s":"running"' not in line))
     spec.write_text(spec.read_text().replace('"echo second; sleep 60"', "[echo, third]"))
     r = jobspec_do(spec, "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -356,45 +357,35 @@ def test_a_task_started_just_before_a_kill_9_dies_with_its_run(tmp_path: Path) -
     assert counts(tmp_path) == {"a": 1}  # the resume's copy; the orphan never got that far
 
 
-@pytest.mark.parametrize("how", ["truncated", "replaced"])
-def test_an_empty_job_record_is_reported_then_repaired(tmp_path: Path, how: str) -> None:
-    """A power loss without fsync can leave a zero-length record. Truncated in place it also
-    empties done.json (a hard link): status says so for that task only, and the next run
-    adopts the attempt from its waiter's exit file (it completed, with this definition) and
-    writes the record afresh. Replaced by an empty file, done.json still tells that it
-    completed."""
+@pytest.mark.parametrize("how", ["cut", "lost"])
+def test_a_journal_that_lost_its_end_still_knows_what_completed(tmp_path: Path, how: str
+                                                                ) -> None:
+    """A power loss without fsync can cut the journal's last line or lose the file. The
+    completion records (done.json) that doit goes by still say what completed: `status`
+    says so too, the next run runs nothing again, and what it appends parses."""
     spec = tmp_path / "spec.yaml"
     spec.write_text("version: 1\ntasks:\n"
                     "- {name: a, command: 'echo x >> count.a; echo A > a.out', outputs: [a.out]}\n"
                     "- {name: b, command: 'echo x >> count.b'}\n")
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
-    record = tmp_path / ".jobspec-do" / "spec" / "tasks" / "a" / "job.json"
-    if how == "truncated":
-        with open(record, "r+") as fh:
-            fh.truncate(0)
+    journal = tmp_path / ".jobspec-do" / "spec" / "journal.jsonl"
+    if how == "cut":
+        data = journal.read_bytes()
+        journal.write_bytes(data[:len(data) - 40])  # into the last completion line
     else:
-        record.unlink()
-        record.write_text("")
+        journal.unlink()
     status = jobspec_do("status", spec, "--json", cwd=tmp_path)
     units = {u["name"]: u for u in json.loads(status.stdout)["units"]}
-    assert units["b"]["state"] == "completed"
-    if how == "replaced":
-        assert units["a"]["state"] == "completed"
-        assert status.returncode == 0
-        return
-    assert status.returncode == 1
-    assert units["a"]["state"] == "unknown" and "job.json is unreadable" in units["a"]["info"]
-    r = jobspec_do(spec, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert counts(tmp_path) == {"a": 1, "b": 1}
-    assert json.loads(record.read_text())["state"] == "completed"
-    (record.parent / "exit.1").write_text("")  # cut short too: nothing tells it completed
-    with open(record, "r+") as fh:
-        fh.truncate(0)
+    assert status.returncode == 0, status.stdout
+    assert (units["a"]["state"], units["b"]["state"]) == ("completed", "completed")
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
-    assert counts(tmp_path) == {"a": 2, "b": 1}
-    final = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)
-    assert final["complete"]
+    assert counts(tmp_path) == {"a": 1, "b": 1}
+    assert jobspec_do(spec, "--force", "b", cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"a": 1, "b": 2}
+    final = {u["name"]: u for u in json.loads(
+        jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["units"]}
+    assert (final["b"]["state"], final["b"]["attempts"]) == ("completed", 2)
+    assert "completed" in history_text(journal.parent / "tasks" / "b")
 
 
 def _alive(pid_file: Path) -> bool:

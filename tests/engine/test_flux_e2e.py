@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec.transformers import flux_bindings
-from tests.helpers import counts, jobspec_do, write
+from tests.helpers import counts, history_text, job_record, jobspec_do, set_record, write
 from tests.services import FluxInstance, need_service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -183,9 +183,9 @@ def test_kill_9_while_running_then_resume_reattaches(tmp_path: Path,
     before = _ids(flux)
     proc = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-t", "flux"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    record = tmp_path / ".jobspec-do/spec/tasks/slow/job.json"
+    record = tmp_path / ".jobspec-do/spec/tasks/slow"
     deadline = time.monotonic() + 30
-    while not (record.exists() and json.loads(record.read_text()).get("job_id")):
+    while not job_record(record).get("job_id"):
         assert time.monotonic() < deadline, "slow was never submitted"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -208,16 +208,15 @@ def test_a_job_whose_id_was_never_recorded_is_found_by_token(
         """)
     assert jobspec_do(spec, "-t", "flux", cwd=tmp_path).returncode == 0
     before = _ids(flux)
-    record = tmp_path / ".jobspec-do/spec/tasks/a/job.json"
-    job = json.loads(record.read_text())
-    job.update(job_id=None, state="submitting", exit_code=None, finished=None)
-    record.write_text(json.dumps(job))  # as if killed between the submit and its record
+    # As if killed between the submit and its record:
+    set_record(tmp_path / ".jobspec-do/spec/tasks/a", job_id=None, state="submitting",
+               exit_code=None, finished=None)
     (tmp_path / ".jobspec-do/spec/tasks/a/done.json").unlink()
     r = jobspec_do(spec, "-t", "flux", mode, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert _new_jobs(flux, before) == []  # found, not submitted again
     assert counts(tmp_path) == {"a": 1}
-    log = (tmp_path / ".jobspec-do/spec/tasks/a/status.csv").read_text()
+    log = history_text(tmp_path / ".jobspec-do/spec/tasks/a")
     assert re.search(r"found by token|attached,job", log), log
     assert _status(spec, tmp_path)["complete"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import counts, jobspec_do, write
+from tests.helpers import counts, history_text, job_record, jobspec_do, set_record, write
 from tests.transformers.test_flux import FakeFlux, fake_flux  # noqa: F401 - a fixture
 
 SPEC = """
@@ -36,7 +36,7 @@ def test_no_wait_records_ids_and_the_next_call_never_resubmits(
     spec = write(tmp_path, SPEC)
     r = jobspec_do(spec, "-t", "flux", "--no-wait", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    job = json.loads((tmp_path / ".jobspec-do/spec/tasks/b/job.json").read_text())
+    job = job_record(tmp_path / ".jobspec-do/spec/tasks/b")
     assert job["state"] == "queued" and job["job_id"]
     b_submit = next(c for c in fake_flux.calls if "--job-name=b" in c)
     assert any(a.startswith("--dependency=afterok:") for a in b_submit)
@@ -52,14 +52,12 @@ def test_a_submission_whose_id_was_lost_is_found_by_its_token(
         tmp_path: Path, fake_flux: FakeFlux) -> None:  # noqa: F811
     spec = write(tmp_path, SPEC)
     assert jobspec_do(spec, "-t", "flux", "--no-wait", cwd=tmp_path).returncode == 0
-    record = tmp_path / ".jobspec-do/spec/tasks/a/job.json"
-    job = json.loads(record.read_text())
-    job.update(job_id=None, state="submitting")  # as if killed between submit and record
-    record.write_text(json.dumps(job))
+    # As if killed between submit and record:
+    set_record(tmp_path / ".jobspec-do/spec/tasks/a", job_id=None, state="submitting")
     r = jobspec_do(spec, "-t", "flux", "--no-wait", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert _submits(fake_flux) == 2  # found, not submitted again
-    assert "found by token" in (tmp_path / ".jobspec-do/spec/tasks/a/status.csv").read_text()
+    assert "found by token" in history_text(tmp_path / ".jobspec-do/spec/tasks/a")
 
 
 def test_failure_is_reported_with_exit_code(tmp_path: Path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import counts, jobspec_do, write
+from tests.helpers import counts, has_records, jobspec_do, write
 
 PIPELINE = """
     version: 1
@@ -174,9 +174,9 @@ def test_logs_follow_streams_until_the_task_ends(tmp_path: Path) -> None:
         """)
     run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=tmp_path,
                            stderr=subprocess.DEVNULL)
-    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "talk" / "status.csv"
+    folder = tmp_path / ".jobspec-do" / "spec" / "tasks" / "talk"
     deadline = time.monotonic() + 20
-    while not status.exists() and time.monotonic() < deadline:
+    while not has_records(folder) and time.monotonic() < deadline:
         time.sleep(0.05)
     r = jobspec_do("logs", spec, "talk", "--follow", cwd=tmp_path, timeout=30)
     run.wait(timeout=30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from dodo_jobspec.records.state import StateDir
 from dodo_jobspec.tasks.steps import StageConfig, StepRunner
 from dodo_jobspec.tasks.unit import RunOptions, UnitRunner
 from dodo_jobspec.transformers.local import LocalTransformer
-from tests.helpers import load_text, write
+from tests.helpers import history_text, job_record, load_text, write
 
 SHAPES = {
     "a chain": ("""
@@ -113,10 +112,10 @@ def test_ctrl_c_on_the_sequential_runner_stops_and_records_the_task(tmp_path: Pa
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "long" / "status.csv"
+    status = tmp_path / ".jobspec-do" / "spec" / "tasks" / "long"
     try:
         deadline = time.monotonic() + 20
-        while "running" not in (status.read_text() if status.exists() else ""):
+        while "running" not in history_text(status):
             assert time.monotonic() < deadline, "the task never started"
             time.sleep(0.05)
         time.sleep(0.2)
@@ -132,10 +131,9 @@ def test_ctrl_c_on_the_sequential_runner_stops_and_records_the_task(tmp_path: Pa
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, err
-    job = json.loads((tmp_path / ".jobspec-do" / "spec" / "tasks" / "long" / "job.json")
-                     .read_text())
+    job = job_record(tmp_path / ".jobspec-do" / "spec" / "tasks" / "long")
     assert job["state"] == "interrupted"
-    pgid = int(status.read_text().split("pid ")[1].split(":")[0])
+    pgid = int(history_text(status).split("pid ")[1].split(":")[0])
     deadline = time.monotonic() + 30
     while _group_alive(pgid):  # killed, then reaped by init once orphaned
         assert time.monotonic() < deadline, "the task's process group survived"
@@ -174,7 +172,7 @@ def _start_cli(tmp_path: Path, spec: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def _running(tasks: Path, names: str) -> list[str]:
-    return [n for n in names if "running" in _text(tasks / n / "status.csv")]
+    return [n for n in names if "running" in history_text(tasks / n)]
 
 
 def _text(path: Path) -> str:
@@ -217,10 +215,10 @@ def test_after_an_interrupt_nothing_starts_and_the_run_exits_at_once(
             proc.communicate()
     assert proc.returncode == 130, err
     (third,) = set("abc") - set(first)
-    assert _text(tasks / third / "status.csv") == "", _text(tasks / third / "status.csv")
+    assert history_text(tasks / third) == "", history_text(tasks / third)
     assert f"start     {third}" not in err, err
     for name in first:
-        assert json.loads((tasks / name / "job.json").read_text())["state"] == "interrupted"
+        assert job_record(tasks / name)["state"] == "interrupted"
     assert "interrupted: 0 ran" in err, err
     assert took < 5, f"the run took {took:.1f}s to exit after the interrupt"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import counts, jobspec_do, write
+from tests.helpers import counts, jobspec_do, set_record, write
 from tests.services import SlurmCluster
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -124,10 +124,9 @@ def test_a_job_whose_id_was_never_recorded_is_found_not_resubmitted(
         """)
     assert jobspec_do(spec, "-t", "slurm", cwd=tmp_path).returncode == 0
     before = len(slurm.submitted_job_ids())
-    record = tmp_path / ".jobspec-do/spec/tasks/a/job.json"
-    job = json.loads(record.read_text())
-    job.update(job_id=None, state="submitting", exit_code=None, finished=None)
-    record.write_text(json.dumps(job))  # as if killed between sbatch and recording the id
+    # As if killed between sbatch and recording the id:
+    set_record(tmp_path / ".jobspec-do/spec/tasks/a", job_id=None, state="submitting",
+               exit_code=None, finished=None)
     (tmp_path / ".jobspec-do/spec/tasks/a/done.json").unlink()
     r = jobspec_do(spec, "-t", "slurm", mode, cwd=tmp_path)
     assert r.returncode == 0, r.stderr

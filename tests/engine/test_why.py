@@ -12,6 +12,7 @@ import pytest
 
 from dodo_jobspec.engine import why
 from dodo_jobspec.engine.run import Prepared, RunRequest, prepare
+from dodo_jobspec.records.state import UnitState
 from tests.helpers import jobspec_do, write
 
 
@@ -204,22 +205,23 @@ def test_failed_never_ran_and_changed_are_told_apart(tmp_path: Path) -> None:
 
 def test_only_tasks_that_will_run_cost_a_read(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """One job record read per task whose definition check failed; none for the rest."""
+    """One job record looked up per task whose definition check failed; none for the
+    rest."""
     spec = _chain(tmp_path)
     read: list[str] = []
-    real = why.read_record
+    real = UnitState.read_job
 
-    def counted(path: str, lenient: bool = False) -> object:
-        read.append(str(path))
-        return real(path, lenient)
+    def counted(self: UnitState, replica: int | None = None) -> object:
+        read.append(self.key)
+        return real(self, replica)
 
-    monkeypatch.setattr(why, "read_record", counted)
+    monkeypatch.setattr(UnitState, "read_job", counted)
     assert not any(v.runs for v in why.analyse(_prep(spec))) and read == []
     spec.write_text(spec.read_text().replace("cat data/in.txt >", "cat  data/in.txt >"))
     runs = {v.name: v.reasons for v in why.analyse(_prep(spec)) if v.runs}
     assert runs == {"task/a": ("its definition changed",), "task/b": ("upstream will run: a",),
                     "task/c": ("upstream will run: b",)}
-    assert read == [str(tmp_path / ".jobspec-do" / "spec" / "tasks" / "a" / "job.json")]
+    assert read == ["tasks/a"]
 
 
 def test_a_plan_header_lists_ten_upstream_units_and_counts_the_rest(tmp_path: Path) -> None:

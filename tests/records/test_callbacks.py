@@ -468,8 +468,8 @@ def test_a_url_with_credentials_is_refused_and_no_url_reaches_the_records(
         tasks: [{name: a, command: "true"}]
     """)
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
-    for name in ("job.json", "done.json"):
-        text = (tmp_path / ".jobspec-do" / "spec" / "tasks" / "a" / name).read_text()
+    for name in ("journal.jsonl", "tasks/a/done.json"):
+        text = (tmp_path / ".jobspec-do" / "spec" / name).read_text()
         assert "tok-123" not in text and "127.0.0.1:9" not in text
 
 

@@ -21,7 +21,7 @@ from dodo_jobspec.records.report import build
 from dodo_jobspec.records.report_graph import OWN_LIMIT, GraphNode, draw
 from dodo_jobspec.records.state import RUNS_LOG, read_runs, record_run
 from dodo_jobspec.records.status import open_state
-from tests.helpers import jobspec_do, write
+from tests.helpers import history_text, job_record, jobspec_do, write
 from tests.services import FluxInstance, SlurmCluster, flux_command, need_service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -78,9 +78,9 @@ def _status(spec: Path) -> dict[str, dict[str, Any]]:
 
 
 def _recorded_attempts(spec: Path) -> dict[str, int]:
-    """Attempts per task, counted from status.csv the way a reader would: running lines."""
+    """Attempts per task, counted from the history the way a reader would: running lines."""
     tasks = spec.parent / ".jobspec-do" / spec.stem / "tasks"
-    return {p.name: (p / "status.csv").read_text().count(",running,")
+    return {p.name: history_text(p).count(",running,")
             for p in tasks.iterdir()}
 
 
@@ -153,7 +153,7 @@ def test_json_holds_every_attempt_and_matches_status(ran: Path) -> None:
 
 
 def test_every_local_attempt_says_the_host_it_ran_on(ran: Path) -> None:
-    """Each attempt, the first of shard-b's too (its job.json is the second's now), names
+    """Each attempt, the first of shard-b's too (its job record is the second's now), names
     this machine: in `status --json`, the report's JSON, its hover text and its table."""
     host = socket.gethostname()
     status = _status(ran)
@@ -360,10 +360,10 @@ def test_a_slurm_jobs_queue_wait_is_drawn_apart_from_its_run(tmp_path: Path,
     assert f"on {node} (slurm)" in titles[0]
     status = _status(spec)
     assert status["after"]["nodes"] == node
-    job = json.loads((state.root / "tasks" / "after" / "job.json").read_text())
+    job = job_record(state.root / "tasks" / "after")
     # Slurm's StartTime, in whole seconds: within a second of the script's own start.
     assert job["nodes"] == node and abs(job["run_start"] - after.started) < 1.0
-    lines = (state.root / "tasks" / "after" / "status.csv").read_text().splitlines()
+    lines = history_text(state.root / "tasks" / "after").splitlines()
     assert lines[-1].endswith(f",completed,job {after.job_id} on {node}; slurm COMPLETED")
 
 
@@ -429,22 +429,22 @@ def _flux_job(flux: FluxInstance, job_id: str) -> dict[str, Any]:
 
 def test_a_flux_jobs_nodes_are_learnt_while_it_runs(tmp_path: Path, flux: FluxInstance) -> None:
     """A blocking run: the batched poller learns where and since when the job runs, and
-    job.json (so `status --json`) says so before the job ends."""
+    job record (so `status --json`) says so before the job ends."""
     spec = write(tmp_path, """
         version: 1
         tasks:
         - {name: fx-sleeper, command: "sleep 4"}
         """)
-    record = tmp_path / ".jobspec-do" / "spec" / "tasks" / "fx-sleeper" / "job.json"
+    record = tmp_path / ".jobspec-do" / "spec" / "tasks" / "fx-sleeper"
     run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", "-t", "flux", "-q",
                             str(spec)], cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
         while True:
-            job = json.loads(record.read_text()) if record.exists() else {}
+            job = job_record(record)
             if job.get("state") == "running":
                 break
-            assert run.poll() is None, "the run ended before job.json said it was running"
+            assert run.poll() is None, "the run ended before its record said it was running"
             assert time.monotonic() < deadline, f"never recorded as running: {job}"
             time.sleep(0.1)
         status = _status(spec)["fx-sleeper"]
@@ -456,7 +456,7 @@ def test_a_flux_jobs_nodes_are_learnt_while_it_runs(tmp_path: Path, flux: FluxIn
     info = _flux_job(flux, job["job_id"])
     assert job["nodes"] == f"{info['nodelist']} (rank {info['ranks']})"
     assert job["run_start"] == pytest.approx(info["t_run"], abs=1e-3)
-    done = json.loads(record.read_text())
+    done = job_record(record)
     assert (done["state"], done["nodes"]) == ("completed", job["nodes"])
 
 

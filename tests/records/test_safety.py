@@ -55,11 +55,15 @@ def test_links_planted_inside_a_state_folder_are_not_written_through(tmp_path: P
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
     root = tmp_path / ".jobspec-do" / "spec"
     (tmp_path / "out.txt").unlink()
-    status = root / "tasks" / "make" / "status.csv"
-    status.unlink()
-    status.symlink_to(victim / "precious.txt")
-    jobspec_do(spec, cwd=tmp_path)  # the task cannot record: it fails, the target stays
+    journal = root / "journal.jsonl"
+    journal.rename(root / "journal.was")
+    journal.symlink_to(victim / "precious.txt")
+    r = jobspec_do(spec, cwd=tmp_path)  # nothing can be recorded: refused before it runs
+    assert r.returncode == 2 and "journal.jsonl is a symlink" in r.stderr, r.stderr
+    assert not (tmp_path / "out.txt").exists()
     assert (victim / "precious.txt").read_text() == "keep me\n"
+    journal.unlink()
+    (root / "journal.was").rename(journal)
     runs = root / "runs.jsonl"
     runs.unlink()
     runs.symlink_to(victim / "precious.txt")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import errno
 import json
 import os
 from pathlib import Path
@@ -14,7 +12,6 @@ from dodo_jobspec.records.state import (
     JobRecord,
     StateDir,
     atomic_write,
-    link_replace,
     read_record,
     write_record,
 )
@@ -46,61 +43,41 @@ def test_record_round_trips_compact_with_its_definition(tmp_path: Path) -> None:
     assert read_record(tmp_path / "job.json") == rec
 
 
-def test_link_replace_keeps_the_old_content_when_the_source_is_replaced(tmp_path: Path) -> None:
-    job, done = tmp_path / "job.json", tmp_path / "done.json"
-    atomic_write(done, "stale")
-    atomic_write(job, "attempt 1")
-    link_replace(job, done)
-    assert done.read_text() == "attempt 1" and os.path.samefile(job, done)
-    atomic_write(job, "attempt 2")  # a rename gives job.json a new inode
-    assert done.read_text() == "attempt 1"
-    assert sorted(os.listdir(tmp_path)) == ["done.json", "job.json"]
-
-
-def test_link_replace_copies_where_links_are_refused(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(src: object, dst: object) -> None:
-        raise OSError(errno.EPERM, "links not allowed here")
-
-    monkeypatch.setattr(os, "link", refuse)
-    job, done = tmp_path / "job.json", tmp_path / "done.json"
-    atomic_write(job, "content")
-    link_replace(job, done)
-    assert done.read_text() == "content" and not os.path.samefile(job, done)
-
-
-def test_status_lines_read_back_with_csv_and_give_the_last_attempt(tmp_path: Path) -> None:
+def test_status_lines_go_to_the_journal_and_give_the_last_attempt(tmp_path: Path) -> None:
     spec = load_text(tmp_path, ONE.format(cmd="'true'"))
-    st = StateDir(tmp_path / "state", spec).unit(spec.nodes["task/make"])
+    state = StateDir(tmp_path / "state", spec)
+    state.ensure()
+    st = state.unit(spec.nodes["task/make"])
     assert st.last_attempt() == 0
-    st.ensure()
     st.append_status(1, "failed", 'exit 1, said "no"\nand more')
     st.append_status(2, "running", "pid 7")
-    st.append_status(10, "completed")
-    with open(st.status_file, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [(r["attempt"], r["state"], r["info"]) for r in rows] == [
+    st.append_status(10, "completed", record=JobRecord(attempt=10, state="completed"))
+    assert [(r["attempt"], r["state"], r["info"]) for r in st.history()] == [
         ("1", "failed", 'exit 1, said "no" and more'), ("2", "running", "pid 7"),
         ("10", "completed", "")]
-    with open(st.status_file, "a") as fh:
-        fh.write("1764500000.000,99")  # a line cut short by a power loss
-    assert st.last_attempt() == 10
+    # Another process (status, report) reads the same from the file.
+    again = StateDir(tmp_path / "state", spec).unit(spec.nodes["task/make"])
+    assert again.history() == st.history() and again.last_attempt() == 10
+    assert again.read_job() == JobRecord(attempt=10, state="completed")
+    assert not os.path.exists(st.dir_str)  # no folder and no file of its own for records
 
 
-def test_a_run_leaves_six_files_per_task_and_done_is_the_completed_job(tmp_path: Path) -> None:
+def test_a_run_leaves_three_files_per_task_and_done_is_the_completed_job(tmp_path: Path
+                                                                         ) -> None:
     spec = write(tmp_path, ONE.format(cmd="echo hi > out.txt"))
     assert jobspec_do(spec, cwd=tmp_path).returncode == 0
-    unit = tmp_path / ".jobspec-do" / "spec" / "tasks" / "make"
-    # exit.1: the local waiter's record of how the command ended (transformers/local.py)
-    assert sorted(os.listdir(unit)) == ["done.json", "exit.1", "job.json", "status.csv",
-                                        "stderr.1", "stdout.1"]
-    assert os.path.samefile(unit / "done.json", unit / "job.json")
-    job = json.loads((unit / "job.json").read_text())
-    assert job["state"] == "completed" and job["definition"]["command"] == "echo hi > out.txt"
-    # A later failed attempt replaces job.json; done.json still names the completed one.
+    root = tmp_path / ".jobspec-do" / "spec"
+    unit = root / "tasks" / "make"
+    # The history, the job record and the waiter's end are lines of the journal.
+    assert sorted(os.listdir(unit)) == ["done.json", "stderr.1", "stdout.1"]
+    done = json.loads((unit / "done.json").read_text())
+    assert done["state"] == "completed" and done["definition"]["command"] == "echo hi > out.txt"
+    # A later failed attempt is the current record; done.json still names the completed one.
     spec.write_text(ONE.format(cmd="exit 3"))
     assert jobspec_do(spec, cwd=tmp_path).returncode == 1
-    assert json.loads((unit / "job.json").read_text())["state"] == "failed"
+    st = StateDir(root, load_text(tmp_path, ONE.format(cmd="exit 3"))).unit(
+        load_text(tmp_path, ONE.format(cmd="exit 3")).nodes["task/make"])
+    assert st.read_job().state == "failed" and st.read_job().attempt == 2
     assert json.loads((unit / "done.json").read_text())["attempt"] == 1
 
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dodo_jobspec.records.state import JobRecord, StateDir, UnitState, lock_holder, write_record
+from dodo_jobspec.records.state import JobRecord, StateDir, UnitState, lock_holder
 from dodo_jobspec.records.status import unit_status
-from tests.helpers import jobspec_do, load_text, write
+from tests.helpers import history_text, job_record, jobspec_do, load_text, write
 
 
 def test_the_table_lines_up_under_its_header_for_short_names(tmp_path: Path) -> None:
@@ -49,9 +49,9 @@ def _run_until_running(spec: Path, cwd: Path, task: str, attempt: int = 1
     """Start a run of ``spec`` in the background; return once ``task``'s attempt runs."""
     run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec)], cwd=cwd,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    status = cwd / ".jobspec-do" / spec.stem / "tasks" / task / "status.csv"
+    folder = cwd / ".jobspec-do" / spec.stem / "tasks" / task
     deadline = time.monotonic() + 20
-    while not (status.exists() and f",{attempt},running," in status.read_text()):
+    while f",{attempt},running," not in history_text(folder):
         assert time.monotonic() < deadline, f"{task} never started attempt {attempt}"
         time.sleep(0.05)  # one write() per status line: a line seen is whole
     return run
@@ -75,11 +75,11 @@ def test_a_local_task_of_a_run_killed_with_9_is_lost_not_running(tmp_path: Path)
         - {name: slow, command: "test -f go || sleep 30"}
         """)
     run = _run_until_running(spec, tmp_path, "slow")
-    job = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow" / "job.json"
+    folder = tmp_path / ".jobspec-do" / "spec" / "tasks" / "slow"
     assert _state(spec, tmp_path)["slow"][0] == "running"  # while its run is alive
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
-    assert json.loads(job.read_text() if job.exists() else "{}").get("state") != "completed"
+    assert job_record(folder).get("state") != "completed"
     deadline = time.monotonic() + 10
     while (state := _state(spec, tmp_path)["slow"])[0] != "lost":
         # The run's watchdog kills the process group once the run is gone.
@@ -96,16 +96,15 @@ def test_a_queued_scheduler_job_keeps_its_state_when_no_run_is_alive(tmp_path: P
     # A Slurm or Flux job outlives the run that submitted it (--no-wait, cron, a kill):
     # its recorded state stands; only the scheduler can say more.
     st = _one_task(tmp_path)
-    write_record(st.job_str, JobRecord(attempt=1, state="queued", transformer="slurm",
-                                       job_id="4711"))
-    st.append_status(1, "queued", "job 4711", "4711")
+    st.append_status(1, "queued", "job 4711", "4711", record=JobRecord(
+        attempt=1, state="queued", transformer="slurm", job_id="4711"))
     row = unit_status(st, run_active=False)
     assert (row["state"], row["info"]) == ("queued", "job 4711")
 
 
 def test_a_local_task_is_running_while_its_run_holds_the_lock(tmp_path: Path) -> None:
     st = _one_task(tmp_path)
-    st.append_status(1, "running", "pid 1:0")  # no job.json yet: a local run writes it last
+    st.append_status(1, "running", "pid 1:0")  # no job record yet: a local run writes it last
     assert unit_status(st, run_active=True)["state"] == "running"
     assert unit_status(st, run_active=False)["state"] == "lost"
     lock = tmp_path / "state" / "lock"
@@ -183,9 +182,9 @@ def _run_until_a_replica_failed(spec: Path, cwd: Path) -> subprocess.Popen[bytes
     """Start a run of REPLICAS; return once replica 1 failed while the others still run."""
     run = subprocess.Popen([sys.executable, "-m", "dodo_jobspec.cli", str(spec), "-j", "4", "-k"],
                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    status = cwd / ".jobspec-do" / spec.stem / "tasks" / "sim" / "status.csv"
+    folder = cwd / ".jobspec-do" / spec.stem / "tasks" / "sim"
     deadline = time.monotonic() + 20
-    while not (status.exists() and (text := status.read_text()).count(",running,") == 3
+    while not ((text := history_text(folder)).count(",running,") == 3
                and ",failed," in text):
         assert time.monotonic() < deadline, "the replicas never got that far"
         time.sleep(0.05)
@@ -199,8 +198,8 @@ def test_a_replica_that_failed_before_the_others_finished_fails_its_task(
     (tmp_path / "go").touch()
     assert run.wait(timeout=30) == 1
     folder = tmp_path / ".jobspec-do" / "spec" / "tasks" / "sim"
-    # status.csv's last line is a replica that completed: the task is still not completed.
-    assert (folder / "status.csv").read_text().splitlines()[-1].endswith(",completed,")
+    # The last line of its history is a replica that completed: the task is still not.
+    assert history_text(folder).splitlines()[-1].endswith(",completed,")
 
     units = _units(spec, tmp_path)
     sim = units["sim"]

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from dodo_jobspec.plan import build
-from dodo_jobspec.records.state import JobRecord, StateDir, read_record, write_record
+from dodo_jobspec.records.state import JobRecord, StateDir
 from dodo_jobspec.tasks.gate import SlotGate
 from dodo_jobspec.tasks.unit import RunOptions, UnitRunner
 from dodo_jobspec.transformers.base import TransformerOptions
 from dodo_jobspec.transformers.local import LocalTransformer
 from dodo_jobspec.transformers.slurm import ClusterInfo, SlurmTransformer
-from tests.helpers import jobspec_do, load_text
+from tests.helpers import job_record, jobspec_do, load_text
 
 
 def test_a_slot_is_held_while_the_process_runs_not_while_its_records_are_written(
@@ -71,7 +71,7 @@ def test_an_attempt_that_may_have_reached_slurm_is_not_submitted_again_blindly(
     st.ensure()
     left = JobRecord(attempt=1, token="jsd-left-behind", state="submitting",
                      transformer="slurm", signature=runner.signature(pu), digest=pu.node.digest)
-    write_record(st.job_file, left)
+    st.write_job(left)
     submitted: list[str] = []
     monkeypatch.setattr(transformer, "submit", lambda unit, ctx: submitted.append(unit.name))
     (tmp_path / "empty.conf").write_text("")  # squeue fails at once (a missing file: 60 s)
@@ -79,7 +79,8 @@ def test_an_attempt_that_may_have_reached_slurm_is_not_submitted_again_blindly(
     outcome = runner.run(pu)
     assert not outcome.ok and "cannot tell whether attempt 1" in outcome.message
     assert submitted == []
-    assert read_record(st.job_file) == left  # still open: the next run asks again
+    again = StateDir(tmp_path / "state", spec).unit(pu.node)  # as the next run reads it
+    assert again.read_job() == left  # still open: the next run asks again
 
 
 def test_an_attempt_starts_when_it_gets_a_slot_not_when_it_queues_for_one(
@@ -91,8 +92,9 @@ def test_an_attempt_starts_when_it_gets_a_slot_not_when_it_queues_for_one(
         f"- {{name: t{i}, command: 'sleep 0.5'}}\n" for i in range(3)))
     r = jobspec_do(spec, "-j", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    jobs = sorted((read_record(tmp_path / ".jobspec-do" / "spec" / "tasks" / f"t{i}" /
-                               "job.json") for i in range(3)), key=lambda j: j.started or 0)
+    jobs = sorted((JobRecord(**job_record(tmp_path / ".jobspec-do" / "spec" / "tasks" /
+                                          f"t{i}")) for i in range(3)),
+                  key=lambda j: j.started or 0)
     assert all(j.started and j.finished for j in jobs)
     assert jobs[2].started >= min(jobs[0].finished, jobs[1].finished)  # type: ignore[type-var]
 
@@ -114,9 +116,9 @@ def test_a_job_left_running_by_a_killed_run_is_said_to_run_not_to_have_failed(
     (pu,) = build(spec, submits_groups=True)
     st = state.unit(pu.node)
     st.ensure()
-    write_record(st.job_file, JobRecord(attempt=1, token="jsd-left", job_id="4711",
-                                        state="running", transformer="slurm",
-                                        signature=runner.signature(pu), digest=pu.node.digest))
+    st.write_job(JobRecord(attempt=1, token="jsd-left", job_id="4711",
+                           state="running", transformer="slurm",
+                           signature=runner.signature(pu), digest=pu.node.digest))
     monkeypatch.setattr(transformer, "status",
                         lambda ids: {i: JobStatus(JobState.RUNNING) for i in ids})
     outcome = runner.run(pu)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import counts, jobspec_do, write
+from tests.helpers import counts, job_record, jobspec_do, write
 
 
 def _unique_seconds(whole: int) -> str:
@@ -88,7 +88,7 @@ def test_duration_kills_the_process_group_and_records_timeout(tmp_path: Path) ->
         """)
     r = jobspec_do(spec, cwd=tmp_path, timeout=30)
     assert r.returncode == 1 and "timed out" in r.stderr
-    job = json.loads((tmp_path / ".jobspec-do/spec/tasks/slow/job.json").read_text())
+    job = job_record(tmp_path / ".jobspec-do/spec/tasks/slow")
     assert job["state"] == "timeout"
     deadline = time.monotonic() + 30  # killed; on a busy machine it may take a moment to go
     try:
@@ -111,7 +111,7 @@ def test_a_task_killed_by_a_signal_fails_with_128_plus_the_signal(
     spec = write(tmp_path, f"version: 1\ntasks: [{{name: k, command: {json.dumps(command)}}}]\n")
     r = jobspec_do(spec, cwd=tmp_path, timeout=60)
     assert r.returncode == 1, r.stderr
-    job = json.loads((tmp_path / ".jobspec-do/spec/tasks/k/job.json").read_text())
+    job = job_record(tmp_path / ".jobspec-do/spec/tasks/k")
     assert (job["state"], job["exit_code"]) == ("failed", 137), job
     assert job["info"] == "killed by signal 9"
     assert "k: killed by signal 9" in r.stdout + r.stderr
