@@ -5,9 +5,9 @@
 For each N: the fan workload (N tasks + `gather`), every 1000th task made to fail, is run once
 for real (`jobspec-do -k -j 2`); then, interleaved over the rounds, the journal's lines
 (every unit's history and records) are read and parsed and nothing more (the floor), the
-report's data and page are built in this process (`build` + `render`: what `jobspec-do report` does after the
-spec is loaded; `build` again with one process reading the records, its peer), the whole
-`jobspec-do report` command is timed, and, side by side, headless
+report's data and page are built in this process (`build` + `render`: what `jobspec-do
+report` does after the spec is loaded; `build` again with one process reading the records,
+its peer), the whole `jobspec-do report` command is timed, and, side by side, headless
 chromium loads the page and an empty page (so its start-up can be taken off: the difference is
 what the page costs the browser); the page also times itself from navigation to laid out
 ("laid out"). Medians; only ratios within one run mean anything.
