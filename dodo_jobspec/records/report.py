@@ -10,11 +10,14 @@ was submitted, a ``running`` line when a local process started, a terminal line 
 ended; the job record adds the exact times of its attempt, including when its scheduler says it
 began to run (``run_start``, learnt when polled: Slurm's StartTime, Flux's t_run), which ends
 its queue wait. An older attempt of a Slurm job is dated by its ``job.N.started`` file (written
-by its script as it starts); an older Flux attempt's wait and run are one bar.
+by its script as it starts), else, as an older Flux attempt, by the ``started TIME`` its end
+line names (the run start its job record held then).
 
 Where an attempt ran: its job record's ``nodes`` for the latest attempt; for older ones the
 status line that names them (``pid P:S on HOST`` as a local process starts, ``job ID on NODES``
-as a scheduler job ends). A job a burster took shows the burster as its transformer.
+as a scheduler job ends). A job a burster took shows the burster as its transformer. A task
+inside a group job has its own: its node(s) and start as its group's script recorded them
+(tasks/children.py), its queue wait running from its group's submission.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from .. import JSON_FORMAT
 from ..spec.model import ResourceRequest, Spec, Task, Unit
 from .journal import Journal
 from .state import JobRecord, UnitState, read_runs
-from .status import lock_holder_alive, unit_status, where_in
+from .status import lock_holder_alive, started_in, unit_status, where_in
 
 _TERMINAL = ("completed", "failed", "timeout", "canceled", "lost", "interrupted", "blocked",
              "unknown", "not run")
@@ -266,6 +269,7 @@ def _attempts(st: UnitState, node: Unit, lines: list[dict[str, str]], job: JobRe
         elif state in _TERMINAL:
             at.state, at.ended, at.info = state, t, info
             at.nodes = where_in(info) or at.nodes
+            at.started = at.started or started_in(info)
             m = _EXIT.search(info)
             at.exit_code = int(m.group(1)) if m else (0 if state == "completed" else None)
     transformer = job.transformer or transformer
@@ -273,10 +277,13 @@ def _attempts(st: UnitState, node: Unit, lines: list[dict[str, str]], job: JobRe
     if at is not None and job.attempt:
         _merge_record(at, job, st)
     for older in attempts.values():
-        if older is not at and older.started is None and older.submitted is not None:
-            # An older scheduler attempt: its Slurm script's start file, if it wrote one.
+        if older is not at and older.submitted is not None:
+            # An older scheduler attempt: its Slurm script's start file, if it wrote one (to
+            # the millisecond), else the start its end line names (Slurm's in whole seconds).
             with contextlib.suppress(OSError):
                 older.started = os.stat(f"{st.dir_str}/job.{older.number}.started").st_mtime
+            if older.started is not None:
+                older.started = max(older.started, older.submitted)
     n = node.replicas if isinstance(node, Task) else 1
     replicas = [st.read_job(r) for r in range(n if n > 1 else 0)]
     if any(rec.attempt for rec in replicas):

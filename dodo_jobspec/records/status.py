@@ -9,10 +9,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +346,22 @@ def _live_attempt(st: UnitState, attempt: int) -> bool:
     st.journal.refresh()  # the run appends as it goes
     rows = [r for r in st.history() if r["attempt"] == str(attempt)]
     return bool(rows) and rows[-1]["state"] in ("submitting", "queued", "running", "attached")
+
+
+_STARTED = re.compile(r"(?:^|; )started (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)(?:;|$)")
+
+
+def started_note(t: float) -> str:
+    """How an attempt's end line says when it began to run: ``started <UTC ISO time>``.
+
+    In the status line, not only in job.json, because the history outlives the record: the
+    report dates older attempts from it. UTC with a Z, so a reader in another zone (or a
+    machine whose zone changed) reads the same instant."""
+    return "started " + datetime.fromtimestamp(t, UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def started_in(info: str) -> float | None:
+    """The start a status line's ``started ...`` part names (see ``started_note``), or None."""
+    m = _STARTED.search(info)
+    return datetime.fromisoformat(m.group(1)).timestamp() if m else None

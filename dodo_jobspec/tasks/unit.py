@@ -39,9 +39,11 @@ from ..records.state import (
     disk_full,
     read_record,
 )
+from ..records.status import started_note
 from ..spec.model import Group, Spec, Task, Unit
 from ..spec.resolve import definition
 from ..transformers.base import JobState, JobStatus, SubmitError, Transformer, UnitContext
+from .children import child_end
 from .gate import GateClosed, SlotGate
 
 EventSink = Callable[[str, str, str], None]  # (event, unit name, detail)
@@ -399,9 +401,11 @@ class UnitRunner:
         record.run_start = status.started or record.run_start
         info = status.info or (f"exit {status.exit_code}" if status.exit_code else "")
         if record.job_id and self.transformer.polled:
-            # Where it ran, in the line that outlives this record (records.report reads it).
+            # Where and since when it ran, in the line that outlives this record (the report
+            # dates and places older attempts by it).
             where = f" on {record.nodes}" if record.nodes else ""
-            info = f"job {record.job_id}{where}; {info}".rstrip("; ")
+            since = f"; {started_note(record.run_start)}" if record.run_start else ""
+            info = f"job {record.job_id}{where}{since}; {info}".rstrip("; ")
 
         def write() -> None:  # each part can be written again: atomic, or an appended line
             if pu.whole_group:
@@ -502,19 +506,22 @@ class UnitRunner:
         """Record each task inside a group job from the exit files its script wrote."""
         assert isinstance(pu.node, Group)
         states: dict[str, str] = {}
+        transformer = self._transformer_of(record)
         for child in pu.node.walk():
             if not isinstance(child, Task):
                 continue
             cst = self.state.unit(child)
-            code_file = cst.dir / f"exit.{record.attempt}"
-            try:
-                code: int | None = int(code_file.read_text().strip())
-            except (OSError, ValueError):
-                code = None
-            state = "completed" if code == 0 else ("failed" if code is not None else "not run")
-            states[child.key] = state
-            cst.append_status(record.attempt, state,
-                              f"in group {pu.node.name}" + (f"; exit {code}" if code else ""))
+            end = child_end(cst.dir_str, record.attempt, transformer, record.nodes or "",
+                            child.parent is pu.node)
+            states[child.key] = end.state
+            # Its own record of this attempt: where and since when it ran, not its group's.
+            # No signature: nothing run on its own later adopts an attempt made in a group.
+            cst.append_status(record.attempt, end.state, end.info(record.job_id, pu.node.name),
+                              record=JobRecord(
+                attempt=record.attempt, job_id=record.job_id, state=end.state,
+                transformer=record.transformer, digest=child.digest, exit_code=end.exit_code,
+                started=record.started, finished=end.ended or time.time(),
+                info=f"in group {pu.node.name}", nodes=end.nodes, run_start=end.run_start))
         # A group nested in this one ran inside the same job and writes no exit file: it is as
         # its tasks are. Unrecorded, it read "never run", and `status` then called everything
         # after it blocked.
@@ -523,7 +530,6 @@ class UnitRunner:
                 inner = [states[t.key] for t in child.walk() if isinstance(t, Task)]
                 state = next((s for s in ("failed", "not run") if s in inner), "completed")
                 gst = self.state.unit(child)
-                gst.ensure()  # its folder is made only when a run plans it on its own
                 gst.append_status(record.attempt, state, f"in group {pu.node.name}")
 
     # -- helpers -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ and ``cancel([ids])`` on Ctrl-C or `jobspec-do cancel`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -205,6 +206,23 @@ class Transformer(ABC):
     def find(self, unit: Unit, ctx: UnitContext) -> str | None:
         """The job id submitted with ``ctx.token`` by an attempt that died before recording it."""
         return None
+
+    def child_place(self, lines: Sequence[str], group_nodes: str, direct: bool
+                    ) -> tuple[str, float | None]:
+        """Where and since when a task inside a group job ran, from the lines the group's
+        script left in its ``place.<attempt>`` file (one per step or replica that started:
+        ``START NODES``, START in seconds since the epoch). ``group_nodes`` is where the group
+        job ran; ``direct``: the task is a child of that group, not of a group nested in it.
+        ("", None) when no line says."""
+        nodes: dict[str, None] = {}
+        starts = []
+        for line in lines:
+            start, _, where = line.strip().partition(" ")
+            with contextlib.suppress(ValueError):
+                starts.append(float(start))
+            if where:
+                nodes[where] = None
+        return ",".join(nodes), min(starts) if starts else None
 
     def wait(self, job_id: str, news: Callable[[JobStatus], None] | None = None) -> JobStatus:
         """Poll ``status`` until ``job_id`` is terminal; ``news`` hears of each status on the

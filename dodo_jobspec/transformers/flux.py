@@ -30,6 +30,7 @@ process per job); the jobspec is the one the CLI would build from the same optio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -395,6 +396,35 @@ class FluxTransformer(Transformer):
         if rc != 0 and not re.search(r"inactive|unknown|not found|does not exist", err, re.I):
             raise PluginError(f"flux cancel {' '.join(ids)} failed: {err.strip()}")
 
+    def child_place(self, lines: Sequence[str], group_nodes: str, direct: bool
+                    ) -> tuple[str, float | None]:
+        """Each line is ``T_RUN NODELIST RANKS`` of one child job (or a local child's start),
+        with the ranks of the group's own instance: rank k of it is the k-th rank of the
+        group job (one broker per rank, in order), so a direct child's ranks are told in the
+        enclosing instance's numbers, as every other job's are. A child of a nested group
+        is named by its nodes alone."""
+        outer = _idset(group_nodes.rpartition("(rank")[2].lstrip("s ").rstrip(")")) \
+            if group_nodes.endswith(")") else []
+        hosts: dict[str, None] = {}
+        ranks: dict[int, None] = {}
+        starts = []
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 2:  # a job that never had resources
+                continue
+            with contextlib.suppress(ValueError):
+                if float(parts[0]) > 0:
+                    starts.append(float(parts[0]))
+            hosts.update(dict.fromkeys(parts[1].split(",")))
+            inner = _idset(parts[2]) if len(parts) > 2 else []
+            if direct and outer and all(0 <= r < len(outer) for r in inner):
+                ranks.update(dict.fromkeys(outer[r] for r in inner))
+        where = ",".join(hosts)
+        if where and ranks:
+            names = sorted(ranks)
+            where += f" (rank{'s' if len(names) > 1 else ''} {_idset_text(names)})"
+        return where, min(starts) if starts else None
+
     def find(self, unit: Unit, ctx: UnitContext) -> str | None:
         """Jobs submitted with ``ctx.token``: listed by name, confirmed from their jobspec.
 
@@ -515,7 +545,7 @@ class FluxTransformer(Transformer):
                      ctx: UnitContext, limit: float | None) -> list[str]:
         folder = self._folder(task, ctx)
         guard = _guard(deps, index, wait=True)
-        body = [f"r{i}=0"]
+        body = [f"r{i}=0", f"jd_here {_quote(str(self._exitfile(task, ctx)))}"]
         for r in range(task.replicas):
             env = [f"{k}={v}" for k, v in task.attributes.environment.items()]
             env += [f"JOBSPEC_REPLICA={r}", f"JOBSPEC_ATTEMPT={ctx.attempt}"]
@@ -725,6 +755,28 @@ def job_status(job: Mapping[str, Any]) -> JobStatus:
         return JobStatus(JobState.RUNNING, where=where, started=started)
     status = _ended(job, result)
     return replace(status, where=where, started=started)
+
+
+def _idset(text: str) -> list[int]:
+    """Flux's idset text (``3``, ``[0-1]``, ``0,2-3``) as its ids in order; [] if malformed."""
+    ids: list[int] = []
+    for part in text.strip().strip("[]").split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            return []
+        ids += range(int(lo), int(hi or lo) + 1)
+    return ids
+
+
+def _idset_text(ids: list[int]) -> str:
+    """Sorted ids as Flux writes an idset (``2``, ``0-1``, ``0,2-3``), without brackets."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
 
 
 def _placement(job: Mapping[str, Any]) -> tuple[str, float | None]:
@@ -1104,12 +1156,24 @@ jd_record() {
         if flux jobs -n -o '{exception.type}' "$@" 2>/dev/null | grep -qx dependency; then
             exit 0
         fi
+        # Where and since when each job ran (this instance's ranks), before the exit code:
+        # jobspec-do reads both once it sees the exit code.
+        flux jobs -n -o '{t_run} {nodelist} {ranks}' "$@" >>"$(jd_place_file "$file")" 2>/dev/null
         printf '%s\n' "$rc" >"$file.tmp" && mv -f "$file.tmp" "$file"
     ) &
 }
 
 # jd_exit FILE CODE: record the exit code of a task that ran in this script.
 jd_exit() { printf '%s\n' "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"; }
+
+# jd_place_file EXIT_FILE: the place.N file beside exit.N.
+jd_place_file() { printf '%s\n' "${1%/*}/place.${1##*.}"; }
+
+# jd_here EXIT_FILE: record that a task of this script starts now, here (this broker's rank).
+jd_here() {
+    printf '%s %s %s\n' "$(date +%s.%N)" "$(hostname)" "$(flux getattr rank 2>/dev/null)" \
+        >>"$(jd_place_file "$1")"
+}
 
 # jd_afterok ID...: set deps to one afterok dependency per job id (replicas have several).
 jd_afterok() {

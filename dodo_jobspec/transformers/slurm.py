@@ -350,7 +350,8 @@ class SlurmTransformer(Transformer):
                     and task.attributes.duration != group.attributes.duration):
                 flags.append(f"--time={_slurm_time(task.attributes.duration)}")
             argv += ["srun", "--exact", *flags, "--"]
-        return " ".join([*env, "_jsd_task", *map(shlex.quote, argv), _command(task)])
+        place = '/bin/sh -c "$_jsd_here" _jsd' if task.local else '/bin/sh -c "$_jsd_step" _jsd'
+        return " ".join([*env, "_jsd_task", *map(shlex.quote, argv), place, _command(task)])
 
     # -- running --------------------------------------------------------------------------
     def submit(self, unit: Unit, ctx: UnitContext) -> str:
@@ -521,6 +522,7 @@ _jsd_task() {
     local dir=$1 n=$3 r s rc=0 pids=()
     cd "$2" || { _jsd_end "$dir" 1; return 1; }
     shift 3
+    export _JSD_PLACE="$dir/place.$JOBSPEC_ATTEMPT"
     if [ "$n" -eq 1 ]; then
         JOBSPEC_REPLICA=0 "$@" >"$dir/stdout.$JOBSPEC_ATTEMPT" 2>"$dir/stderr.$JOBSPEC_ATTEMPT"
         rc=$?
@@ -535,6 +537,16 @@ _jsd_task() {
     _jsd_end "$dir" "$rc"
     return "$rc"
 }
+# _jsd_step, _jsd_here: what every child's command starts with (an sh -c script): its first
+# task appends when it began and on which nodes to $_JSD_PLACE, then becomes the command.
+# Told from inside, because only the step knows its nodes (without slurmdbd sacct knows no
+# steps) and when it got its CPUs (a step may wait for its siblings' ones). _jsd_here is for a
+# local child, which runs on this batch host.
+_jsd_step='[ "${SLURM_PROCID:-0}" != 0 ] ||
+    printf "%s %s\n" "$(date +%s.%N)" "${SLURM_STEP_NODELIST:-$(hostname -s)}" >>"$_JSD_PLACE"
+exec "$@"'
+_jsd_here='printf "%s %s\n" "$(date +%s.%N)" "${SLURMD_NODENAME:-$(hostname -s)}" >>"$_JSD_PLACE"
+exec "$@"'
 _jsd_end() {
     printf '%s\n' "$2" >"$1/exit.$JOBSPEC_ATTEMPT.tmp" &&
         mv -f "$1/exit.$JOBSPEC_ATTEMPT.tmp" "$1/exit.$JOBSPEC_ATTEMPT"

@@ -364,7 +364,8 @@ def test_a_slurm_jobs_queue_wait_is_drawn_apart_from_its_run(tmp_path: Path,
     # Slurm's StartTime, in whole seconds: within a second of the script's own start.
     assert job["nodes"] == node and abs(job["run_start"] - after.started) < 1.0
     lines = history_text(state.root / "tasks" / "after").splitlines()
-    assert lines[-1].endswith(f",completed,job {after.job_id} on {node}; slurm COMPLETED")
+    assert re.search(f",completed,job {after.job_id} on {node}; started [0-9T:.-]+Z; "
+                     "slurm COMPLETED$", lines[-1]), lines[-1]
 
 
 def test_the_runs_log_keeps_one_line_per_different_run(tmp_path: Path) -> None:
