@@ -143,7 +143,7 @@ class Journal:
             # lock), so a writer takes only those from the file, not its own lines twice.
             own = not first and self._fd is not None
             self._read_to += end
-            for entry in _parse(data[:end]):
+            for entry in parse_lines(data[:end]):
                 if not own or "x" in entry:
                     self._apply(entry)
             return self._index
@@ -180,8 +180,9 @@ class Journal:
             log.records[replica] = rec
 
 
-def _parse(data: bytes) -> list[dict[str, Any]]:
-    """The entries of whole lines; a damaged line is skipped, never fatal."""
+def parse_lines(data: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines text (the journal, the runs log); a damaged line is
+    skipped, never fatal."""
     if not data:
         return []
     try:  # one call into the C parser for the common, undamaged case

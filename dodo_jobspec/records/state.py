@@ -42,7 +42,7 @@ from ..paths import NOFOLLOW, check_real_dir, make_state_dir
 from ..paths import state_folder_name as state_folder_name  # re-exported for cli/watch
 from ..spec.model import Spec, Unit
 from .folder import default_state_dir as default_state_dir  # its old home
-from .journal import Journal, UnitLog, compact, import_legacy
+from .journal import Journal, UnitLog, compact, import_legacy, parse_lines
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
@@ -454,20 +454,10 @@ def read_runs(root: Path, tail: int | None = None) -> list[dict[str, Any]]:
         with os.fdopen(os.open(root / RUNS_LOG, os.O_RDONLY | NOFOLLOW), "rb") as fh:
             if tail is not None:
                 fh.seek(max(0, fh.seek(0, os.SEEK_END) - tail))
-            text = fh.read().decode(errors="replace")
+            data = fh.read()
     except OSError:
         return []
-    runs = []
-    for line in text.splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict):
-            runs.append(item)
-    return runs
-
-
+    return parse_lines(data)
 
 RESERVE_FILE = "reserve"  # space kept for the records of a run that fills the disk
 RESERVE = 256 * 1024  # bytes: what the tasks in flight need to record their ends, and more
