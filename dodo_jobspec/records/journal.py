@@ -57,6 +57,9 @@ class Journal:
         self._lock = threading.Lock()
         self._index: dict[str, UnitLog] | None = None
         self._read_to = 0  # bytes of the file the index has seen
+        # Where this process's own lines start, by unit, not yet in the index: a run reads
+        # few of them back, and 10,000 parsed records would cost it ~12 MB to keep.
+        self._own: dict[str, list[int]] = {}
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, entry: dict[str, Any]) -> None:
@@ -73,8 +76,10 @@ class Journal:
                 self._torn = True
                 raise OSError(errno.ENOSPC, "No space left on device", self.path)
             self._torn = False
-            if self._index is not None:
-                self._apply(entry)
+            # An O_APPEND write leaves the descriptor's offset at the end of what it wrote,
+            # whoever else appended meanwhile: the line is read back from there if asked.
+            start = os.lseek(fd, 0, os.SEEK_CUR) - len(data) + (data[0] == 10)
+            self._own.setdefault(entry["u"], []).append(start)
 
     def _open(self) -> int:
         if self._fd is None:
@@ -97,7 +102,7 @@ class Journal:
         """Forget what was read and the descriptor: the file was replaced."""
         self.close()
         with self._lock:
-            self._index, self._read_to = None, 0
+            self._index, self._read_to, self._own = None, 0, {}
 
     # -- reading -------------------------------------------------------------------------------
     def unit(self, key: str) -> UnitLog | None:
@@ -105,7 +110,29 @@ class Journal:
         index = self._index
         if index is None:
             index = self.refresh()
+        if key in self._own:
+            self._take_own(key)
         return index.get(key)
+
+    def _take_own(self, key: str) -> None:
+        """Put this process's lines of ``key`` into the index, read back from the file."""
+        with self._lock:
+            starts = self._own.pop(key, ())
+            if self._index is None or not starts:
+                return
+            fd = os.open(self.path, os.O_RDONLY | NOFOLLOW | os.O_CLOEXEC)
+            try:
+                for start in starts:
+                    chunk = os.pread(fd, 4096, start)
+                    while chunk and b"\n" not in chunk:  # a long line (a burst's record)
+                        more = os.pread(fd, 65536, start + len(chunk))
+                        if not more:
+                            break
+                        chunk += more
+                    for entry in parse_lines(chunk.split(b"\n", 1)[0]):
+                        self._apply(entry)
+            finally:
+                os.close(fd)
 
     def refresh(self) -> dict[str, UnitLog]:
         """Read what was appended since the last read (by anyone: a killed run's waiters)."""
@@ -146,11 +173,16 @@ class Journal:
             for entry in parse_lines(data[:end]):
                 if not own or "x" in entry:
                     self._apply(entry)
+            if first:
+                self._own.clear()  # read with the rest of the file
             return self._index
 
     def units(self) -> dict[str, UnitLog]:
         """Every unit the journal names."""
-        return self._index if self._index is not None else self.refresh()
+        index = self._index if self._index is not None else self.refresh()
+        for key in list(self._own):
+            self._take_own(key)
+        return index
 
     def _apply(self, entry: dict[str, Any]) -> None:
         key = entry.get("u")
@@ -227,7 +259,8 @@ def compact(journal: Journal) -> bool:
         return False
     if size < COMPACT_AT:
         return False
-    index = journal.refresh()
+    journal.refresh()
+    index = journal.units()
     out = []
     for key, log in index.items():
         for t, a, s, i in log.history:

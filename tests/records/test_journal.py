@@ -150,3 +150,20 @@ def test_a_journal_mostly_of_replaced_records_is_compacted_keeping_every_history
     again = StateDir(tmp_path / "state", state.spec).unit(state.spec.nodes["task/a"])
     assert len(again.history()) == 61
     assert not module.compact(state.journal)  # nothing to gain now
+
+
+def test_a_writer_keeps_where_its_lines_are_not_the_lines_until_asked(tmp_path: Path) -> None:
+    """A run reads few of its own records back: 10,000 parsed ones cost ~12 MB to keep. It
+    keeps each line's offset, and reads the line back when asked."""
+    state, a, b = _units(tmp_path)
+    assert b.last_attempt() == 0  # the index is read now (an empty journal)
+    long_info = "x" * 5000  # past one 4 KB read of the line (cut to 500 in the history)
+    for attempt in (1, 2):
+        a.append_status(attempt, "running", long_info)
+        a.append_status(attempt, "completed", record=JobRecord(
+            attempt=attempt, state="completed", extra={"burst": {"why": "y" * 6000}}))
+    index = state.journal._index
+    assert index is not None and "tasks/a" not in index  # not parsed, not kept
+    assert a.last_attempt() == 2 and a.read_job().extra["burst"]["why"] == "y" * 6000
+    assert [h["state"] for h in a.history()] == ["running", "completed"] * 2
+    assert a.history()[0]["info"] == "x" * 500
