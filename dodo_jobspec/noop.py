@@ -56,23 +56,6 @@ def key(spec: str | os.PathLike[str], transformer: str,
     return tuple(parts)
 
 
-def records_witness(state_dir: str) -> list[str] | None:
-    """Files whose unchanged size and mtime prove that no record under ``state_dir`` changed,
-    or None: then each completion record (done.json) the up-to-date check reads is statted
-    itself, about half the stats of a no-op.
-
-    None for now: every per-task record is still written by itself, and a record deleted or
-    truncated by hand must defeat the manifest (tests/engine/test_why_fast.py, the empty
-    record test in test_crash.py). Once every change to a unit's completion record is also
-    appended to one journal in the state folder, return that journal here: the manifest then
-    stats it once in place of every record below ``tasks/`` and ``groups/``."""
-    return None
-
-
-def _is_record(path: str, state_dir: str) -> bool:
-    return path.startswith((state_dir + "/tasks/", state_dir + "/groups/"))
-
-
 def check(state_dir: str | os.PathLike[str], k: tuple[object, ...]) -> int | None:
     """The number of units if everything is still up to date, else None."""
     saved = _load(state_dir)
@@ -155,9 +138,6 @@ def record(state_dir: str | os.PathLike[str], k: tuple[object, ...], units: int,
 
     state = os.path.abspath(state_dir)
     wanted = {_absolute(path) for path in files}
-    witness = records_witness(state)
-    if witness is not None:
-        wanted = {p for p in wanted if not _is_record(p, state)} | set(witness)
     # (size, mtime) pairs, not stat results: at 10,000 tasks 20,000 of those were 4 MB of
     # a run's peak memory, and this runs at its end.
     found: dict[str, tuple[int, int]] = {}
