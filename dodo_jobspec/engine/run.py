@@ -222,6 +222,7 @@ def run(req: RunRequest) -> int:
             hook.flush(2)
             hook.close()
         prep.transformer.close()
+        prep.state.journal.close()  # the watch service runs spec after spec in one process
         lock.__exit__(None, None, None)
 
 

@@ -167,3 +167,23 @@ def test_a_writer_keeps_where_its_lines_are_not_the_lines_until_asked(tmp_path: 
     assert a.last_attempt() == 2 and a.read_job().extra["burst"]["why"] == "y" * 6000
     assert [h["state"] for h in a.history()] == ["running", "completed"] * 2
     assert a.history()[0]["info"] == "x" * 500
+
+
+def test_a_run_in_process_leaves_no_journal_open(tmp_path: Path) -> None:
+    """The watch service runs one spec after another in one process: a descriptor left open
+    per run would run it out of descriptors."""
+    from dodo_jobspec.engine.run import RunRequest, run
+    from tests.helpers import write
+
+    spec = write(tmp_path, SPEC)
+
+    def journals_open() -> int:  # this test's: other tests' state folders live elsewhere
+        mine = str(tmp_path / ".jobspec-do" / "spec" / NAME)
+        return sum(os.readlink(f"/proc/self/fd/{fd}") == mine
+                   for fd in os.listdir("/proc/self/fd")
+                   if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    for force in ((), ("a",)):
+        assert run(RunRequest(spec=spec, quiet=True, force=force)) == 0
+        assert journals_open() == 0
+    assert (tmp_path / ".jobspec-do" / "spec" / NAME).stat().st_size > 0
