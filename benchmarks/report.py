@@ -150,7 +150,7 @@ def main() -> int:
             chrome = (f"{m['browser']:.2f} - {m['blank']:.2f} = {m['browser'] - m['blank']:.2f}"
                       if "browser" in m else "—")
             laid = f"{m['laid_out']:.2f}" if "laid_out" in m else "—"
-            print(f"| {n:,} | {m['floor']:.3f} | {m['build']:.3f} (x {m['build'] / m['floor']:.1f})"
+            print(f"| {n:,} | {m['floor']:.3g} | {m['build']:.3f} (x {m['build'] / m['floor']:.1f})"
                   f" | {m['build1']:.3f} | {m['render']:.3f} | {m['command']:.3f} | "
                   f"{m['bytes'] / 1e6:.2f} | {laid} | {chrome} |", flush=True)
         # Other work on the machine stretches every figure: say how much there was.
