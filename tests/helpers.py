@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dodo_jobspec import SpecError, load
 from dodo_jobspec.errors import Problem
+from dodo_jobspec.records.journal import Journal, UnitLog
 from dodo_jobspec.spec.model import Resource, Spec
 
 # Beside the checkout; $JOBSPEC_DO_REFERENCE elsewhere (a worktree one level deeper).
@@ -58,9 +59,7 @@ def counts(folder: Path) -> dict[str, int]:
 
 # A unit's records live in its state folder's journal (dodo_jobspec/records/journal.py); the
 # tests name a unit by its folder (<state>/tasks/<name>), as a user finds it on disk.
-def _journal_log(folder: Path):  # type: ignore[no-untyped-def]
-    from dodo_jobspec.records.journal import Journal
-
+def _journal_log(folder: Path) -> UnitLog | None:
     return Journal(folder.parent.parent).unit(f"{folder.parent.name}/{folder.name}")
 
 
