@@ -262,7 +262,9 @@ class UnitRunner:
                 # A kill between the start and the status line leaves only the logs.
                 while os.path.exists(st.stdout(attempt, replica)):
                     attempt += 1
-                if attempt - 1 > old.attempt and not self.transformer.polled:
+                # --force runs it again, even if an unrecorded end is there to adopt.
+                if attempt - 1 > old.attempt and not self.transformer.polled \
+                        and node.name not in self.options.force:
                     ended = self._ended_unrecorded(pu, st, attempt - 1, sig, replica)
                     if ended is not None:
                         return ended

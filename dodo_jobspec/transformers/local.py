@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -40,20 +41,43 @@ RUN_MARKER = "JOBSPEC_DO_RUN"  # names the run that started a task, in the task'
 # Each task runs as the child of a tiny shell, its waiter, which appends the command's exit
 # code and the attempt's signature to the state folder's journal (records/journal.py) the
 # moment it ends, then exits with that code. The waiter outlives a kill -9 of jobspec-do (the
-# watchdog kills the command, never the waiter), so an end that came just before the kill is
-# on disk and --resume adopts it instead of running the task again. One O_APPEND write of one
-# short line: a reader sees the whole line or none. A command killed by a signal takes its
-# waiter with it by the same signal, so the run sees what it saw before (killed by signal N).
-# The string command runs in a subshell (a fork, no exec of another shell); a list is exec'd
-# from one.
+# watchdog kills the command, not the waiter; one that evals its command itself is killed
+# unless it is already journaling the end, when it ignores SIGTERM), so an end that came just before the kill is on disk and --resume adopts it instead of
+# running the task again. One O_APPEND write of one short line: a reader sees the whole line
+# or none. A command killed by a signal takes its waiter with it by the same signal, so the
+# run sees what it saw before (killed by signal N).
+#
+# A string command is eval'd by the waiter itself, which writes its line from an EXIT trap:
+# no fork of its own, so a command of shell builtins (`echo 1 > out`) costs one process, as
+# under `sh -c`. A command that could take the trap away (`exec`, `trap`, or anything it
+# sources or evals, which may hold them) runs in a subshell instead, as does a list command
+# (a fork that then execs the program). The waiter's own names start with __jsd_, so that a
+# command's variables do not overwrite them.
 WAITER_NAME = "jobspec-do-task"  # the waiter's argv[0]: the watchdog tells it apart by this
-_WAITER = """j=$1 p=$2 s=$3 k=$4; shift 4
-if [ "$k" = s ]; then (c=$1; shift; eval "$c"); else ("$@"); fi
-rc=$?
-printf '%s%s,"g":"%s"}\\n' "$p" "$rc" "$s" >> "$j"
-if [ "$rc" -gt 128 ] && [ "$rc" -lt 160 ]; then kill -$((rc - 128)) $$ 2>/dev/null; fi
-exit "$rc"
+_WAITER = """__jsd_j=$1 __jsd_p=$2 __jsd_s=$3 __jsd_k=$4; shift 4
+__jsd_end() {
+trap - EXIT
+trap '' TERM
+printf '%s%s,"g":"%s"}\\n' "$__jsd_p" "$1" "$__jsd_s" >> "$__jsd_j"
+if [ "$1" -gt 128 ] && [ "$1" -lt 160 ]; then kill -$(($1 - 128)) $$ 2>/dev/null; fi
+exit "$1"
+}
+if [ "$__jsd_k" = e ]; then
+trap '__jsd_end $?' EXIT
+__jsd_c=$1; shift; unset __jsd_k
+eval "$__jsd_c"
+else
+if [ "$__jsd_k" = s ]; then (__jsd_c=$1; shift; eval "$__jsd_c"); else ("$@"); fi
+__jsd_end $?
+fi
 """
+# Words after which a command may replace or un-trap the shell that evals it (see above).
+_OWN_SHELL = re.compile(r"\b(exec|trap|eval|source|command|builtin)\b|(^|[\s;&|(`])\.(\s|$)")
+
+
+def waiter_kind(command: str) -> str:
+    """``e``: the waiter may eval ``command`` itself; ``s``: in a subshell of its own."""
+    return "s" if _OWN_SHELL.search(command) else "e"
 
 
 class LocalTransformer(Transformer):
@@ -165,8 +189,10 @@ class LocalTransformer(Transformer):
         if not isinstance(unit.command, str):
             _check_program(unit.name, command[0], env, ctx.cwd)
         journal, prefix = ctx.end_line or ("/dev/null", "{")
+        journal = os.path.join(here, journal)  # the command may cd before the waiter appends
         argv = [WAITER_NAME, "-c", _WAITER, WAITER_NAME, journal, prefix, ctx.signature or "-"]
-        argv += ["s", unit.command] if isinstance(unit.command, str) else ["l", *command]
+        argv += [waiter_kind(unit.command), unit.command] if isinstance(unit.command, str) \
+            else ["l", *command]
         dog = self._watchdog()  # up before the first task starts: it must outlive it
         try:
             proc = _spawn(argv, ctx, env, here)
@@ -271,7 +297,8 @@ class LocalTransformer(Transformer):
 # every registered group whose leader (the task's waiter) is still that same process (its
 # start time tells a reused pid apart); and unless told "done", the groups of every process
 # that carries this run's marker in its environment: a task started just before a kill -9
-# had no time to be registered. Never a waiter itself: it records how its command ended.
+# had no time to be registered. A waiter is spared, so that it records how its command
+# ended, unless it is running the command itself (see _WAITER).
 _WATCHDOG = """
 import os, signal, sys
 prefix, tasks, ended, done = sys.argv[1].encode(), {}, set(), False
@@ -302,6 +329,25 @@ for name in () if done else names:
                     groups.add(os.getpgid(int(name)))
     except (OSError, ValueError):
         pass
+def writing(pid):
+    # A waiter ignores SIGTERM only while it journals how its command ended (see _WAITER).
+    with open("/proc/%d/status" % pid, "rb") as fh:
+        for line in fh:
+            if line.startswith(b"SigIgn:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+def kill_evaluators():
+    # A waiter that evals its command itself is that command: it goes first, before what it
+    # started, or it would go on to the command's next line once that is killed.
+    for pgid in groups:
+        try:
+            with open("/proc/%d/cmdline" % pgid, "rb") as fh:
+                argv = fh.read().split(b"\\0")
+            if argv[0] + b"\\0" == waiter and len(argv) > 7 and argv[7] == b"e" \
+                    and not writing(pgid):
+                os.kill(pgid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 def kill_groups():
     for name in names:
         try:
@@ -316,6 +362,7 @@ def kill_groups():
             os.kill(int(name), signal.SIGKILL)
         except (OSError, IndexError, ValueError):
             pass
+kill_evaluators()
 kill_groups()
 kill_groups()  # what forked while the first pass went by
 """

@@ -482,3 +482,18 @@ def test_a_kill_at_the_instant_a_task_ends_never_runs_it_again(tmp_path: Path) -
         r = jobspec_do(tmp_path / "spec.yaml", "--resume", "--wait-lock", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert counts(tmp_path) == {"a": 1}, (trial, r.stderr)
+
+
+def test_force_runs_a_task_again_even_with_an_unrecorded_end_to_adopt(tmp_path: Path) -> None:
+    """A run killed after a task's waiter journaled its end, before the run recorded it:
+    a plain run adopts that end, and `--force` runs the task again all the same."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\ntasks: [{name: a, command: 'echo x >> count.a'}]\n")
+    assert jobspec_do(spec, cwd=tmp_path).returncode == 0
+    journal = tmp_path / ".jobspec-do" / "spec" / "journal.jsonl"
+    lines = journal.read_text().splitlines(True)
+    assert any('"x":0' in line for line in lines)  # the waiter's end line
+    journal.write_text("".join(line for line in lines if '"s":"completed"' not in line))
+    (tmp_path / ".jobspec-do" / "spec" / "tasks" / "a" / "done.json").unlink()
+    assert jobspec_do(spec, "--force", "a", cwd=tmp_path).returncode == 0
+    assert counts(tmp_path) == {"a": 2}

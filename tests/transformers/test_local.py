@@ -263,6 +263,64 @@ def test_kill_9_of_jobspec_do_takes_its_running_tasks_with_it(tmp_path: Path) ->
             time.sleep(0.05)
     finally:
         _kill(sleeps())
+    # A waiter that evals its command itself is killed with it: spared, it would go on to the
+    # command's next line once its `sleep` was killed.
+    time.sleep(0.3)
+    assert not (tmp_path / "a.txt").exists() and not (tmp_path / "sub" / "b.txt").exists()
+
+
+def test_a_command_of_builtins_runs_in_its_waiter_and_exec_in_a_subshell(tmp_path: Path
+                                                                         ) -> None:
+    """A string command is eval'd by the waiter itself (the job's process: no fork of its
+    own), unless it could replace that shell (``exec``): then in a subshell of its own."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: 'read -r me rest < /proc/self/stat; echo "$me" > a.txt'}
+        - {name: b, command: 'exec 3>&2; read -r me rest < /proc/self/stat; echo "$me" > b.txt'}
+        """)
+    r = jobspec_do(spec, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    tasks = tmp_path / ".jobspec-do" / "spec" / "tasks"
+    pid = {t: str(job_record(tasks / t)["job_id"]).split(":")[0] for t in ("a", "b")}
+    assert (tmp_path / "a.txt").read_text().strip() == pid["a"]
+    assert (tmp_path / "b.txt").read_text().strip() not in ("", pid["b"])
+
+
+def test_the_watchdog_spares_a_waiter_that_is_journaling_its_end() -> None:
+    """After a kill -9 of jobspec-do, a waiter that evals its command is killed first,
+    unless it ignores SIGTERM, which it does only while it appends its end line."""
+    import subprocess
+    import sys
+
+    from dodo_jobspec.transformers.local import _WATCHDOG, WAITER_NAME, _start_time
+
+    def waiter(script: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([WAITER_NAME, "-c", script, WAITER_NAME, "j", "p", "s", "e"],
+                                executable="/bin/sh", start_new_session=True)
+
+    busy, ending = waiter("sleep 30"), waiter("trap '' TERM; sleep 30; exit 3")
+    try:
+        deadline = time.monotonic() + 10
+        while "SigIgn:\t0000000000004000" not in Path(f"/proc/{ending.pid}/status").read_text():
+            assert time.monotonic() < deadline, "the trap was never set"
+            time.sleep(0.01)
+        dog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, "JSD_NOT_THERE=", WAITER_NAME],
+                               stdin=subprocess.PIPE)
+        assert dog.stdin is not None
+        for number, proc in enumerate((busy, ending)):
+            dog.stdin.write(f"{proc.pid} {_start_time(proc.pid)} {number}\n".encode())
+        dog.stdin.close()
+        assert dog.wait(timeout=30) == 0
+        assert busy.wait(timeout=10) == -9  # killed itself, before its sleep
+        # Spared: its sleep was killed and it went on to its end, as a waiter goes on to
+        # append its line.
+        assert ending.wait(timeout=10) == 3
+    finally:
+        for proc in (busy, ending):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_an_absolute_program_that_is_missing_is_reported(tmp_path: Path) -> None:
