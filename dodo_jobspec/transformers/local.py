@@ -42,8 +42,9 @@ RUN_MARKER = "JOBSPEC_DO_RUN"  # names the run that started a task, in the task'
 # code and the attempt's signature to the state folder's journal (records/journal.py) the
 # moment it ends, then exits with that code. The waiter outlives a kill -9 of jobspec-do (the
 # watchdog kills the command, not the waiter; one that evals its command itself is killed
-# unless it is already journaling the end, when it ignores SIGTERM), so an end that came just before the kill is on disk and --resume adopts it instead of
-# running the task again. One O_APPEND write of one short line: a reader sees the whole line
+# unless it is already journaling the end, when it ignores SIGTERM), so an end that came
+# just before the kill is on disk and --resume adopts it instead of running the task again.
+# One O_APPEND write of one short line: a reader sees the whole line
 # or none. A command killed by a signal takes its waiter with it by the same signal, so the
 # run sees what it saw before (killed by signal N).
 #
