@@ -442,3 +442,24 @@ def test_status_of_a_process_killed_by_a_signal_matches_what_wait_says(
         time.sleep(0.02)
     assert (st.state, st.exit_code, st.info) == (JobState.FAILED, 137, "killed by signal 9")
     t.close()
+
+
+def test_a_start_time_known_from_the_boot_clock_is_the_one_proc_gives() -> None:
+    """A job id's start time comes from the boot clock read around the spawn, unless the
+    two readings straddle a tick: it must be what /proc says, or pid reuse goes unnoticed."""
+    from dodo_jobspec.transformers.local import _TICK_NS, _known_start, _start_time
+
+    known = 0
+    for _ in range(200):
+        before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        pid = os.posix_spawn("/bin/sleep", ["sleep", "1"], os.environ)
+        start = _known_start(before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+        try:
+            if start:
+                known += 1
+                assert start == _start_time(pid)
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    assert known > 100  # a spawn takes far less than a tick: most are known
+    assert _known_start(_TICK_NS - 1, _TICK_NS) == ""  # straddling a tick
