@@ -203,6 +203,11 @@ class Transformer(ABC):
         """The run is over (normally or not): let go of what ``submit`` set up."""
         return None
 
+    def one_thread(self, alone: bool) -> None:
+        """Told before the first submit: True when doit runs one unit at a time in one
+        thread, so that a call holding the GIL keeps no other thread waiting."""
+        return None
+
     def find(self, unit: Unit, ctx: UnitContext) -> str | None:
         """The job id submitted with ``ctx.token`` by an attempt that died before recording it."""
         return None

@@ -105,6 +105,7 @@ class LocalTransformer(Transformer):
         self._run = f"{os.getpid()}-{secrets.token_hex(6)}"
         self._numbers = itertools.count()
         self._marks: dict[str, str] = {}  # job id -> its task's marker value
+        self._alone = False  # doit runs one unit at a time: start processes holding the GIL
 
     def check(self, spec: Spec) -> list[Problem]:
         """The base checks, plus every task that asks for more GPUs than this machine has.
@@ -197,7 +198,7 @@ class LocalTransformer(Transformer):
         dog = self._watchdog()  # up before the first task starts: it must outlive it
         before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         try:
-            proc = _spawn(argv, ctx, env, here)
+            proc = _spawn(argv, ctx, env, here, self._alone)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename not in (None, argv[0]) else ""
             raise SubmitError(f"task '{unit.name}': cannot start "
@@ -256,6 +257,9 @@ class LocalTransformer(Transformer):
 
     def hold_lock(self, fd: int) -> None:
         self._lock_fd = fd
+
+    def one_thread(self, alone: bool) -> None:
+        self._alone = alone
 
     def close(self) -> None:
         with self._lock:
@@ -427,19 +431,28 @@ def _check_program(task: str, program: str, env: dict[bytes, bytes], cwd: Path) 
     raise SubmitError(f"task '{task}': cannot start {program!r}: {why}")
 
 
-def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str
-           ) -> subprocess.Popen[bytes] | _Spawned:
+def _spawn(argv: list[str], ctx: UnitContext, env: dict[bytes, bytes], here: str,
+           alone: bool = False) -> subprocess.Popen[bytes] | _Spawned:
     """Start ``argv`` in its own session, stdin from /dev/null, stdout/stderr to the logs.
 
     ``argv`` is the waiter's (see _WAITER): always /bin/sh, which finds the task's program
     on the task's PATH. posix_spawn where it can do the job: it costs the parent a third of
     what Popen does. Through ctypes (spawn.py) it also leaves the GIL to doit's other threads
     while the child starts, and can enter another directory; ``os.posix_spawn`` is the
-    fallback on other libcs, and Popen for another directory there.
+    fallback on other libcs, and Popen for another directory there. ``alone`` (no other
+    thread wants the GIL): ``os.posix_spawn`` first, which costs ~0.08 ms less per start
+    than the ctypes calls.
     """
     _close_inherited()
     cwd = os.fspath(ctx.cwd)
     shell = "/bin/sh"  # argv[0] is the waiter's name, which the watchdog looks for
+    if alone and cwd == here:
+        actions = [(os.POSIX_SPAWN_DUP2, _devnull(), 0),
+                   (os.POSIX_SPAWN_OPEN, 1, os.fspath(ctx.stdout), spawn.CREATE, 0o644),
+                   (os.POSIX_SPAWN_OPEN, 2, os.fspath(ctx.stderr), spawn.CREATE, 0o644)]
+        with contextlib.suppress(OSError):  # the ways below say which file was at fault
+            return _Spawned(os.posix_spawn(shell, argv, env, file_actions=actions,
+                                           setsid=True, setsigdef=_RESTORED_SIGNALS))
     if spawn.available() and (cwd == here or spawn.can_chdir()):
         return _Spawned(spawn.spawn(shell, argv, env, _devnull(), os.fspath(ctx.stdout),
                                     os.fspath(ctx.stderr), None if cwd == here else cwd))

@@ -27,7 +27,7 @@ _SETSID = 0x80
 _ATTR_SIZE = 1024
 _ACTIONS_SIZE = 512
 _SIGSET_SIZE = 256
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW  # no planted link followed
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW  # no planted link followed
 
 
 class _Libc:
@@ -113,8 +113,8 @@ def spawn(path: str, argv: list[str], env: dict[bytes, bytes], stdin: int, stdou
         raise OSError("posix_spawn_file_actions_init failed")
     try:
         if (libc.actions_dup2(actions, stdin, 0)
-                or libc.actions_open(actions, 1, os.fsencode(stdout), _CREATE, 0o644)
-                or libc.actions_open(actions, 2, os.fsencode(stderr), _CREATE, 0o644)):
+                or libc.actions_open(actions, 1, os.fsencode(stdout), CREATE, 0o644)
+                or libc.actions_open(actions, 2, os.fsencode(stderr), CREATE, 0o644)):
             raise OSError("posix_spawn_file_actions_add* failed")
         # After the opens: relative log paths are relative to our directory, as with Popen.
         if cwd is not None and (libc.actions_chdir is None
@@ -130,7 +130,7 @@ def spawn(path: str, argv: list[str], env: dict[bytes, bytes], stdin: int, stdou
         if os.access(path, os.X_OK) and (cwd is None or os.path.isdir(cwd)):
             for log in (stdout, stderr):
                 try:
-                    os.close(os.open(log, _CREATE, 0o644))
+                    os.close(os.open(log, CREATE, 0o644))
                 except OSError as exc:
                     raise OSError(exc.errno, exc.strerror, log) from None
         raise OSError(err, os.strerror(err), path)

@@ -165,3 +165,55 @@ def test_without_ctypes_tasks_start_through_os_posix_spawn_just_the_same(
     mask = int((task / "stdout.1").read_text().split()[1], 16)
     assert not mask & (1 << (signal.SIGPIPE - 1)) and not mask & (1 << (signal.SIGXFSZ - 1))
     assert (task / "stderr.1").read_text() == "err\n"
+
+
+def test_one_unit_at_a_time_starts_through_os_posix_spawn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When doit runs one unit at a time no thread waits for the GIL, and a task starts
+    through os.posix_spawn (cheaper than spawn.py's ctypes calls): its logs, default signals."""
+    from dodo_jobspec.cli.app import main
+
+    def not_this_way(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("started through ctypes")
+
+    started: list[str] = []
+    real = os.posix_spawn
+
+    def counted(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(spawn, "spawn", not_this_way)
+    monkeypatch.setattr(os, "posix_spawn", counted)
+    monkeypatch.chdir(tmp_path)
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: "grep SigIgn /proc/self/status; echo err >&2"}
+        - {name: b, command: "echo b", depends_on: [a]}
+        """)
+    assert main([str(spec), "-q", "-j", "2"]) == 0
+    assert started == ["/bin/sh", "/bin/sh"]
+    tasks = tmp_path / ".jobspec-do" / "spec" / "tasks"
+    mask = int((tasks / "a" / "stdout.1").read_text().split()[1], 16)
+    assert not mask & (1 << (signal.SIGPIPE - 1)) and not mask & (1 << (signal.SIGXFSZ - 1))
+    assert (tasks / "a" / "stderr.1").read_text() == "err\n"
+    assert (tasks / "b" / "stdout.1").read_text() == "b\n"
+
+
+def test_a_log_planted_as_a_link_is_refused_when_alone_too(tmp_path: Path) -> None:
+    """os.posix_spawn opens the logs without following links, and its failure is told as
+    spawn.py tells it: the log named, the link's target untouched."""
+    from types import SimpleNamespace
+
+    from dodo_jobspec.transformers.local import _spawn
+
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep\n")
+    out = tmp_path / "stdout.1"
+    out.symlink_to(target)
+    ctx = SimpleNamespace(cwd=tmp_path, stdout=out, stderr=tmp_path / "stderr.1")
+    with pytest.raises(OSError) as caught:
+        _spawn(["sh", "-c", "echo hi"], ctx, {}, str(tmp_path), alone=True)  # type: ignore[arg-type]
+    assert caught.value.filename == str(out)
+    assert target.read_text() == "keep\n"
