@@ -307,18 +307,27 @@ class LocalTransformer(Transformer):
 # had no time to be registered. A waiter is spared, so that it records how its command
 # ended, unless it is running the command itself (see _WAITER).
 _WATCHDOG = """
-import os, signal, sys
+import os, signal, sys, time
 prefix, tasks, ended, done = sys.argv[1].encode(), {}, set(), False
 waiter = sys.argv[2].encode() + b"\\0"
-for line in sys.stdin.buffer:
-    words = line.split()
-    if words == [b"done"]:
-        done = True
+rest = b""
+while not done:
+    chunk = os.read(0, 1 << 16)
+    if not chunk:
         break
-    if len(words) == 2 and words[0] == b"end":
-        ended.add(words[1])
-    elif len(words) == 3:
-        tasks[words[2]] = words[:2]
+    *lines, rest = (rest + chunk).split(b"\\n")
+    for line in lines:
+        words = line.split()
+        if words == [b"done"]:
+            done = True
+            break
+        if len(words) == 2 and words[0] == b"end":
+            ended.add(words[1])
+        elif len(words) == 3:
+            tasks[words[2]] = words[:2]
+    # Read in batches: a read waiting on the pipe would wake this process for every line,
+    # two per task; a run's death is still seen within 10 ms.
+    time.sleep(0.01)
 groups = set()
 for number, (pgid, started) in tasks.items():
     try:
