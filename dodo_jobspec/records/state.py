@@ -169,14 +169,16 @@ def read_record(path: Path | str, lenient: bool = False) -> JobRecord:
     return JobRecord(**{k: v for k, v in data.items() if k in _RECORD_KEYS})
 
 
+_record_text = json.JSONEncoder(sort_keys=True, default=str).encode  # one, not one per call
+
+
 def write_record(path: Path | str, record: JobRecord) -> None:
     """Write a job record atomically.
 
     Compact JSON: with ``indent`` the json module falls back to its pure-Python encoder, which
     cost more per task than running a trivial task. `jobspec-do status --json` pretty-prints.
     """
-    atomic_write(path, json.dumps({k: getattr(record, k) for k in _RECORD_FIELDS},
-                                  sort_keys=True, default=str))
+    atomic_write(path, _record_text({k: getattr(record, k) for k in _RECORD_FIELDS}))
 
 
 class UnitState:
