@@ -53,18 +53,21 @@ RUN_MARKER = "JOBSPEC_DO_RUN"  # names the run that started a task, in the task'
 # under `sh -c`. A command that could take the trap away (`exec`, `trap`, or anything it
 # sources or evals, which may hold them) runs in a subshell instead, as does a list command
 # (a fork that then execs the program). The waiter's own names start with __jsd_, so that a
-# command's variables do not overwrite them.
+# command's variables do not overwrite them, and its end undoes what the command may have
+# `set` (-e would exit on a failed append with the wrong code; -x would trace the waiter
+# into the task's stderr).
 WAITER_NAME = "jobspec-do-task"  # the waiter's argv[0]: the watchdog tells it apart by this
 _WAITER = """__jsd_j=$1 __jsd_p=$2 __jsd_s=$3 __jsd_k=$4; shift 4
 __jsd_end() {
+set +eux
 trap - EXIT
 trap '' TERM
-printf '%s%s,"g":"%s"}\\n' "$__jsd_p" "$1" "$__jsd_s" >> "$__jsd_j"
-if [ "$1" -gt 128 ] && [ "$1" -lt 160 ]; then kill -$(($1 - 128)) $$ 2>/dev/null; fi
+command printf '%s%s,"g":"%s"}\\n' "$__jsd_p" "$1" "$__jsd_s" >> "$__jsd_j"
+if [ "$1" -gt 128 ] && [ "$1" -lt 160 ]; then command kill -$(($1 - 128)) $$ 2>/dev/null; fi
 exit "$1"
 }
 if [ "$__jsd_k" = e ]; then
-trap '__jsd_end $?' EXIT
+trap '{ __jsd_end $?; } 2>/dev/null' EXIT
 __jsd_c=$1; shift; unset __jsd_k
 eval "$__jsd_c"
 else

@@ -287,6 +287,26 @@ def test_a_command_of_builtins_runs_in_its_waiter_and_exec_in_a_subshell(tmp_pat
     assert (tmp_path / "b.txt").read_text().strip() not in ("", pid["b"])
 
 
+def test_what_a_command_sets_does_not_reach_its_waiters_end(tmp_path: Path) -> None:
+    """A command eval'd by its waiter may `set -eux`: the waiter's end is not traced into
+    the task's stderr, and -e does not change the exit code it records."""
+    spec = write(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: 'set -eux; echo hi'}
+        - {name: b, command: 'set -e; echo hi; exit 3'}
+        """)
+    r = jobspec_do(spec, "-k", cwd=tmp_path)
+    assert r.returncode != 0
+    tasks = tmp_path / ".jobspec-do" / "spec" / "tasks"
+    assert (tasks / "a" / "stderr.1").read_text() == "+ echo hi\n"
+    assert job_record(tasks / "a")["state"] == "completed"
+    assert job_record(tasks / "b")["exit_code"] == 3
+    ends = [line for line in (tasks.parent / "journal.jsonl").read_text().splitlines()
+            if '"x":' in line]
+    assert sorted(line.split('"x":')[1].split(",")[0] for line in ends) == ["0", "3"]
+
+
 def test_the_watchdog_spares_a_waiter_that_is_journaling_its_end() -> None:
     """After a kill -9 of jobspec-do, a waiter that evals its command is killed first,
     unless it ignores SIGTERM, which it does only while it appends its end line."""
