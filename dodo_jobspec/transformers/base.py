@@ -6,6 +6,8 @@ own: the engine records job ids on disk and hands them back, so a killed run can
 
 The engine calls, for each unit whose dependencies are done:
     ``find(unit, ctx)``   (only when a previous attempt recorded an intent but no job id)
+    ``prepare(unit, ctx)`` (--no-wait runs: ahead of submit, before the jobs it waits on
+                          have ids)
     ``submit(unit, ctx)`` -> job id, which the engine records before anything else
                           (``submit_many`` for a batch of ready units, in --no-wait runs)
     ``status([ids])``     in batches until the job is terminal (or ``wait(id)`` if not polled)
@@ -120,6 +122,10 @@ class Transformer(ABC):
     # Whether the engine learns of job ends by polling `status` in batches (schedulers), or
     # by calling `wait` for each job (the local transformer waits on its own processes).
     polled: ClassVar[bool] = True
+    # Whether ``submit``/``submit_many`` may run on a thread of their own while the engine
+    # calls ``prepare``, ``status``, ``find`` and ``cancel`` (--no-wait runs then write the next
+    # unit's intent and script while a submission is answered).
+    submits_in_background: ClassVar[bool] = False
 
     def __init__(self, options: TransformerOptions | None = None) -> None:
         self.options = options or TransformerOptions()
@@ -169,6 +175,13 @@ class Transformer(ABC):
     @abstractmethod
     def submit(self, unit: Unit, ctx: UnitContext) -> str:
         """Start ``unit`` and return its job id. Raise SubmitError if it could not start."""
+
+    def prepare(self, unit: Unit, ctx: UnitContext) -> None:
+        """Do ahead what ``submit(unit, ctx)`` will do that does not depend on
+        ``ctx.after_jobs`` (which may still be unknown here: the engine calls this while the
+        jobs it waits on are being submitted). Optional: ``submit`` must work without it, and
+        an error here is left for ``submit`` to report."""
+        return None
 
     def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
         """Submit units that do not wait for one another; per unit, in order, its job id or

@@ -149,6 +149,7 @@ class SlurmTransformer(Transformer):
     description = "sbatch jobs on a Slurm cluster; a group is one allocation with srun steps"
     default_resources = Resource("core", 1)
     runs_prologue = True
+    submits_in_background = True  # every call is an independent child process
 
     def __init__(self, options: TransformerOptions | None = None, *,
                  cluster: ClusterInfo | None = None) -> None:
@@ -164,6 +165,10 @@ class SlurmTransformer(Transformer):
         # The environment of every Slurm command (None: this process's). A burster aims the
         # transformer at another cluster by giving it that cluster's SLURM_CONF here.
         self.env: dict[str, str] | None = None
+        # Scripts prepare() wrote ahead, by path: the token they were written for. Touched by
+        # the engine's thread and the one submitting (single dict operations: the GIL orders
+        # them); a path is taken once, by the submit of that very attempt.
+        self._ahead: dict[str, str] = {}
 
     @property
     def cluster(self) -> ClusterInfo | None:
@@ -354,14 +359,32 @@ class SlurmTransformer(Transformer):
         return " ".join([*env, "_jsd_task", *map(shlex.quote, argv), place, _command(task)])
 
     # -- running --------------------------------------------------------------------------
-    def submit(self, unit: Unit, ctx: UnitContext) -> str:
-        """Write ``job.<attempt>.sbatch`` into the unit's folder and sbatch it; return the id."""
+    def prepare(self, unit: Unit, ctx: UnitContext) -> None:
+        """Write the unit's script before the ids of the jobs it waits on are known (they go
+        on sbatch's command line, see sbatch_argv, never into the script): a chain's next
+        script is written while the previous sbatch runs. On an error nothing is kept, and
+        submit() writes the script again and reports it."""
+        try:
+            script = self._write_script(unit, ctx)
+        except (PluginError, OSError):
+            return
+        self._ahead[str(script)] = ctx.token
+
+    def _write_script(self, unit: Unit, ctx: UnitContext) -> Path:
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         for node in unit.walk() if isinstance(unit, Group) else ():
             if isinstance(node, Task):  # the job writes their outputs and exit codes there
                 _child_folder(node, ctx).mkdir(parents=True, exist_ok=True)
         script = _script_path(ctx)
         script.write_text(self.render(unit, ctx))
+        return script
+
+    def submit(self, unit: Unit, ctx: UnitContext) -> str:
+        """Write ``job.<attempt>.sbatch`` into the unit's folder (unless prepare() wrote it
+        for this attempt) and sbatch it; return the id."""
+        script = _script_path(ctx)
+        if self._ahead.pop(str(script), None) != ctx.token:
+            script = self._write_script(unit, ctx)
         what = f"{_kind(unit)} '{unit.name}'"
         try:
             proc = subprocess.run(self.sbatch_argv(script, ctx), capture_output=True, text=True,
