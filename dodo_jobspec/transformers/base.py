@@ -9,7 +9,9 @@ The engine calls, for each unit whose dependencies are done:
     ``prepare(unit, ctx)`` (--no-wait runs: ahead of submit, before the jobs it waits on
                           have ids)
     ``submit(unit, ctx)`` -> job id, which the engine records before anything else
-                          (``submit_many`` for a batch of ready units, in --no-wait runs)
+                          (``submit_many`` for a batch of ready units, in --no-wait runs,
+                          which record the ids once the next batch is on its way: the intent,
+                          recorded before, finds the job by token after a kill)
     ``status([ids])``     in batches until the job is terminal (or ``wait(id)`` if not polled)
 and ``cancel([ids])`` on Ctrl-C or `jobspec-do cancel`.
 """
