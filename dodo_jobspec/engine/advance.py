@@ -18,7 +18,7 @@ while the previous submission is answered (see _Sender): only its job id is wait
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -86,8 +86,8 @@ def advance(prep: Any, req: Any, console: Any) -> int:
     where: dict[str, str] = {}  # unit key -> done | failed | blocked | pending | job id
     # Units ready to submit are sent together (a scheduler with a pipelined API answers a
     # batch in about the time of one submission); a unit that waits on one of them needs its
-    # job id, so the batch goes out first. Where the transformer allows it, the batch goes out
-    # on the sender's thread, and a unit that can be decided before that batch is answered
+    # job id, so the batch goes out first. Where the transformer allows it, a batch of one is
+    # started and left running, and a unit that can be decided before that batch is answered
     # (see _decided_ahead) has its intent recorded and its script written meanwhile: in a
     # chain, only the wait on the previous job id is left between two submissions.
     pending: list[_Intent] = []
@@ -304,21 +304,22 @@ def _intend(pu: PlannedUnit, runner: UnitRunner, st: Any, after_keys: list[str],
 class _Sender:
     """Sends batches of intents, one batch at a time, and records what each got.
 
-    With a transformer that allows it (``submits_in_background``) a batch is sent on a thread
-    of the sender's own, and launch() returns at once; the engine's thread meanwhile records
-    the next intents and writes their scripts. Every intent is recorded before its batch is
-    launched, so a kill at any moment leaves each submission findable by its token, exactly
-    as when nothing overlaps; only the job ids are recorded later (once the next batch is on
-    its way), and a later tick finds an unrecorded id by the token.
+    A batch of one unit (a chain's next link) to a transformer whose submission runs on its
+    own (``submits_in_background``: Slurm's sbatch is a child process) is started and left
+    running: launch() returns at once, and the engine records the next intents and writes
+    their scripts meanwhile. A larger batch goes out whole (submit_many overlaps its calls).
+    Every intent is recorded before its batch is launched, so a kill at any moment leaves
+    each submission findable by its token, exactly as when nothing overlaps; only the job ids
+    are recorded later (once the next batch is on its way), and a later tick finds an
+    unrecorded id by the token.
     """
 
     def __init__(self, runner: UnitRunner, where: dict[str, str], progress: Progress) -> None:
         self.runner, self.where, self.progress = runner, where, progress
+        # A burster may take a unit to a transformer of another kind: nothing overlaps then.
         self.background = runner.transformer.submits_in_background and (
             runner.burst is None or not runner.burst.policy.bursters)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="submit") \
-            if self.background else None
-        self._flight: tuple[list[_Intent], Future[list[str | PluginError]]] | None = None
+        self._flight: tuple[list[_Intent], Callable[[], list[str | PluginError]]] | None = None
 
     def launch(self, batch: list[_Intent]) -> None:
         """Send ``batch`` (emptied), once the batch in flight is answered: the job ids it
@@ -336,12 +337,11 @@ class _Sender:
             ready.append(intent)
         batch.clear()
         if ready:
-            if self._pool is not None:
-                self._flight = (ready, self._pool.submit(_send, ready))
+            if self.background and len(ready) == 1:
+                self._flight = (ready, _start(ready[0]))
             else:
-                done: Future[list[str | PluginError]] = Future()
-                done.set_result(_send(ready))
-                self._flight = (ready, done)
+                results = _send(ready)
+                self._flight = (ready, lambda: results)
         # The previous batch's records, written while this one is answered.
         self._record(answered)
 
@@ -350,18 +350,20 @@ class _Sender:
         self._record(self._collect())
 
     def close(self) -> None:
-        """Wait for a batch still in flight (after an error): nothing is submitted once the
-        run is over. Its ids are left for the next tick to find by token."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """After an error: wait for a submission still under way, so that none is made once
+        the run is over. Its id is left for the next tick to find by token."""
+        if self._flight is not None:
+            _, answer = self._flight
+            self._flight = None
+            answer()
 
     def _collect(self) -> list[tuple[_Intent, str | PluginError]]:
         """Wait for the batch in flight; its units' job ids (or "failed") go into where[]."""
         if self._flight is None:
             return []
-        batch, future = self._flight
+        batch, answer = self._flight
         self._flight = None
-        results = future.result()
+        results = answer()
         for intent, result in zip(batch, results, strict=True):
             self.where[intent.pu.key] = "failed" if isinstance(result, PluginError) else result
         return list(zip(batch, results, strict=True))
@@ -379,6 +381,22 @@ class _Sender:
         intent.st.append_status(record.attempt, "blocked", record.info, record=record)
         self.progress.blocked.append(name)
         self.where[intent.pu.key] = "blocked"
+
+
+def _start(intent: _Intent) -> Callable[[], list[str | PluginError]]:
+    """Start one submission; what it returns waits for its job id (or error), as a batch."""
+    try:
+        answer = intent.transformer.start_submit(intent.pu.node, intent.ctx)
+    except PluginError as exc:
+        error: str | PluginError = exc
+        return lambda: [error]
+
+    def result() -> list[str | PluginError]:
+        try:
+            return [answer()]
+        except PluginError as exc:
+            return [exc]
+    return result
 
 
 def _send(batch: list[_Intent]) -> list[str | PluginError]:

@@ -9,9 +9,9 @@ The engine calls, for each unit whose dependencies are done:
     ``prepare(unit, ctx)`` (--no-wait runs: ahead of submit, before the jobs it waits on
                           have ids)
     ``submit(unit, ctx)`` -> job id, which the engine records before anything else
-                          (``submit_many`` for a batch of ready units, in --no-wait runs,
-                          which record the ids once the next batch is on its way: the intent,
-                          recorded before, finds the job by token after a kill)
+                          (in --no-wait runs ``submit_many`` for a batch of ready units, or
+                          ``start_submit`` for one; they record an id once the next unit is on
+                          its way: the intent, recorded before, finds the job by token)
     ``status([ids])``     in batches until the job is terminal (or ``wait(id)`` if not polled)
 and ``cancel([ids])`` on Ctrl-C or `jobspec-do cancel`.
 """
@@ -124,9 +124,8 @@ class Transformer(ABC):
     # Whether the engine learns of job ends by polling `status` in batches (schedulers), or
     # by calling `wait` for each job (the local transformer waits on its own processes).
     polled: ClassVar[bool] = True
-    # Whether ``submit``/``submit_many`` may run on a thread of their own while the engine
-    # calls ``prepare``, ``status``, ``find`` and ``cancel`` (--no-wait runs then write the next
-    # unit's intent and script while a submission is answered).
+    # Whether ``start_submit`` returns before the workload manager answers (--no-wait runs
+    # then record the next unit's intent and write its script while it is answered).
     submits_in_background: ClassVar[bool] = False
 
     def __init__(self, options: TransformerOptions | None = None) -> None:
@@ -184,6 +183,21 @@ class Transformer(ABC):
         jobs it waits on are being submitted). Optional: ``submit`` must work without it, and
         an error here is left for ``submit`` to report."""
         return None
+
+    def start_submit(self, unit: Unit, ctx: UnitContext) -> Callable[[], str]:
+        """Start submitting ``unit``; what it returns, called, waits for the answer and gives
+        the job id (or raises the SubmitError that kept the unit out). The default submits here
+        and now; a transformer whose submission runs on its own (``submits_in_background``)
+        returns first, and the engine does other work before it asks for the id."""
+        try:
+            job_id = self.submit(unit, ctx)
+        except PluginError as exc:
+            error = exc
+
+            def fail() -> str:
+                raise error
+            return fail
+        return lambda: job_id
 
     def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
         """Submit units that do not wait for one another; per unit, in order, its job id or

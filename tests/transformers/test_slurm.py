@@ -135,12 +135,41 @@ def _fake_sbatch(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """sbatch answering job 42 to every call; the argv of each call."""
     calls: list[list[str]] = []
 
-    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
-        calls.append(argv)
-        return subprocess.CompletedProcess(argv, 0, "42\n", "")
+    class FakeSbatch:
+        returncode = 0
 
-    monkeypatch.setattr(slurm_module.subprocess, "run", fake_run)
+        def __init__(self, argv: list[str], **_: object) -> None:
+            calls.append(argv)
+
+        def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+            return "42\n", ""
+
+    monkeypatch.setattr(slurm_module.subprocess, "Popen", FakeSbatch)
     return calls
+
+
+def test_sbatch_runs_between_start_submit_and_its_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """start_submit returns with sbatch started, not finished: the engine works meanwhile."""
+    spec = load_text(tmp_path, "version: 1\ntasks:\n- {name: a, command: [true]}\n")
+    t, u = SlurmTransformer(cluster=FAKE_CLUSTER), unit(spec, "task/a")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gate = tmp_path / "gate"
+    # 42 if the gate opened while it ran (within 3 s), 41 if the caller waited for it first.
+    (bin_dir / "sbatch").write_text(
+        f"#!/bin/bash\nfor _ in $(seq 300); do [ -e {gate} ] && break; sleep 0.01; done\n"
+        f"if [ -e {gate} ]; then echo 42; else echo 41; fi\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    answer = t.start_submit(u, context(spec, u, tmp_path / "state"))  # returns: not waited
+    gate.touch()
+    assert answer() == "42"
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Invalid account' >&2\n"
+                                    "exit 1\n")
+    answer = t.start_submit(u, context(spec, u, tmp_path / "state", attempt=2))
+    with pytest.raises(SubmitError, match="Invalid account"):
+        answer()
 
 
 def test_a_script_written_ahead_is_sent_as_written_with_the_ids_on_the_command_line(
