@@ -41,6 +41,7 @@ from .why import analyse
 
 LIVE = ("submitting", "queued", "running")
 PENDING = "pending"  # a unit whose submission waits in the current batch
+SENDING = "sending"  # a unit whose batch went out, not yet answered
 WAITING = "waiting"  # where[] of a unit held back until its upstream is done (bursting)
 
 
@@ -83,7 +84,7 @@ def advance(prep: Any, req: Any, console: Any) -> int:
     dep = Dependency(IncrementalSqliteDB, str(state.db), checker_cls=MD5Checker,
                      codec_cls=JSONCodec)
     progress = Progress()
-    where: dict[str, str] = {}  # unit key -> done | failed | blocked | pending | job id
+    where: dict[str, str] = {}  # unit key -> done | failed | blocked | pending | sending | id
     # Units ready to submit are sent together (a scheduler with a pipelined API answers a
     # batch in about the time of one submission); a unit that waits on one of them needs its
     # job id, so the batch goes out first. Where the transformer allows it, a batch of one is
@@ -94,9 +95,10 @@ def advance(prep: Any, req: Any, console: Any) -> int:
     sender = _Sender(runner, where, progress)
     try:
         for pu in prep.plan:
-            if any(where.get(d.key) == PENDING for d in pu.deps):
+            upstream = {where.get(d.key) for d in pu.deps}
+            if PENDING in upstream or SENDING in upstream:
                 if sender.background and _decided_ahead(pu, records[pu.key], runner):
-                    if any(i.pu.key == d.key for i in pending for d in pu.deps):
+                    if PENDING in upstream:
                         sender.launch(pending)
                 else:
                     sender.launch(pending)
@@ -335,6 +337,7 @@ class _Sender:
             intent.after = after
             intent.ctx = replace(intent.ctx, after_jobs=tuple(after))
             ready.append(intent)
+            self.where[intent.pu.key] = SENDING
         batch.clear()
         if ready:
             if self.background and len(ready) == 1:
