@@ -17,6 +17,14 @@ queue emptied (scancel, then until squeue is empty) before it:
   blocking      ``jobspec-do run -q -t slurm -j J fan.yaml`` until every job is done, beside
   loop+wait     the loop, then polling squeue (0.2 s) until its jobs have left the queue
 
+With ``--baseline DIR`` (another checkout of jobspec-do, e.g. a `git worktree` of main) every
+jobspec-do case may also be asked for as ``CASE@base``: the same command run by DIR's code
+(this venv's Python with DIR first on sys.path), interleaved in the same rounds, so that a
+change is timed beside what it changes at the same load:
+
+    python benchmarks/slurm_submit.py --start /tmp/bench-slurm --install here \
+        --baseline /tmp/main-checkout --cases loop-chain,no-wait-chain,no-wait-chain@base
+
 Each jobspec-do case is checked: exactly N distinct job ids recorded, one per task, and
 the state folder says queued (or completed); a failed check makes the exit status 1.
 
@@ -128,6 +136,12 @@ done
 """
 CASES = ("loop", "no-wait", "loop-chain", "no-wait-chain", "loop+wait", "blocking")
 PEER = {"no-wait": "loop", "no-wait-chain": "loop-chain", "blocking": "loop+wait"}
+BASE = "@base"  # suffix of a case run by the --baseline checkout's code
+
+
+def base_case(case: str) -> str:
+    """The case a ``CASE@base`` runs (``no-wait-chain@base`` -> ``no-wait-chain``)."""
+    return case.removesuffix(BASE)
 
 
 def workload_spec(kind: str, n: int) -> str:
@@ -142,6 +156,7 @@ def workload_spec(kind: str, n: int) -> str:
 def prepare(case: str, n: int, folder: Path) -> None:
     """The case's input files, written before (and outside) the timed part."""
     folder.mkdir(parents=True)
+    case = base_case(case)
     if case.startswith("loop"):
         (folder / "out").mkdir()
         (folder / "t.sh").write_text("#!/bin/sh\ntrue\n")
@@ -152,7 +167,8 @@ def prepare(case: str, n: int, folder: Path) -> None:
 
 
 def command(case: str, n: int, folder: Path, jsd: list[str], jobs: int) -> list[str]:
-    """The timed command line of ``case``."""
+    """The timed command line of ``case`` (``jsd``: the jobspec-do that runs it)."""
+    case = base_case(case)
     if case.startswith("loop"):
         return ["bash", str(folder / "run.sh"), str(folder), str(n)]
     if case == "blocking":
@@ -175,7 +191,7 @@ def check(case: str, n: int, folder: Path, jsd: list[str]) -> str | None:
     """Why the case did not submit exactly N jobs, one per task, or None.
 
     jobspec-do's records are read through `status --json` (what a user reads), not files."""
-    if case.startswith("loop"):
+    if base_case(case).startswith("loop"):
         ids = (folder / "ids.txt").read_text().split()
         ok = len(ids) == len(set(ids)) == n and all(i.isdigit() for i in ids)
         return None if ok else f"{case}: {len(set(ids))} distinct job ids for {n} jobs"
@@ -200,6 +216,7 @@ def time_case(case: str, n: int, folder: Path, jsd: list[str], jobs: int
     prepare(case, n, folder)
     drain()
     argv = command(case, n, folder, jsd, jobs)
+    case = base_case(case)
     with open(folder / "out.log", "w") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
@@ -228,10 +245,27 @@ def jobspec_command(how: str, workdir: Path) -> list[str]:
     return [str(install.install(REPO, workdir / "venv"))]
 
 
+def baseline_command(checkout: Path, workdir: Path) -> list[str]:
+    """jobspec-do from another checkout's code, run by this venv's Python: a script of the
+    same shape as the installed entry point, with the checkout first on sys.path. Its
+    bytecode is compiled first, so that no round pays for it."""
+    checkout = checkout.resolve()
+    if not (checkout / "dodo_jobspec" / "cli" / "quick.py").is_file():
+        raise SystemExit(f"--baseline {checkout}: not a jobspec-do checkout")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(checkout / "dodo_jobspec")],
+                   check=True)
+    script = workdir / "jobspec-do-baseline"
+    script.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(checkout)!r})\n"
+                      "from dodo_jobspec.cli.quick import console\nsys.exit(console())\n")
+    script.chmod(0o755)
+    return [str(script)]
+
+
 def versus_loop(args: argparse.Namespace, root: Path) -> int:
     """The interleaved rounds of every case; prints the table, returns the exit status."""
     jsd = jobspec_command(args.install, root)
-    cases = [c for c in CASES if c in args.cases]
+    base = baseline_command(args.baseline, root) if args.baseline else jsd
+    cases = [c for c in (*CASES, *(c + BASE for c in CASES)) if c in args.cases]
     samples: dict[str, list[float]] = {c: [] for c in cases}
     cpu: dict[str, list[float]] = {c: [] for c in cases}
     failures: list[str] = []
@@ -239,8 +273,8 @@ def versus_loop(args: argparse.Namespace, root: Path) -> int:
     for rnd in range(args.rounds):
         order = cases[rnd % len(cases):] + cases[:rnd % len(cases)]
         for case in order:
-            seconds, used, failed = time_case(case, args.n, root / f"r{rnd}" / case, jsd,
-                                              args.jobs)
+            seconds, used, failed = time_case(case, args.n, root / f"r{rnd}" / case,
+                                              base if case.endswith(BASE) else jsd, args.jobs)
             samples[case].append(seconds)
             cpu[case].append(used)
             if failed:
@@ -259,7 +293,7 @@ def versus_loop(args: argparse.Namespace, root: Path) -> int:
           "(median) | CPU ms per job |")
     print("|---|---|---|---|---|---|---|")
     for case in cases:
-        peer = PEER.get(case)
+        peer = PEER.get(base_case(case))
         ratio = f"x {med[peer] / med[case]:.2f}" if peer in med else "—"
         used = statistics.median(cpu[case])
         print(f"| {case} | {med[case]:.3f} | {', '.join(f'{x:.3f}' for x in samples[case])} | "
@@ -271,7 +305,8 @@ def versus_loop(args: argparse.Namespace, root: Path) -> int:
             "n": args.n, "rounds": args.rounds, "samples": samples, "cpu": cpu,
             "failures": failures,
             "load_before": load_before, "load_after": load_after, "commands": {
-                c: command(c, args.n, Path("DIR"), jsd, args.jobs) for c in cases}}, indent=1))
+                c: command(c, args.n, Path("DIR"), base if c.endswith(BASE) else jsd,
+                           args.jobs) for c in cases}}, indent=1))
     return 1 if failures else 0
 
 
@@ -308,6 +343,8 @@ def main() -> None:
                     help="-j of the blocking case (default 64, jobspec-do's on a scheduler)")
     ap.add_argument("--install", choices=("wheel", "here"), default="wheel",
                     help="time a wheel of this tree in a fresh venv (default), or this venv's")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help=f"another jobspec-do checkout: cases CASE{BASE} run its code")
     ap.add_argument("--workdir", type=Path, help="keep the work folders here (default: a "
                     "temporary folder, deleted at the end)")
     ap.add_argument("--start", type=Path, metavar="DIR",
@@ -315,9 +352,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, nargs="?", const=Path("/dev/stdout"),
                     help="loop mode: every sample to this file; transformer mode: JSON lines")
     args = ap.parse_args()
-    unknown = set(args.cases) - set(CASES)
+    unknown = {c for c in args.cases if base_case(c) not in CASES
+               or (c.endswith(BASE) and base_case(c).startswith("loop"))}
     if unknown:
-        ap.error(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(CASES)}")
+        ap.error(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(CASES)}"
+                 f", and {BASE} after a jobspec-do one")
+    if not args.baseline and any(c.endswith(BASE) for c in args.cases):
+        ap.error(f"a case{BASE} needs --baseline DIR")
     script = REPO / "scripts" / "slurm-cluster.sh"
     turn = None
     if args.start:

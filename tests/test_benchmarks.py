@@ -108,6 +108,26 @@ def test_slurm_submit_times_jobspec_do_beside_an_sbatch_loop(tmp_path: Path,
         assert shown == pytest.approx(ratio, rel=0.03, abs=0.006), rows[case]
 
 
+def test_slurm_submit_times_a_baseline_checkout_in_the_same_rounds(tmp_path: Path,
+                                                                   slurm: SlurmCluster) -> None:
+    """`--baseline DIR`: CASE@base is the same command run by DIR's code, checked the same
+    way and compared with the same loop."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "dodo_jobspec").symlink_to(BENCH.parent / "dodo_jobspec")
+    out = subprocess.run([sys.executable, str(BENCH / "slurm_submit.py"), "-n", "3",
+                          "--rounds", "1", "--install", "here", "--workdir", str(tmp_path / "w"),
+                          "--baseline", str(checkout),
+                          "--cases", "loop-chain,no-wait-chain,no-wait-chain@base"],
+                         capture_output=True, text=True, timeout=300, env=slurm.env)
+    assert out.returncode == 0, out.stdout + out.stderr  # its checks passed: 3 ids, 3 tasks
+    rows = {r[0]: r for r in _table(out.stdout)}
+    assert list(rows) == ["loop-chain", "no-wait-chain", "no-wait-chain@base"]
+    assert rows["no-wait-chain@base"][4].startswith("x ")  # against loop-chain
+    script = (tmp_path / "w" / "jobspec-do-baseline").read_text()
+    assert repr(str(checkout)) in script
+
+
 def test_run_times_every_tool_on_each_file_system_in_one_run(tmp_path: Path) -> None:
     """`run.py --fs`: the same workloads on tmpfs and on the disk, one summary table."""
     shm = Path("/dev/shm")

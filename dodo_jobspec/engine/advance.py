@@ -10,14 +10,16 @@ Each invocation:
 5. returns: 0 while nothing failed (finished or still in flight), 1 once something failed.
 
 Nothing is submitted twice: each submission's intent (with a unique token) is recorded before
-the scheduler is asked, its job id right after, and a later invocation finds a job by token
-if the id was never recorded.
+the scheduler is asked, its job id once it is answered, and a later invocation finds a job by
+token if the id was never recorded. In a chain the next unit's intent and script are written
+while the previous submission is answered (see _Sender): only its job id is waited for.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from doit.dependency import Dependency, JSONCodec
@@ -39,6 +41,7 @@ from .why import analyse
 
 LIVE = ("submitting", "queued", "running")
 PENDING = "pending"  # a unit whose submission waits in the current batch
+SENDING = "sending"  # a unit whose batch went out, not yet answered
 WAITING = "waiting"  # where[] of a unit held back until its upstream is done (bursting)
 
 
@@ -81,19 +84,31 @@ def advance(prep: Any, req: Any, console: Any) -> int:
     dep = Dependency(IncrementalSqliteDB, str(state.db), checker_cls=MD5Checker,
                      codec_cls=JSONCodec)
     progress = Progress()
-    where: dict[str, str] = {}  # unit key -> done | failed | blocked | pending | job id
+    where: dict[str, str] = {}  # unit key -> done | failed | blocked | pending | sending | id
     # Units ready to submit are sent together (a scheduler with a pipelined API answers a
     # batch in about the time of one submission); a unit that waits on one of them needs its
-    # job id, so the batch goes out first.
+    # job id, so the batch goes out first. Where the transformer allows it, a batch of one is
+    # started and left running, and a unit that can be decided before that batch is answered
+    # (see _decided_ahead) has its intent recorded and its script written meanwhile: in a
+    # chain, only the wait on the previous job id is left between two submissions.
     pending: list[_Intent] = []
+    sender = _Sender(runner, where, progress)
     try:
         for pu in prep.plan:
-            if pending and any(where.get(d.key) == PENDING for d in pu.deps):
-                _flush(pending, runner, where, progress)
+            upstream = {where.get(d.key) for d in pu.deps}
+            if PENDING in upstream or SENDING in upstream:
+                if sender.background and _decided_ahead(pu, records[pu.key], runner):
+                    if PENDING in upstream:
+                        sender.launch(pending)
+                else:
+                    sender.launch(pending)
+                    sender.settle()
             where[pu.key] = _step(pu, verdicts, records, statuses, runner, steps, dicts, dep,
                                   where, progress, req, pending)
-        _flush(pending, runner, where, progress)
+        sender.launch(pending)
+        sender.settle()
     finally:
+        sender.close()
         dep.close()
         if runner.burst is not None:
             runner.burst.close(lambda where: any(
@@ -142,14 +157,7 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
         progress.blocked.append(name)
         return "blocked"
     waiting_on = [u for u in upstream if u != "done"]
-    # Steps run on the submit host once what they depend on is done (they may stage what
-    # it made): a unit with steps (a group submitted as one job: its tasks') is submitted by
-    # a later tick, not now with a scheduler dependency and its steps never run.
-    stepped = any(getattr(owner.node, "steps", ()) for owner in pu.step_units)
-    bursting = runner.burst is not None and (
-        runner.burst.policy.selected(pu.node)
-        or any(runner.burst.policy.selected(d) for d in pu.deps))
-    if waiting_on and (WAITING in waiting_on or stepped or bursting):
+    if waiting_on and (WAITING in waiting_on or _waits_for_done(pu, runner)):
         # A scheduler's afterok cannot name a job on another cluster, and a job that moves
         # is cancelled where it was: a task on either side of a burst waits for its upstream
         # to be done, then is submitted (by a later tick).
@@ -161,8 +169,38 @@ def _step(pu: PlannedUnit, verdicts: dict[str, Any], records: dict[str, JobRecor
                 progress.failed.append(name)
                 return "failed"
     why = "; ".join(verdict.reasons) if verdict is not None else ""
-    pending.append(_intend(pu, runner, st, waiting_on, why))
+    intent = _intend(pu, runner, st, [d.key for d in pu.deps if where.get(d.key, "done")
+                                      != "done"], why)
+    # Written while the jobs it waits on may still be in submission: only their ids are
+    # filled in later (on the command line, not in the script).
+    intent.transformer.prepare(pu.node, intent.ctx)
+    pending.append(intent)
     return PENDING
+
+
+def _waits_for_done(pu: PlannedUnit, runner: UnitRunner) -> bool:
+    """Whether ``pu`` is submitted only once its upstream is done, never with a scheduler
+    dependency on jobs in flight."""
+    # Steps run on the submit host once what they depend on is done (they may stage what
+    # it made): a unit with steps (a group submitted as one job: its tasks') is submitted by
+    # a later tick, not now with a scheduler dependency and its steps never run.
+    if any(getattr(owner.node, "steps", ()) for owner in pu.step_units):
+        return True
+    # A scheduler's afterok cannot name a job on another cluster, and a job that moves is
+    # cancelled where it was.
+    return runner.burst is not None and (
+        runner.burst.policy.selected(pu.node)
+        or any(runner.burst.policy.selected(d) for d in pu.deps))
+
+
+def _decided_ahead(pu: PlannedUnit, record: JobRecord, runner: UnitRunner) -> bool:
+    """Whether _step can decide ``pu`` before the submissions it waits on are answered.
+
+    True when the answer can only change the job ids it waits on, or make it blocked (see
+    _Sender.launch): it has no live job (which _step would cancel, were an upstream submission
+    to fail, or follow) and it is not held until its upstream is done (which a failed
+    upstream turns into blocked instead)."""
+    return record.state not in LIVE and not _waits_for_done(pu, runner)
 
 
 def _live(pu: PlannedUnit, record: JobRecord, statuses: dict[str, JobStatus],
@@ -237,15 +275,16 @@ class _Intent:
     st: Any
     record: JobRecord
     ctx: Any
-    after: list[str]
+    after_keys: list[str]  # the units whose job ids it waits on (filled in when it is sent)
     why: str
     transformer: Any  # where it goes: the primary, or the burster that takes it
+    after: list[str] = field(default_factory=list)  # their job ids, once known
 
 
-def _intend(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why: str = ""
+def _intend(pu: PlannedUnit, runner: UnitRunner, st: Any, after_keys: list[str], why: str = ""
             ) -> _Intent:
-    """Record the intent to submit ``pu`` (after ``after`` job ids), before the scheduler
-    is asked: a kill from here on leaves a token that finds the job again."""
+    """Record the intent to submit ``pu`` (after the jobs of units ``after_keys``), before the
+    scheduler is asked: a kill from here on leaves a token that finds the job again."""
     from ..spec.resolve import definition
     from ..tasks.unit import _token
 
@@ -260,28 +299,126 @@ def _intend(pu: PlannedUnit, runner: UnitRunner, st: Any, after: list[str], why:
     transformer = runner.transformer
     if runner.burst is not None:  # --- burst hook: what the primary cannot take goes elsewhere
         transformer = runner.burst.direct(pu.node, record, Records(st, None))
-    ctx = runner._context(pu, st, attempt, record.token, None, after)
-    return _Intent(pu, st, record, ctx, after, why, transformer)
+    ctx = runner._context(pu, st, attempt, record.token, None)
+    return _Intent(pu, st, record, ctx, after_keys, why, transformer)
 
 
-def _flush(pending: list[_Intent], runner: UnitRunner, where: dict[str, str],
-           progress: Progress) -> None:
-    """Submit every pending unit, one batch per transformer (the primary, each burster), and
-    record each job id (or failure)."""
-    if not pending:
-        return
-    batches: dict[int, list[_Intent]] = {}
-    for intent in pending:
-        batches.setdefault(id(intent.transformer), []).append(intent)
-    for batch in batches.values():
-        results = batch[0].transformer.submit_many([(i.pu.node, i.ctx) for i in batch])
+class _Sender:
+    """Sends batches of intents, one batch at a time, and records what each got.
+
+    A batch of one unit (a chain's next link) to a transformer whose submission runs on its
+    own (``submits_in_background``: Slurm's sbatch is a child process) is started and left
+    running: launch() returns at once, and the engine records the next intents and writes
+    their scripts meanwhile. A larger batch goes out whole (submit_many overlaps its calls).
+    Every intent is recorded before its batch is launched, so a kill at any moment leaves
+    each submission findable by its token, exactly as when nothing overlaps; only the job ids
+    are recorded later (once the next batch is on its way), and a later tick finds an
+    unrecorded id by the token.
+    """
+
+    def __init__(self, runner: UnitRunner, where: dict[str, str], progress: Progress) -> None:
+        self.runner, self.where, self.progress = runner, where, progress
+        # A burster may take a unit to a transformer of another kind: nothing overlaps then.
+        self.background = runner.transformer.submits_in_background and (
+            runner.burst is None or not runner.burst.policy.bursters)
+        self._flight: tuple[list[_Intent], Callable[[], list[str | PluginError]]] | None = None
+
+    def launch(self, batch: list[_Intent]) -> None:
+        """Send ``batch`` (emptied), once the batch in flight is answered: the job ids it
+        waits on are filled in then, and what waits on a failed submission is blocked."""
+        answered = self._collect()
+        ready: list[_Intent] = []
+        for intent in batch:
+            after = [self.where.get(k, "done") for k in intent.after_keys]
+            after = [a for a in after if a != "done"]
+            if any(a in ("failed", "blocked") for a in after):
+                self._block(intent)
+                continue
+            intent.after = after
+            intent.ctx = replace(intent.ctx, after_jobs=tuple(after))
+            ready.append(intent)
+            self.where[intent.pu.key] = SENDING
+        batch.clear()
+        if ready:
+            if self.background and len(ready) == 1:
+                self._flight = (ready, _start(ready[0]))
+            else:
+                results = _send(ready)
+                self._flight = (ready, lambda: results)
+        # The previous batch's records, written while this one is answered.
+        self._record(answered)
+
+    def settle(self) -> None:
+        """Wait for the batch in flight and record what it got."""
+        self._record(self._collect())
+
+    def close(self) -> None:
+        """After an error: wait for a submission still under way, so that none is made once
+        the run is over. Its id is left for the next tick to find by token."""
+        if self._flight is not None:
+            _, answer = self._flight
+            self._flight = None
+            answer()
+
+    def _collect(self) -> list[tuple[_Intent, str | PluginError]]:
+        """Wait for the batch in flight; its units' job ids (or "failed") go into where[]."""
+        if self._flight is None:
+            return []
+        batch, answer = self._flight
+        self._flight = None
+        results = answer()
         for intent, result in zip(batch, results, strict=True):
-            _submitted(intent, result, runner, where, progress)
-    pending.clear()
+            self.where[intent.pu.key] = "failed" if isinstance(result, PluginError) else result
+        return list(zip(batch, results, strict=True))
+
+    def _record(self, answered: list[tuple[_Intent, str | PluginError]]) -> None:
+        for intent, result in answered:
+            _submitted(intent, result, self.runner, self.progress)
+
+    def _block(self, intent: _Intent) -> None:
+        """An intent recorded while the submission it waits on was unanswered, which failed:
+        the attempt is closed as blocked, never sent."""
+        name, record = intent.pu.node.name, intent.record
+        record.state = "blocked"  # not a failure of its own: retried once upstream is fixed
+        record.info = "not submitted: a task it waits for could not be submitted"
+        intent.st.append_status(record.attempt, "blocked", record.info, record=record)
+        self.progress.blocked.append(name)
+        self.where[intent.pu.key] = "blocked"
+
+
+def _start(intent: _Intent) -> Callable[[], list[str | PluginError]]:
+    """Start one submission; what it returns waits for its job id (or error), as a batch."""
+    try:
+        answer = intent.transformer.start_submit(intent.pu.node, intent.ctx)
+    except PluginError as exc:
+        error: str | PluginError = exc
+        return lambda: [error]
+
+    def result() -> list[str | PluginError]:
+        try:
+            return [answer()]
+        except PluginError as exc:
+            return [exc]
+    return result
+
+
+def _send(batch: list[_Intent]) -> list[str | PluginError]:
+    """Submit a batch, one submit_many per transformer (the primary, each burster); per
+    intent, in order, its job id or the error that kept it out."""
+    groups: dict[int, list[int]] = {}
+    for n, intent in enumerate(batch):
+        groups.setdefault(id(intent.transformer), []).append(n)
+    out: list[str | PluginError] = [PluginError("not submitted")] * len(batch)
+    for members in groups.values():
+        results = batch[members[0]].transformer.submit_many(
+            [(batch[n].pu.node, batch[n].ctx) for n in members])
+        for n, result in zip(members, results, strict=True):
+            out[n] = result
+    return out
 
 
 def _submitted(intent: _Intent, result: str | PluginError, runner: UnitRunner,
-               where: dict[str, str], progress: Progress) -> None:
+               progress: Progress) -> None:
     """Record one submission's job id, or its failure."""
     name, record, st = intent.pu.node.name, intent.record, intent.st
     if isinstance(result, PluginError):
@@ -290,7 +427,6 @@ def _submitted(intent: _Intent, result: str | PluginError, runner: UnitRunner,
         st.append_status(record.attempt, "failed", record.info, record=record)
         runner.emit("failed", name, record.info)
         progress.failed.append(name)
-        where[intent.pu.key] = "failed"
         return
     record.job_id = result
     record.state = "queued"
@@ -300,7 +436,6 @@ def _submitted(intent: _Intent, result: str | PluginError, runner: UnitRunner,
                 + (f"; why: {intent.why}" if intent.why else ""))
     progress.submitted.append(name)
     progress.in_flight.append(name)
-    where[intent.pu.key] = result
 
 
 def _statuses(runner: UnitRunner, records: list[JobRecord]) -> dict[str, JobStatus]:

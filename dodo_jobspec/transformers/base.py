@@ -6,8 +6,12 @@ own: the engine records job ids on disk and hands them back, so a killed run can
 
 The engine calls, for each unit whose dependencies are done:
     ``find(unit, ctx)``   (only when a previous attempt recorded an intent but no job id)
+    ``prepare(unit, ctx)`` (--no-wait runs: ahead of submit, before the jobs it waits on
+                          have ids)
     ``submit(unit, ctx)`` -> job id, which the engine records before anything else
-                          (``submit_many`` for a batch of ready units, in --no-wait runs)
+                          (in --no-wait runs ``submit_many`` for a batch of ready units, or
+                          ``start_submit`` for one; they record an id once the next unit is on
+                          its way: the intent, recorded before, finds the job by token)
     ``status([ids])``     in batches until the job is terminal (or ``wait(id)`` if not polled)
 and ``cancel([ids])`` on Ctrl-C or `jobspec-do cancel`.
 """
@@ -120,6 +124,9 @@ class Transformer(ABC):
     # Whether the engine learns of job ends by polling `status` in batches (schedulers), or
     # by calling `wait` for each job (the local transformer waits on its own processes).
     polled: ClassVar[bool] = True
+    # Whether ``start_submit`` returns before the workload manager answers (--no-wait runs
+    # then record the next unit's intent and write its script while it is answered).
+    submits_in_background: ClassVar[bool] = False
 
     def __init__(self, options: TransformerOptions | None = None) -> None:
         self.options = options or TransformerOptions()
@@ -169,6 +176,28 @@ class Transformer(ABC):
     @abstractmethod
     def submit(self, unit: Unit, ctx: UnitContext) -> str:
         """Start ``unit`` and return its job id. Raise SubmitError if it could not start."""
+
+    def prepare(self, unit: Unit, ctx: UnitContext) -> None:
+        """Do ahead what ``submit(unit, ctx)`` will do that does not depend on
+        ``ctx.after_jobs`` (which may still be unknown here: the engine calls this while the
+        jobs it waits on are being submitted). Optional: ``submit`` must work without it, and
+        an error here is left for ``submit`` to report."""
+        return None
+
+    def start_submit(self, unit: Unit, ctx: UnitContext) -> Callable[[], str]:
+        """Start submitting ``unit``; what it returns, called, waits for the answer and gives
+        the job id (or raises the SubmitError that kept the unit out). The default submits here
+        and now; a transformer whose submission runs on its own (``submits_in_background``)
+        returns first, and the engine does other work before it asks for the id."""
+        try:
+            job_id = self.submit(unit, ctx)
+        except PluginError as exc:
+            error = exc
+
+            def fail() -> str:
+                raise error
+            return fail
+        return lambda: job_id
 
     def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
         """Submit units that do not wait for one another; per unit, in order, its job id or

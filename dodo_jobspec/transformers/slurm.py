@@ -23,7 +23,8 @@ import shlex
 import shutil
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -149,6 +150,7 @@ class SlurmTransformer(Transformer):
     description = "sbatch jobs on a Slurm cluster; a group is one allocation with srun steps"
     default_resources = Resource("core", 1)
     runs_prologue = True
+    submits_in_background = True  # sbatch is a child process: it runs while we work on
 
     def __init__(self, options: TransformerOptions | None = None, *,
                  cluster: ClusterInfo | None = None) -> None:
@@ -164,6 +166,10 @@ class SlurmTransformer(Transformer):
         # The environment of every Slurm command (None: this process's). A burster aims the
         # transformer at another cluster by giving it that cluster's SLURM_CONF here.
         self.env: dict[str, str] | None = None
+        # Scripts prepare() wrote ahead, by path: the token they were written for. A path is
+        # taken once, by the submit of that very attempt (submit_many's threads take
+        # different paths, and single dict operations are atomic under the GIL).
+        self._ahead: dict[str, str] = {}
 
     @property
     def cluster(self) -> ClusterInfo | None:
@@ -354,31 +360,63 @@ class SlurmTransformer(Transformer):
         return " ".join([*env, "_jsd_task", *map(shlex.quote, argv), place, _command(task)])
 
     # -- running --------------------------------------------------------------------------
-    def submit(self, unit: Unit, ctx: UnitContext) -> str:
-        """Write ``job.<attempt>.sbatch`` into the unit's folder and sbatch it; return the id."""
+    def prepare(self, unit: Unit, ctx: UnitContext) -> None:
+        """Write the unit's script before the ids of the jobs it waits on are known (they go
+        on sbatch's command line, see sbatch_argv, never into the script): a chain's next
+        script is written while the previous sbatch runs. On an error nothing is kept, and
+        submit() writes the script again and reports it."""
+        try:
+            script = self._write_script(unit, ctx)
+        except (PluginError, OSError):
+            return
+        self._ahead[str(script)] = ctx.token
+
+    def _write_script(self, unit: Unit, ctx: UnitContext) -> Path:
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         for node in unit.walk() if isinstance(unit, Group) else ():
             if isinstance(node, Task):  # the job writes their outputs and exit codes there
                 _child_folder(node, ctx).mkdir(parents=True, exist_ok=True)
         script = _script_path(ctx)
         script.write_text(self.render(unit, ctx))
+        return script
+
+    def submit(self, unit: Unit, ctx: UnitContext) -> str:
+        """Write ``job.<attempt>.sbatch`` into the unit's folder (unless prepare() wrote it
+        for this attempt) and sbatch it; return the id."""
+        return self.start_submit(unit, ctx)()
+
+    def start_submit(self, unit: Unit, ctx: UnitContext) -> Callable[[], str]:
+        """Start sbatch for ``unit`` (its script written first unless prepare() wrote it);
+        what this returns waits for sbatch and gives the job id. Between the two the caller
+        works on (a --no-wait chain records its next intent): sbatch is a child process."""
+        script = _script_path(ctx)
+        if self._ahead.pop(str(script), None) != ctx.token:
+            script = self._write_script(unit, ctx)
         what = f"{_kind(unit)} '{unit.name}'"
+        deadline = time.monotonic() + SUBMIT_TIMEOUT
         try:
-            proc = subprocess.run(self.sbatch_argv(script, ctx), capture_output=True, text=True,
-                                  timeout=SUBMIT_TIMEOUT, stdin=subprocess.DEVNULL,
-                                  env=self.env)
+            proc = subprocess.Popen(self.sbatch_argv(script, ctx), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                    env=self.env)
         except FileNotFoundError as exc:
             raise SubmitError(f"{what}: sbatch not found; is Slurm installed and on PATH?"
                               ) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise SubmitError(f"{what}: sbatch did not answer within {SUBMIT_TIMEOUT:g}s",
-                              transient=True) from exc
-        job_id = proc.stdout.strip().split(";")[0]
-        if proc.returncode != 0 or not job_id.isdigit():
-            err = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
-            raise SubmitError(f"{what}: sbatch {script} failed: {err}",
-                              transient=any(t in err.lower() for t in _TRANSIENT))
-        return job_id
+
+        def answer() -> str:
+            try:
+                out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired as exc:
+                proc.kill()
+                proc.communicate()
+                raise SubmitError(f"{what}: sbatch did not answer within {SUBMIT_TIMEOUT:g}s",
+                                  transient=True) from exc
+            job_id = out.strip().split(";")[0]
+            if proc.returncode != 0 or not job_id.isdigit():
+                err = err.strip() or out.strip() or f"exit {proc.returncode}"
+                raise SubmitError(f"{what}: sbatch {script} failed: {err}",
+                                  transient=any(t in err.lower() for t in _TRANSIENT))
+            return job_id
+        return answer
 
     def submit_many(self, items: Sequence[tuple[Unit, UnitContext]]) -> list[str | PluginError]:
         """Submit units that do not wait for one another, up to ``SUBMIT_PARALLEL`` sbatch

@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from dodo_jobspec.spec.model import Group, Spec, Task, Unit
 from dodo_jobspec.spec.resolve import load
+from dodo_jobspec.transformers import slurm as slurm_module
 from dodo_jobspec.transformers.base import (
     JobState,
     JobStatus,
@@ -115,6 +117,104 @@ def test_golden_scripts(folder: str, path: Path) -> None:
         golden.write_text(text)
     assert golden.is_file(), f"no golden file {golden}; run with UPDATE_GOLDEN=1 to write it"
     assert text == golden.read_text()
+
+
+@pytest.mark.parametrize(("folder", "path"), SOURCES, ids=[f"{f}/{p.stem}" for f, p in SOURCES])
+def test_no_script_names_the_jobs_it_waits_on(folder: str, path: Path) -> None:
+    """prepare() writes a script before the ids of the jobs it waits on are known: they must
+    only ever be on sbatch's command line."""
+    t = SlurmTransformer(cluster=FAKE_CLUSTER)
+    spec = load(path, default_resources=t.default_resources)
+    for u in t.units(spec):
+        ctx = context(spec, u, Path("/state"), cwd=Path("/spec"), token="TOKEN")
+        assert t.render(u, ctx) == t.render(u, replace(ctx, after_jobs=("12", "34")))
+
+
+# -- written ahead -----------------------------------------------------------------------------
+def _fake_sbatch(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """sbatch answering job 42 to every call; the argv of each call."""
+    calls: list[list[str]] = []
+
+    class FakeSbatch:
+        returncode = 0
+
+        def __init__(self, argv: list[str], **_: object) -> None:
+            calls.append(argv)
+
+        def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+            return "42\n", ""
+
+    monkeypatch.setattr(slurm_module.subprocess, "Popen", FakeSbatch)
+    return calls
+
+
+def test_sbatch_runs_between_start_submit_and_its_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """start_submit returns with sbatch started, not finished: the engine works meanwhile."""
+    spec = load_text(tmp_path, "version: 1\ntasks:\n- {name: a, command: [true]}\n")
+    t, u = SlurmTransformer(cluster=FAKE_CLUSTER), unit(spec, "task/a")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gate = tmp_path / "gate"
+    # 42 if the gate opened while it ran (within 3 s), 41 if the caller waited for it first.
+    (bin_dir / "sbatch").write_text(
+        f"#!/bin/bash\nfor _ in $(seq 300); do [ -e {gate} ] && break; sleep 0.01; done\n"
+        f"if [ -e {gate} ]; then echo 42; else echo 41; fi\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    answer = t.start_submit(u, context(spec, u, tmp_path / "state"))  # returns: not waited
+    gate.touch()
+    assert answer() == "42"
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Invalid account' >&2\n"
+                                    "exit 1\n")
+    answer = t.start_submit(u, context(spec, u, tmp_path / "state", attempt=2))
+    with pytest.raises(SubmitError, match="Invalid account"):
+        answer()
+
+
+def test_a_script_written_ahead_is_sent_as_written_with_the_ids_on_the_command_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = load_text(tmp_path, "version: 1\ntasks:\n- {name: a, command: [true]}\n")
+    t, u = SlurmTransformer(cluster=FAKE_CLUSTER), unit(spec, "task/a")
+    ctx = context(spec, u, tmp_path / "state")
+    t.prepare(u, ctx)  # before the ids it waits on are known
+    script = ctx.workdir / "job.1.sbatch"
+    assert script.read_text() == t.render(u, ctx)
+    renders: list[object] = []
+    monkeypatch.setattr(t, "render", lambda *args: renders.append(args) or "#!/bin/sh\n")
+    calls = _fake_sbatch(monkeypatch)
+    assert t.submit(u, replace(ctx, after_jobs=("7", "8"))) == "42"
+    assert renders == []  # not rendered a second time
+    assert calls == [["sbatch", "--parsable", "--dependency=afterok:7:8",
+                      "--kill-on-invalid-dep=yes", str(script)]]
+    # Taken once: submitting the attempt again writes its script again.
+    t.submit(u, ctx)
+    assert len(renders) == 1
+
+
+def test_a_script_written_ahead_for_another_token_is_written_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = load_text(tmp_path, "version: 1\ntasks:\n- {name: a, command: [true]}\n")
+    t, u = SlurmTransformer(cluster=FAKE_CLUSTER), unit(spec, "task/a")
+    ahead = context(spec, u, tmp_path / "state", token="first")
+    t.prepare(u, ahead)
+    _fake_sbatch(monkeypatch)
+    now = context(spec, u, tmp_path / "state", token="second")
+    t.submit(u, now)
+    assert "--comment=second" in (now.workdir / "job.1.sbatch").read_text()
+
+
+def test_a_script_that_cannot_be_written_ahead_fails_at_submit(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, """
+        version: 1
+        tasks:
+        - {name: a, command: [true], attributes: {account: 'a"b'}}
+        """)
+    t, u = SlurmTransformer(cluster=FAKE_CLUSTER), unit(spec, "task/a")
+    ctx = context(spec, u, tmp_path / "state")
+    t.prepare(u, ctx)  # says nothing: the submission reports it, as without prepare
+    with pytest.raises(SubmitError, match="contains a quote"):
+        t.submit(u, ctx)
 
 
 # -- pure helpers ------------------------------------------------------------------------------
