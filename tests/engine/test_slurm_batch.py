@@ -217,8 +217,10 @@ def test_a_chain_killed_at_any_moment_is_submitted_once_per_task(
     units = json.loads(jobspec_do("status", spec, "--json", cwd=tmp_path).stdout)["units"]
     ids = {u["job_id"] for u in units}
     assert len(units) == n and len(ids) == n and all(ids)
-    # No token twice in the queue. Other tests' jobs share the cluster: those without a token
-    # show "(null)", and a token is an attempt's own (its random part), whichever test made it.
-    comments = [c for c in slurm.run("squeue", "--me", "-h", "-t", "all", "-o", "%k"
-                                     ).stdout.split() if c.startswith("jsd-")]
-    assert comments and len(comments) == len(set(comments))
+    # Each recorded job has a token of its own, and no other job in the queue carries one of
+    # them (a second submission of an attempt would). Other tests' jobs share the queue.
+    rows = [line.split("|", 1) for line in slurm.run(
+        "squeue", "--me", "-h", "-t", "all", "-o", "%i|%k").stdout.split()]
+    tokens = {comment for job, comment in rows if job in ids}
+    assert len(tokens) == n
+    assert sum(comment in tokens for _, comment in rows) == n
