@@ -26,6 +26,19 @@ def _wait(pid: int) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+def _count_os_spawns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The programs os.posix_spawn starts from here on, in order (it still starts them)."""
+    started: list[str] = []
+    real = os.posix_spawn
+
+    def counted(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "posix_spawn", counted)
+    return started
+
+
 def test_child_has_its_own_session_default_signals_and_the_given_streams(tmp_path: Path
                                                                          ) -> None:
     stdin = tmp_path / "in.txt"
@@ -145,14 +158,7 @@ def test_without_ctypes_tasks_start_through_os_posix_spawn_just_the_same(
 
     monkeypatch.setattr(spawn, "_LIBC", [None])
     assert not spawn.available()
-    started: list[str] = []
-    real = os.posix_spawn
-
-    def counted(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        started.append(path)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "posix_spawn", counted)
+    started = _count_os_spawns(monkeypatch)
     monkeypatch.chdir(tmp_path)
     spec = write(tmp_path, """
         version: 1
@@ -176,15 +182,8 @@ def test_one_unit_at_a_time_starts_through_os_posix_spawn(
     def not_this_way(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("started through ctypes")
 
-    started: list[str] = []
-    real = os.posix_spawn
-
-    def counted(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        started.append(path)
-        return real(path, *args, **kwargs)
-
     monkeypatch.setattr(spawn, "spawn", not_this_way)
-    monkeypatch.setattr(os, "posix_spawn", counted)
+    started = _count_os_spawns(monkeypatch)
     monkeypatch.chdir(tmp_path)
     spec = write(tmp_path, """
         version: 1
